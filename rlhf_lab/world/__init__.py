@@ -1,0 +1,79 @@
+"""The tiny offline world: a generated review corpus, a local BPE tokenizer and a tiny Llama.
+
+Built once per world config into `paths.world/<hash>/` and reused. Everything downstream loads it
+through `from_pretrained` and `datasets`, the same code paths that load hub models and datasets:
+
+    <hash>/corpus.jsonl        {"text"}                    pretraining documents
+    <hash>/sft.jsonl           {"prompt", "completion"}    review openings and their continuations
+    <hash>/prompts.jsonl       {"prompt"}                  review openings for collection and RL
+    <hash>/eval_prompts.jsonl  {"prompt"}                  held-out openings for evaluation
+    <hash>/init/               tokenizer + randomly initialized tiny Llama (a standard HF folder)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from rlhf_lab.artifacts import building, config_hash, is_complete
+from rlhf_lab.config import WorldConfig
+from rlhf_lab.world.corpus import corpus_stats, generate_documents, make_prompts, make_sft_pairs
+from rlhf_lab.world.model import build_tiny_llama
+from rlhf_lab.world.tokenizer import train_tokenizer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class World:
+    root: Path
+
+    corpus = property(lambda self: self.root / "corpus.jsonl")
+    sft = property(lambda self: self.root / "sft.jsonl")
+    prompts = property(lambda self: self.root / "prompts.jsonl")
+    eval_prompts = property(lambda self: self.root / "eval_prompts.jsonl")
+    init_model = property(lambda self: self.root / "init")
+
+
+def world_key(cfg: WorldConfig) -> str:
+    return config_hash(dataclasses.asdict(cfg))
+
+
+def build_world(cfg: WorldConfig, cache_dir: str | Path) -> World:
+    """Return the world for `cfg`, generating it on first use (a few seconds to a minute)."""
+    key = world_key(cfg)
+    world = World(Path(cache_dir).resolve() / key)
+    if is_complete(world.root):
+        return world
+    log.info("building the tiny world %s in %s", key, world.root)
+    with building(world.root, stage="world", key=key, config=dataclasses.asdict(cfg)) as tmp:
+        _generate(cfg, World(tmp))
+    return world
+
+
+def _generate(cfg: WorldConfig, world: World) -> None:
+    docs = generate_documents(cfg.n_documents, seed=cfg.seed)
+    n_sft, n_prompt = int(len(docs) * cfg.sft_fraction), int(len(docs) * cfg.prompt_fraction)
+    corpus, sft_docs, prompt_docs = docs[: -n_sft - n_prompt], docs[-n_sft - n_prompt : -n_prompt], docs[-n_prompt:]
+    prompts = make_prompts(prompt_docs, seed=cfg.seed)
+    n_eval = min(cfg.eval_prompts, len(prompts) // 2)
+    _write_jsonl(world.corpus, [{"text": d} for d in corpus])
+    _write_jsonl(world.sft, make_sft_pairs(sft_docs, seed=cfg.seed))
+    _write_jsonl(world.prompts, [{"prompt": p} for p in prompts[n_eval:]])
+    _write_jsonl(world.eval_prompts, [{"prompt": p} for p in prompts[:n_eval]])
+
+    tokenizer = train_tokenizer(corpus, vocab_size=cfg.vocab_size)
+    model = build_tiny_llama(cfg.model, tokenizer, seed=cfg.seed)
+    model.save_pretrained(world.init_model)
+    tokenizer.save_pretrained(world.init_model)
+    stats = corpus_stats(docs) | {"parameters": sum(p.numel() for p in model.parameters())}
+    (world.root / "metrics.json").write_text(json.dumps(stats, indent=2))
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    with open(path, "w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")

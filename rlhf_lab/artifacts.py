@@ -1,0 +1,61 @@
+"""Content-addressed artifacts: a folder per (stage, config hash), written atomically.
+
+An artifact is complete when its folder exists under its final name; it is built in a temporary
+sibling folder and renamed into place as the last step, so an interrupted build never counts as done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from rlhf_lab.runinfo import package_versions
+
+MANIFEST = "manifest.json"
+
+
+def config_hash(payload: Any, length: int = 12) -> str:
+    """A short, stable hash of a JSON-serializable payload (key order does not matter)."""
+    text = json.dumps(payload, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def is_complete(path: Path) -> bool:
+    return (Path(path) / MANIFEST).is_file()
+
+
+def read_manifest(path: Path) -> dict:
+    return json.loads((Path(path) / MANIFEST).read_text())
+
+
+@contextmanager
+def building(final: Path, **manifest: Any) -> Iterator[Path]:
+    """Yield a scratch folder; on success write the manifest and move it to `final` atomically.
+
+    Keyword arguments go into the manifest, and so does `<scratch>/metrics.json` if the builder
+    wrote one. On an exception the scratch folder is removed and `final` is left untouched.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    scratch = final.parent / f".{final.name}.partial-{os.getpid()}"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir()
+    try:
+        yield scratch
+        metrics_file = scratch / "metrics.json"
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+        record = dict(manifest, metrics=metrics, created=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                      versions=package_versions())
+        (scratch / MANIFEST).write_text(json.dumps(record, indent=2, default=str))
+        if final.exists():  # rebuilt on purpose (cache=false): replace the old artifact
+            shutil.rmtree(final)
+        os.replace(scratch, final)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

@@ -1,0 +1,247 @@
+"""Typed configuration schema, registered in Hydra's ConfigStore.
+
+The YAML files in `conf/` fill these dataclasses, so an unknown key or a value of the wrong type
+fails when Hydra composes the config, naming the key. Ranges and choices are declared next to each
+field (`setting(..., gt=0)`) and checked by `validate` before any model is built. Each field is
+documented once, here, in its `help`.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    """A configuration value is out of range or inconsistent; the message names every bad key."""
+
+
+def setting(default: Any, help: str, *, gt=None, ge=None, lt=None, le=None, choices=None):
+    """A documented dataclass field with an optional range (`gt`, `ge`, `lt`, `le`) or `choices`."""
+    meta = dict(help=help, gt=gt, ge=ge, lt=lt, le=le, choices=choices)
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    if dataclasses.is_dataclass(default):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# --------------------------------------------------------------------------------------- world
+@dataclass
+class TinyModelConfig:
+    hidden_size: int = setting(256, "width of the tiny Llama", gt=0)
+    num_layers: int = setting(4, "transformer blocks", gt=0)
+    num_heads: int = setting(4, "attention heads", gt=0)
+    num_kv_heads: int = setting(2, "key/value heads (grouped-query attention)", gt=0)
+    intermediate_size: int = setting(512, "MLP width", gt=0)
+    max_position_embeddings: int = setting(256, "longest sequence the model accepts", gt=0)
+
+
+@dataclass
+class WorldConfig:
+    seed: int = setting(0, "seed of the corpus generator, the tokenizer data and the initial weights")
+    n_documents: int = setting(40_000, "review documents generated", ge=100)
+    vocab_size: int = setting(2048, "byte-level BPE vocabulary size", ge=300)
+    sft_fraction: float = setting(0.2, "share of documents turned into SFT pairs", gt=0, lt=1)
+    prompt_fraction: float = setting(0.1, "share of documents whose openings are prompts", gt=0, lt=1)
+    eval_prompts: int = setting(512, "held-out prompts for evaluation", ge=1)
+    model: TinyModelConfig = setting(TinyModelConfig(), "architecture of the tiny Llama")
+
+
+# --------------------------------------------------------------------------------------- paths
+@dataclass
+class PathsConfig:
+    root: str = setting("lab", "everything rlhf_lab writes lives below this folder")
+    world: str = setting("${paths.root}/world", "cache of built tiny worlds, one folder per world config")
+    artifacts: str = setting("${paths.root}/artifacts", "stage outputs, one folder per config hash")
+    runs: str = setting("${paths.root}/runs", "Hydra run directories (logs, resolved configs)")
+
+
+# --------------------------------------------------------------------------------------- model
+@dataclass
+class ModelConfig:
+    name_or_path: str | None = setting(
+        None, "hub name or local HF directory of the starting model; null = the tiny world's")
+    tokenizer: str | None = setting(None, "tokenizer name or path; null = the model's own")
+    dtype: str = setting("float32", "weights dtype when loading",
+                         choices=["float32", "bfloat16", "float16", "auto"])
+    attn_implementation: str | None = setting("sdpa", "attention kernel (sdpa, eager, flash_attention_2)")
+    trust_remote_code: bool = setting(False, "allow a hub repository to run its own code")
+
+
+# ---------------------------------------------------------------------------------------- data
+@dataclass
+class SourceConfig:
+    path: str | None = setting(
+        None, "hub dataset name, JSON/JSONL/Parquet/CSV file, or save_to_disk folder; null = the tiny world's")
+    name: str | None = setting(None, "dataset configuration name (hub datasets)")
+    split: str = setting("train", "split to read")
+    format: str = setting("auto", "row format",
+                          choices=["auto", "text", "prompt_completion", "messages"])
+    max_rows: int | None = setting(None, "read at most this many rows", gt=0)
+
+
+@dataclass
+class DataConfig:
+    pretrain: SourceConfig = setting(SourceConfig(format="text"), "documents for pretraining")
+    sft: SourceConfig = setting(SourceConfig(format="prompt_completion"), "prompt/response pairs for SFT")
+    max_length: int = setting(128, "longest training sequence in tokens (prompt + response)", gt=1)
+    max_prompt_length: int = setting(48, "longest prompt in tokens; longer prompts are bad rows", gt=0)
+    val_size: int = setting(512, "rows held out for validation", ge=1)
+    on_bad_row: str = setting("error", "what to do with a malformed row", choices=["error", "skip"])
+    num_workers: int = setting(0, "DataLoader worker processes", ge=0)
+
+
+# ---------------------------------------------------------------------------------------- peft
+@dataclass
+class PeftConfig:
+    method: str = setting("none", "parameter-efficient fine-tuning method", choices=["none", "lora"])
+    r: int = setting(16, "LoRA rank", gt=0)
+    alpha: float = setting(32.0, "LoRA scaling numerator (scale = alpha / r)", gt=0)
+    dropout: float = setting(0.0, "dropout on the LoRA input", ge=0, lt=1)
+    target_modules: list[str] = setting(
+        ["all-linear"], "module names to adapt, or ['all-linear'] for every linear layer but the head")
+    save: str = setting("merged", "export merged weights or the adapter alone", choices=["merged", "adapter"])
+
+
+# ------------------------------------------------------------------------------------- trainer
+@dataclass
+class TrainerConfig:
+    _target_: str = "lightning.pytorch.Trainer"
+    accelerator: str = setting("cpu", "cpu, gpu, auto, ...")
+    devices: Any = setting(1, "number of devices or a list of ids")
+    num_nodes: int = setting(1, "machines", gt=0)
+    strategy: str = setting("auto", "Lightning strategy: auto, ddp, fsdp, deepspeed_stage_2, ...")
+    precision: str = setting("32-true", "Lightning precision: 32-true, bf16-mixed, 16-mixed, bf16-true")
+    log_every_n_steps: int = setting(10, "how often training metrics are logged", gt=0)
+    enable_progress_bar: bool = setting(True, "show the rich progress bar")
+    deterministic: bool = setting(False, "ask torch for deterministic kernels")
+
+
+# -------------------------------------------------------------------------------------- logger
+@dataclass
+class WandbConfig:
+    enabled: bool = setting(True, "log to Weights & Biases")
+    offline: bool = setting(True, "write runs locally (sync later with `wandb sync`); false = online")
+    project: str = setting("rlhf_lab", "W&B project")
+    entity: str | None = setting(None, "W&B team or user")
+    group: str | None = setting(None, "W&B group; null = the experiment name")
+    tags: list[str] = setting([], "extra W&B tags")
+
+
+@dataclass
+class LoggerConfig:
+    wandb: WandbConfig = setting(WandbConfig(), "Weights & Biases logging")
+    sample_table_every: int = setting(1, "log a table of samples every N validations", gt=0)
+
+
+# ---------------------------------------------------------------------------------- LM training
+@dataclass
+class TrainConfig:
+    """Optimization of a causal-LM stage (pretrain, sft)."""
+
+    lr: float = setting(3e-4, "peak AdamW learning rate", gt=0)
+    weight_decay: float = setting(0.0, "AdamW weight decay", ge=0)
+    betas: list[float] = setting([0.9, 0.95], "AdamW betas")
+    warmup_steps: int = setting(50, "linear warmup steps", ge=0)
+    schedule: str = setting("cosine", "decay after warmup", choices=["cosine", "linear", "constant"])
+    min_lr_ratio: float = setting(0.1, "final lr as a fraction of the peak", ge=0, le=1)
+    max_steps: int = setting(500, "optimizer steps", gt=0)
+    batch_size: int = setting(32, "sequences per device and step", gt=0)
+    accumulate_grad_batches: int = setting(1, "micro-batches per optimizer step", gt=0)
+    grad_clip: float = setting(1.0, "gradient-norm clipping; 0 = off", ge=0)
+    val_every: int = setting(100, "validate every N optimizer steps", gt=0)
+    val_batches: int = setting(8, "validation batches per validation", gt=0)
+    samples: int = setting(8, "sample generations logged at each validation", ge=0)
+    sample_tokens: int = setting(48, "new tokens per sample generation", gt=0)
+    sample_temperature: float = setting(1.0, "temperature of sample generations", ge=0)
+
+
+@dataclass
+class PretrainConfig(TrainConfig):
+    lr: float = setting(2e-3, "peak AdamW learning rate", gt=0)
+    weight_decay: float = setting(0.1, "AdamW weight decay", ge=0)
+    max_steps: int = setting(600, "optimizer steps", gt=0)
+    batch_size: int = setting(32, "packed blocks of data.max_length tokens per step", gt=0)
+    gold_samples: int = setting(256, "continuations scored with the gold scorer after training", ge=0)
+
+
+@dataclass
+class SFTConfig(TrainConfig):
+    lr: float = setting(5e-4, "peak AdamW learning rate", gt=0)
+    max_steps: int = setting(200, "optimizer steps", gt=0)
+    warmup_steps: int = setting(20, "linear warmup steps", ge=0)
+
+
+# ---------------------------------------------------------------------------------------- root
+@dataclass
+class Config:
+    stage: str = setting("pretrain", "the stage to run (set by the `stage` group)",
+                         choices=["pretrain", "sft"])
+    seed: int = setting(0, "seed of everything stochastic in the run")
+    cache: bool = setting(True, "reuse a stage's artifact when its config hash matches; false = rebuild")
+    experiment: str | None = setting(None, "name of the experiment (W&B group); set by experiment files")
+    world: WorldConfig = setting(WorldConfig(), "the tiny offline world")
+    paths: PathsConfig = setting(PathsConfig(), "where things are written")
+    model: ModelConfig = setting(ModelConfig(), "the starting model")
+    data: DataConfig = setting(DataConfig(), "datasets and their validation")
+    peft: PeftConfig = setting(PeftConfig(), "LoRA or full fine-tuning (sft and later stages)")
+    trainer: TrainerConfig = setting(TrainerConfig(), "the Lightning Trainer")
+    logger: LoggerConfig = setting(LoggerConfig(), "W&B and CSV logging")
+    pretrain: PretrainConfig = setting(PretrainConfig(), "stage pretrain: the base LM on the corpus")
+    sft: SFTConfig = setting(SFTConfig(), "stage sft: supervised fine-tuning on prompt/response pairs")
+
+
+def register_configs() -> None:
+    """Put the schema in Hydra's ConfigStore; `conf/config.yaml` lists it first in its defaults."""
+    ConfigStore.instance().store(name="rlhf_lab_schema", node=Config)
+
+
+# ------------------------------------------------------------------------------------ validation
+def _problems(node: Any, path: str):
+    """Yield 'key: message' for every field of a dataclass tree outside its declared range."""
+    for f in dataclasses.fields(node):
+        value, key = getattr(node, f.name), f"{path}{f.name}"
+        if dataclasses.is_dataclass(value):
+            yield from _problems(value, key + ".")
+            continue
+        meta = f.metadata
+        if value is None or not meta:
+            continue
+        if meta["choices"] is not None and value not in meta["choices"]:
+            yield f"{key}: {value!r} is not one of {', '.join(map(str, meta['choices']))}"
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if isinstance(value, float) and not math.isfinite(value):
+                yield f"{key}: must be finite, got {value}"
+            for bound, ok, word in (("gt", lambda v, b: v > b, ">"), ("ge", lambda v, b: v >= b, ">="),
+                                    ("lt", lambda v, b: v < b, "<"), ("le", lambda v, b: v <= b, "<=")):
+                if meta[bound] is not None and not ok(value, meta[bound]):
+                    yield f"{key}: must be {word} {meta[bound]}, got {value}"
+
+
+def _cross_checks(cfg: Config):
+    if cfg.world.model.num_heads % cfg.world.model.num_kv_heads:
+        yield "world.model.num_kv_heads: must divide world.model.num_heads"
+    if cfg.world.model.hidden_size % cfg.world.model.num_heads:
+        yield "world.model.hidden_size: must be a multiple of world.model.num_heads"
+    if cfg.data.max_prompt_length >= cfg.data.max_length:
+        yield "data.max_prompt_length: must be < data.max_length (room is needed for the response)"
+    if cfg.world.sft_fraction + cfg.world.prompt_fraction >= 1:
+        yield "world.sft_fraction + world.prompt_fraction: must leave documents for pretraining"
+    if cfg.model.name_or_path is None and cfg.data.max_length > cfg.world.model.max_position_embeddings:
+        yield "data.max_length: exceeds world.model.max_position_embeddings"
+
+
+def validate(cfg: DictConfig) -> Config:
+    """Check ranges, choices and cross-field rules; return the typed config or raise ConfigError."""
+    typed: Config = OmegaConf.to_object(cfg)
+    problems = [*_problems(typed, ""), *_cross_checks(typed)]
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+    return typed

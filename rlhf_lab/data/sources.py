@@ -1,0 +1,69 @@
+"""Reading rows through `datasets`: hub names, JSON/JSONL/Parquet/CSV files, `save_to_disk` folders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import datasets
+
+from rlhf_lab.config import SourceConfig
+
+BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file (or dataset), the row and the field."""
+
+
+def load_source(src: SourceConfig, default: str | Path | None = None) -> tuple[datasets.Dataset, str]:
+    """Load the rows of `src` (or of `default` when `src.path` is null) and a name for messages."""
+    path = src.path or default
+    if path is None:
+        raise DataError("no dataset given: set its `path` (a file, a folder or a hub name)")
+    path = str(path)
+    local = Path(path).expanduser()
+    try:
+        if local.is_file():
+            ds = _load_file(local)
+        elif (local / "dataset_info.json").is_file() or (local / "dataset_dict.json").is_file():
+            ds = datasets.load_from_disk(str(local))
+            ds = ds[src.split] if isinstance(ds, datasets.DatasetDict) else ds
+        else:  # a folder of data files, or a hub dataset
+            ds = datasets.load_dataset(path, src.name, split=src.split)
+    except DataError:
+        raise
+    except Exception as err:  # datasets' own errors rarely say which row broke
+        raise DataError(f"{path}: could not be read as a dataset: {err}") from err
+    if src.max_rows is not None:
+        ds = ds.select(range(min(src.max_rows, len(ds))))
+    return ds, path
+
+
+def _load_file(path: Path) -> datasets.Dataset:
+    builder = BUILDERS.get(path.suffix.lower())
+    if builder is None:
+        raise DataError(f"{path}: unknown file type {path.suffix!r}; use one of {', '.join(BUILDERS)}")
+    if builder == "json":
+        _check_json_lines(path)
+    return datasets.load_dataset(builder, data_files=str(path), split="train")
+
+
+def _check_json_lines(path: Path) -> None:
+    """Name the first line of a JSONL file that is not valid UTF-8 or not a JSON object."""
+    with open(path, "rb") as f:
+        head = f.read(1).strip()
+        f.seek(0)
+        if head == b"[":  # a JSON array file: let datasets parse it
+            return
+        for i, raw in enumerate(f):
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as err:
+                raise DataError(f"{path}: row {i}: invalid UTF-8 ({err.reason})") from err
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}: row {i}: invalid JSON ({err.msg})") from err
+            if not isinstance(row, dict):
+                raise DataError(f"{path}: row {i}: expected a JSON object, got {type(row).__name__}")

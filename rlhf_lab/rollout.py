@@ -1,0 +1,430 @@
+"""The one generation path of rlhf_lab: batched, left-padded, KV-cached sampling with log-probs.
+
+Used for SFT samples, K completions per prompt, best-of-n, evaluation and inside every RL step.
+Works for any HF causal LM (Llama, GPT-2, GPT-NeoX, ...) and for a peft ``PeftModel`` around one.
+
+Conventions: prompts are LEFT-padded, responses RIGHT-padded; position ids are always
+``cumsum(mask) - 1`` (0 on left padding), in prefill, in decode steps and in the fresh forward
+pass of :func:`response_logprobs`, so a sequence gets the same numbers whatever its batch.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, fields
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+__all__ = [
+    "ResponseStats",
+    "Rollout",
+    "generate",
+    "generate_text",
+    "left_pad",
+    "position_ids_from_mask",
+    "response_logprobs",
+]
+
+
+# ----------------------------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Rollout:
+    """A batch of prompts and their generated responses (all tensors on one device)."""
+
+    prompt_ids: torch.Tensor  # (B, P) left-padded with pad_token_id
+    prompt_mask: torch.Tensor  # (B, P) 1 on real prompt tokens
+    response_ids: torch.Tensor  # (B, T) right-padded with pad_token_id after EOS / at the end
+    response_mask: torch.Tensor  # (B, T) 1 on generated tokens up to and including EOS
+    logprobs: torch.Tensor  # (B, T) float32 sampling log-prob of each response token, 0 if masked
+    eos_token_id: int | None = None  # lets `ends_with_eos` tell EOS from truncation
+
+    @property
+    def ends_with_eos(self) -> torch.Tensor:
+        """(B,) bool: the response ended with EOS (False: cut at max_new_tokens)."""
+        lengths = self.lengths()  # (B,)
+        width = self.response_ids.shape[1]
+        if self.eos_token_id is None or width == 0:  # unknown EOS: shorter than T means stopped
+            return lengths < width  # (B,)
+        last = (lengths - 1).clamp(min=0).unsqueeze(1)  # (B, 1)
+        last_tok = self.response_ids.gather(1, last).squeeze(1)  # (B,)
+        return (lengths > 0) & (last_tok == self.eos_token_id)  # (B,)
+
+    @property
+    def sequences(self) -> torch.Tensor:
+        """(B, P+T) prompt_ids ++ response_ids."""
+        return torch.cat([self.prompt_ids, self.response_ids], dim=1)  # (B, P+T)
+
+    @property
+    def attention_mask(self) -> torch.Tensor:
+        """(B, P+T) prompt_mask ++ response_mask."""
+        return torch.cat([self.prompt_mask, self.response_mask], dim=1)  # (B, P+T)
+
+    @property
+    def position_ids(self) -> torch.Tensor:
+        """(B, P+T) the position ids generation used: cumsum(mask) - 1, 0 on padding."""
+        return position_ids_from_mask(self.attention_mask)  # (B, P+T)
+
+    def lengths(self) -> torch.Tensor:
+        """(B,) number of response tokens (EOS included)."""
+        return self.response_mask.sum(dim=1)  # (B,)
+
+    def prompt_lengths(self) -> torch.Tensor:
+        """(B,) number of real prompt tokens."""
+        return self.prompt_mask.sum(dim=1)  # (B,)
+
+    def __len__(self) -> int:
+        return self.prompt_ids.shape[0]
+
+    def to(self, device: torch.device | str) -> Rollout:
+        """A copy with every tensor on `device`."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return Rollout(**{k: v.to(device) if torch.is_tensor(v) else v for k, v in values.items()})
+
+
+class ResponseStats(NamedTuple):
+    """What :func:`response_logprobs` returns when asked for more than log-probs."""
+
+    logprobs: torch.Tensor  # (B, T) float32
+    entropy: torch.Tensor | None  # (B, T) float32, or None if not asked for
+    logits: torch.Tensor | None  # (B, T, V) float32 logits / temperature, or None if not asked for
+
+
+# ----------------------------------------------------------------------------------------------
+# Padding and positions
+# ----------------------------------------------------------------------------------------------
+
+
+def left_pad(sequences: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids (B, L), mask (B, L)) left-padded, as torch.long."""
+    width = max((len(s) for s in sequences), default=0)
+    ids = [[pad_token_id] * (width - len(s)) + list(s) for s in sequences]
+    mask = [[0] * (width - len(s)) + [1] * len(s) for s in sequences]
+    shape = (len(sequences), width)
+    return (
+        torch.tensor(ids, dtype=torch.long).reshape(shape),  # (B, L)
+        torch.tensor(mask, dtype=torch.long).reshape(shape),  # (B, L)
+    )
+
+
+def position_ids_from_mask(mask: torch.Tensor) -> torch.Tensor:
+    """(B, L) position ids cumsum(mask) - 1, clamped at 0 on left padding."""
+    return (mask.long().cumsum(dim=-1) - 1).clamp_(min=0)  # (B, L)
+
+
+# ----------------------------------------------------------------------------------------------
+# Model helpers
+# ----------------------------------------------------------------------------------------------
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The HF model under peft / DDP-style wrappers (to inspect its forward signature)."""
+    for _ in range(8):
+        if hasattr(model, "get_base_model"):
+            model = model.get_base_model()
+        elif isinstance(getattr(model, "module", None), nn.Module):
+            model = model.module
+        else:
+            break
+    return model
+
+
+def _accepts_logits_to_keep(model: nn.Module) -> bool:
+    """Whether the (unwrapped) model's forward takes `logits_to_keep`."""
+    try:
+        params = inspect.signature(_unwrap(model).forward).parameters
+    except (TypeError, ValueError):
+        return False
+    return "logits_to_keep" in params
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+class _eval_mode:
+    """Context manager: every submodule in eval mode, each one's own mode restored after."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.modes = [(m, m.training) for m in model.modules()]
+        self.model = model
+
+    def __enter__(self) -> nn.Module:
+        self.model.eval()
+        return self.model
+
+    def __exit__(self, *exc: object) -> None:
+        for module, training in self.modes:
+            module.training = training
+
+
+# ----------------------------------------------------------------------------------------------
+# Token selection
+# ----------------------------------------------------------------------------------------------
+
+
+def _filter_top_k(logits: torch.Tensor, top_k: int) -> torch.Tensor:
+    """(B, V) logits with everything below the k-th largest set to -inf."""
+    if top_k <= 0 or top_k >= logits.shape[-1]:
+        return logits
+    kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
+    return logits.masked_fill(logits < kth, float("-inf"))  # (B, V)
+
+
+def _filter_top_p(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """(B, V) logits outside the smallest nucleus of mass >= top_p set to -inf."""
+    if top_p >= 1.0:
+        return logits
+    sorted_logits, order = logits.sort(dim=-1, descending=True)  # (B, V), (B, V)
+    probs = sorted_logits.softmax(dim=-1)  # (B, V)
+    mass_before = probs.cumsum(dim=-1) - probs  # (B, V) mass of strictly better tokens
+    drop = mass_before >= top_p  # (B, V)
+    drop[:, 0] = False  # always keep the best token
+    sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))  # (B, V)
+    return torch.empty_like(logits).scatter_(-1, order, sorted_logits)  # (B, V)
+
+
+def _sample(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """(B,) one draw per row of (B, V) probs by inverse CDF: a single uniform per row, no sync.
+
+    Zero-probability tokens are never drawn (their CDF step is flat); float64 keeps the CDF exact.
+    """
+    cdf = probs.double().cumsum(dim=-1)  # (B, V)
+    u = torch.rand(probs.shape[0], 1, generator=generator, dtype=torch.float64,
+                   device=probs.device)  # (B, 1)
+    token = torch.searchsorted(cdf, u * cdf[:, -1:], right=True)  # (B, 1)
+    return token.squeeze(1).clamp_(max=probs.shape[-1] - 1)  # (B,)
+
+
+def _select(
+    logits: torch.Tensor,
+    *,
+    greedy: bool,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+    generator: torch.Generator | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Next token (B,) and its log-prob (B,) under log_softmax(logits / T) (T = 1 if greedy).
+
+    The log-prob is that of the temperature-scaled distribution BEFORE top-k / top-p filtering,
+    which is what a fresh forward pass (:func:`response_logprobs`) reproduces.
+    """
+    logits = logits.float()  # (B, V)
+    if greedy:
+        logp = logits.log_softmax(dim=-1)  # (B, V)
+        token = logits.argmax(dim=-1)  # (B,)
+    else:
+        scaled = logits / temperature if temperature != 1.0 else logits  # (B, V)
+        logp = scaled.log_softmax(dim=-1)  # (B, V)
+        filtered = _filter_top_p(_filter_top_k(scaled, top_k), top_p)  # (B, V)
+        token = _sample(filtered.softmax(dim=-1), generator)  # (B,)
+    token_logp = logp.gather(-1, token.unsqueeze(-1)).squeeze(-1)  # (B,)
+    return token, token_logp
+
+
+# ----------------------------------------------------------------------------------------------
+# Generation
+# ----------------------------------------------------------------------------------------------
+
+
+def _decode_loop(
+    model: nn.Module,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    *,
+    max_new_tokens: int,
+    eos_token_id: int,
+    pad_token_id: int,
+    pick: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Prefill once, then one cached step per token. Returns response ids, mask, log-probs."""
+    batch, plen = prompt_ids.shape
+    device = prompt_ids.device
+    response = torch.full((batch, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
+    alive = torch.zeros((batch, max_new_tokens), dtype=torch.bool, device=device)  # (B, N)
+    logprobs = torch.zeros((batch, max_new_tokens), dtype=torch.float32, device=device)  # (B, N)
+    full_mask = torch.ones((batch, plen + max_new_tokens), dtype=prompt_mask.dtype, device=device)
+    full_mask[:, :plen] = prompt_mask  # (B, P+N) new tokens always attendable
+    done = torch.zeros(batch, dtype=torch.bool, device=device)  # (B,)
+
+    positions = position_ids_from_mask(prompt_mask)  # (B, P)
+    extra = {"logits_to_keep": 1} if _accepts_logits_to_keep(model) else {}
+    out = model(
+        input_ids=prompt_ids,
+        attention_mask=prompt_mask,
+        position_ids=positions,
+        use_cache=True,
+        **extra,
+    )
+    next_pos = positions[:, -1:] + 1  # (B, 1) prompts are left-padded: last column is real
+    steps = 0
+    for t in range(max_new_tokens):
+        token, token_logp = pick(out.logits[:, -1, :])  # (B,), (B,)
+        token = token.masked_fill(done, pad_token_id)  # (B,)
+        alive[:, t] = ~done
+        response[:, t] = token
+        logprobs[:, t] = token_logp.masked_fill(done, 0.0)
+        done = done | (token == eos_token_id)  # (B,) finished rows stay finished
+        steps = t + 1
+        if steps == max_new_tokens or bool(done.all()):
+            break
+        out = model(
+            input_ids=token.unsqueeze(1),  # (B, 1)
+            attention_mask=full_mask[:, : plen + steps],  # (B, P+t+1)
+            position_ids=next_pos,  # (B, 1)
+            past_key_values=out.past_key_values,
+            use_cache=True,
+        )
+        next_pos = next_pos + 1  # (B, 1)
+    return response[:, :steps], alive[:, :steps].to(prompt_mask.dtype), logprobs[:, :steps]
+
+
+def generate(
+    model: nn.Module,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    *,
+    max_new_tokens: int,
+    eos_token_id: int,
+    pad_token_id: int,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    do_sample: bool = True,
+    generator: torch.Generator | None = None,
+) -> Rollout:
+    """Sample (or greedily decode) responses for left-padded prompts with a KV cache.
+
+    Runs under ``torch.inference_mode`` with the model in eval mode (modes restored after).
+    Each response stops at EOS (kept and masked-in); the loop stops when all rows are done or
+    after `max_new_tokens`. Greedy when ``do_sample`` is False or ``temperature`` is 0.
+    Log-probs are log_softmax(logits / temperature) at the chosen token (temperature 1 if
+    greedy), unfiltered by top-k/top-p, in float32. The returned tensors are ordinary
+    (non-inference) tensors, safe to feed into a later forward pass with gradients.
+    """
+    device = _model_device(model)
+    prompt_ids = prompt_ids.to(device)  # (B, P)
+    prompt_mask = prompt_mask.to(device)  # (B, P)
+    if prompt_ids.shape != prompt_mask.shape or prompt_ids.ndim != 2:
+        raise ValueError(f"prompt ids {prompt_ids.shape} and mask {prompt_mask.shape} differ")
+    if prompt_ids.shape[1] == 0 or not bool(prompt_mask[:, -1].all()):
+        raise ValueError("prompts must be non-empty and LEFT-padded (last column all real tokens)")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    greedy = not do_sample or temperature == 0
+
+    def pick(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return _select(
+            logits, greedy=greedy, temperature=temperature, top_k=top_k, top_p=top_p,
+            generator=generator,
+        )
+
+    if max_new_tokens <= 0:
+        empty = prompt_ids.new_zeros((prompt_ids.shape[0], 0))  # (B, 0)
+        return Rollout(prompt_ids, prompt_mask, empty, empty.to(prompt_mask.dtype),
+                       empty.float(), eos_token_id)
+    with _eval_mode(model), torch.inference_mode():
+        response, mask, logprobs = _decode_loop(
+            model, prompt_ids, prompt_mask, max_new_tokens=max_new_tokens,
+            eos_token_id=eos_token_id, pad_token_id=pad_token_id, pick=pick,
+        )
+    # Clone outside inference mode: inference tensors cannot be saved for backward later on.
+    return Rollout(prompt_ids, prompt_mask, response.clone(), mask.clone(), logprobs.clone(),
+                   eos_token_id)
+
+
+# ----------------------------------------------------------------------------------------------
+# Scoring
+# ----------------------------------------------------------------------------------------------
+
+
+def response_logprobs(
+    model: nn.Module,
+    rollout: Rollout,
+    temperature: float = 1.0,
+    *,
+    return_entropy: bool = False,
+    return_logits: bool = False,
+) -> torch.Tensor | ResponseStats:
+    """(B, T) log-probs of the response tokens under log_softmax(logits / temperature).
+
+    A fresh forward pass over prompt + response with the same position ids as generation; 0
+    where response_mask is 0. Runs with gradients if enabled (the RL step calls it that way)
+    and leaves the model's train/eval mode alone. Only the response part of the logits is kept
+    (B * T * V memory, float32). With `return_entropy` / `return_logits`, returns a
+    :class:`ResponseStats` (logprobs, entropy (B, T), logits / temperature (B, T, V)).
+    """
+    device = _model_device(model)
+    rollout = rollout.to(device)
+    num_resp = rollout.response_ids.shape[1]
+    mask = rollout.attention_mask  # (B, P+T)
+    extra = {"logits_to_keep": num_resp + 1} if _accepts_logits_to_keep(model) else {}
+    out = model(
+        input_ids=rollout.sequences,  # (B, P+T)
+        attention_mask=mask,
+        position_ids=position_ids_from_mask(mask),  # (B, P+T)
+        use_cache=False,
+        **extra,
+    )
+    # Logits at positions P-1 .. P+T-2 predict the T response tokens.
+    logits = out.logits[:, -(num_resp + 1) :][:, :num_resp].float()  # (B, T, V)
+    if temperature != 1.0:
+        logits = logits / temperature  # (B, T, V)
+    logp_all = logits.log_softmax(dim=-1)  # (B, T, V)
+    resp_mask = rollout.response_mask.bool()  # (B, T)
+    logp = logp_all.gather(-1, rollout.response_ids.unsqueeze(-1)).squeeze(-1)  # (B, T)
+    logp = logp.masked_fill(~resp_mask, 0.0)  # (B, T)
+    if not (return_entropy or return_logits):
+        return logp
+    entropy = None
+    if return_entropy:
+        entropy = -(logp_all.exp() * logp_all).sum(dim=-1)  # (B, T)
+        entropy = entropy.masked_fill(~resp_mask, 0.0)  # (B, T)
+    return ResponseStats(logp, entropy, logits if return_logits else None)
+
+
+# ----------------------------------------------------------------------------------------------
+# Text convenience
+# ----------------------------------------------------------------------------------------------
+
+
+def _batches(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def generate_text(
+    model: nn.Module,
+    tokenizer: Any,
+    prompts: list[str],
+    *,
+    batch_size: int = 64,
+    max_new_tokens: int = 48,
+    **sampling: Any,
+) -> list[str]:
+    """Generate a response string per prompt (special tokens skipped), in batches.
+
+    Each prompt is tokenized as ``tokenizer(prompt)`` does (BOS etc. included, no padding) and
+    left-padded with ``tokenizer.pad_token_id`` (EOS if there is none). `sampling` goes to
+    :func:`generate` (temperature, top_k, top_p, do_sample, generator, eos_token_id, ...).
+    """
+    eos = sampling.pop("eos_token_id", tokenizer.eos_token_id)
+    pad = sampling.pop("pad_token_id", tokenizer.pad_token_id)
+    pad = eos if pad is None else pad
+    texts: list[str] = []
+    for chunk in _batches(prompts, batch_size):
+        ids, mask = left_pad([tokenizer(p)["input_ids"] for p in chunk], pad)  # (b, P), (b, P)
+        rollout = generate(model, ids, mask, max_new_tokens=max_new_tokens, eos_token_id=eos,
+                           pad_token_id=pad, **sampling)
+        rows = rollout.response_ids.tolist()
+        for row, n in zip(rows, rollout.lengths().tolist(), strict=True):
+            texts.append(tokenizer.decode(row[:n], skip_special_tokens=True))
+    return texts

@@ -1,0 +1,44 @@
+"""Stage `pretrain`: the base causal LM trained on documents packed into blocks.
+
+On the tiny world it starts from the randomly initialized tiny Llama, and it ends by measuring the
+spread of gold (VADER) scores of its samples: later stages need that variety to learn from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from rlhf_lab.config import Config, PeftConfig, SourceConfig
+from rlhf_lab.data.sources import load_source
+from rlhf_lab.rollout import generate_text
+from rlhf_lab.scorers import GoldScorer
+from rlhf_lab.stages.common import Context, data_key, model_key, trainer_key
+from rlhf_lab.stages.lm import train_causal_lm
+
+
+def upstream(cfg: Config) -> list[str]:
+    return []
+
+
+def key_config(cfg: Config) -> dict:
+    return {"model": model_key(cfg), "data": data_key(cfg, "pretrain"),
+            "train": dataclasses.asdict(cfg.pretrain), "seed": cfg.seed, "trainer": trainer_key(cfg)}
+
+
+def build(ctx: Context, out: Path) -> dict[str, float]:
+    cfg = ctx.cfg
+    start = cfg.model.name_or_path or ctx.world.init_model
+    default = ctx.world.corpus if cfg.data.pretrain.path is None else None
+    metrics, model, tokenizer = train_causal_lm(
+        ctx, out, stage="pretrain", start=start, source=cfg.data.pretrain, default_source=default,
+        mode="pack", train=cfg.pretrain, peft=PeftConfig(),  # pretraining always trains every weight
+    )
+    if cfg.pretrain.gold_samples:
+        prompts = [row["prompt"] for row in load_source(SourceConfig(), ctx.world.eval_prompts)[0]]
+        prompts = (prompts * (cfg.pretrain.gold_samples // len(prompts) + 1))[: cfg.pretrain.gold_samples]
+        completions = generate_text(model, tokenizer, prompts, max_new_tokens=cfg.pretrain.sample_tokens,
+                                    temperature=1.0)
+        gold = GoldScorer().score(prompts, completions)
+        metrics |= {"pretrain/eval/gold_mean": gold.mean().item(), "pretrain/eval/gold_std": gold.std().item()}
+    return metrics

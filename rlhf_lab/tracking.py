@@ -1,0 +1,55 @@
+"""Loggers and callbacks of a stage: CSV always, W&B (offline by default), rich progress, checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+
+from rlhf_lab.config import Config
+
+log = logging.getLogger(__name__)
+
+
+def job_overrides() -> list[str]:
+    """The command-line overrides of this Hydra job (empty outside Hydra)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def make_loggers(cfg: Config, stage: str, log_dir: Path) -> list[Logger]:
+    loggers: list[Logger] = [CSVLogger(save_dir=str(log_dir), name="", version="csv")]
+    wb = cfg.logger.wandb
+    if wb.enabled:
+        overrides = job_overrides()
+        loggers.append(WandbLogger(
+            project=wb.project, entity=wb.entity, offline=wb.offline, save_dir=str(log_dir),
+            group=wb.group or cfg.experiment or stage, job_type=stage,
+            name=" ".join([stage, *overrides]) if overrides else stage,
+            tags=[stage, *wb.tags, *overrides], config=dataclasses.asdict(cfg),
+        ))
+    return loggers
+
+
+def make_callbacks(cfg: Config, log_dir: Path, every_n_steps: int) -> list:
+    callbacks = [
+        ModelCheckpoint(dirpath=str(log_dir / "checkpoints"), save_last=True, save_top_k=0,
+                        every_n_train_steps=every_n_steps),
+    ]
+    if cfg.trainer.enable_progress_bar:
+        callbacks.append(RichProgressBar())
+    return callbacks
+
+
+def finish_wandb(failed: bool) -> None:
+    """Close the W&B run, even after an error, so the next job of a multirun starts clean."""
+    try:
+        import wandb
+    except ImportError:
+        return
+    if wandb.run is not None:
+        wandb.finish(exit_code=1 if failed else 0)
