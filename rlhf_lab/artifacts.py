@@ -51,8 +51,9 @@ def building(final: Path, **manifest: Any) -> Iterator[Path]:
         yield scratch
         metrics_file = scratch / "metrics.json"
         metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
-        record = dict(manifest, metrics=metrics, created=time.strftime("%Y-%m-%dT%H:%M:%S"),
-                      versions=package_versions())
+        record = dict(
+            manifest, metrics=metrics, created=time.strftime("%Y-%m-%dT%H:%M:%S"), versions=package_versions()
+        )
         (scratch / MANIFEST).write_text(json.dumps(record, indent=2, default=str))
         if final.exists():  # rebuilt on purpose (cache=false): replace the old artifact
             shutil.rmtree(final)

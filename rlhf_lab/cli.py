@@ -1,9 +1,9 @@
 """The `rlhf-lab` command: compose the Hydra config, validate it, run a stage.
 
-    rlhf-lab stage=pretrain
-    rlhf-lab stage=sft peft=lora sft.lr=1e-4
-    rlhf-lab -m stage=sft peft=none,lora seed=0,1
-    rlhf-lab --help
+rlhf-lab stage=pretrain
+rlhf-lab stage=sft peft=lora sft.lr=1e-4
+rlhf-lab -m stage=sft peft=none,lora seed=0,1
+rlhf-lab --help
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ def setting(default: Any, help: str, *, gt=None, ge=None, lt=None, le=None, choi
 # --------------------------------------------------------------------------------------- world
 @dataclass
 class TinyModelConfig:
-    hidden_size: int = setting(256, "width of the tiny Llama", gt=0)
+    hidden_size: int = setting(192, "width of the tiny Llama", gt=0)
     num_layers: int = setting(4, "transformer blocks", gt=0)
     num_heads: int = setting(4, "attention heads", gt=0)
     num_kv_heads: int = setting(2, "key/value heads (grouped-query attention)", gt=0)
@@ -67,10 +67,12 @@ class PathsConfig:
 @dataclass
 class ModelConfig:
     name_or_path: str | None = setting(
-        None, "hub name or local HF directory of the starting model; null = the tiny world's")
+        None, "hub name or local HF directory of the starting model; null = the tiny world's"
+    )
     tokenizer: str | None = setting(None, "tokenizer name or path; null = the model's own")
-    dtype: str = setting("float32", "weights dtype when loading",
-                         choices=["float32", "bfloat16", "float16", "auto"])
+    dtype: str = setting(
+        "float32", "weights dtype when loading", choices=["float32", "bfloat16", "float16", "auto"]
+    )
     attn_implementation: str | None = setting("sdpa", "attention kernel (sdpa, eager, flash_attention_2)")
     trust_remote_code: bool = setting(False, "allow a hub repository to run its own code")
 
@@ -79,11 +81,11 @@ class ModelConfig:
 @dataclass
 class SourceConfig:
     path: str | None = setting(
-        None, "hub dataset name, JSON/JSONL/Parquet/CSV file, or save_to_disk folder; null = the tiny world's")
+        None, "hub dataset name, JSON/JSONL/Parquet/CSV file, or save_to_disk folder; null = the tiny world's"
+    )
     name: str | None = setting(None, "dataset configuration name (hub datasets)")
     split: str = setting("train", "split to read")
-    format: str = setting("auto", "row format",
-                          choices=["auto", "text", "prompt_completion", "messages"])
+    format: str = setting("auto", "row format", choices=["auto", "text", "prompt_completion", "messages"])
     max_rows: int | None = setting(None, "read at most this many rows", gt=0)
 
 
@@ -106,7 +108,8 @@ class PeftConfig:
     alpha: float = setting(32.0, "LoRA scaling numerator (scale = alpha / r)", gt=0)
     dropout: float = setting(0.0, "dropout on the LoRA input", ge=0, lt=1)
     target_modules: list[str] = setting(
-        ["all-linear"], "module names to adapt, or ['all-linear'] for every linear layer but the head")
+        ["all-linear"], "module names to adapt, or ['all-linear'] for every linear layer but the head"
+    )
     save: str = setting("merged", "export merged weights or the adapter alone", choices=["merged", "adapter"])
 
 
@@ -165,10 +168,12 @@ class TrainConfig:
 
 @dataclass
 class PretrainConfig(TrainConfig):
-    lr: float = setting(2e-3, "peak AdamW learning rate", gt=0)
+    lr: float = setting(3e-3, "peak AdamW learning rate", gt=0)
     weight_decay: float = setting(0.1, "AdamW weight decay", ge=0)
-    max_steps: int = setting(600, "optimizer steps", gt=0)
-    batch_size: int = setting(32, "packed blocks of data.max_length tokens per step", gt=0)
+    max_steps: int = setting(300, "optimizer steps", gt=0)
+    warmup_steps: int = setting(30, "linear warmup steps", ge=0)
+    val_every: int = setting(150, "validate every N optimizer steps", gt=0)
+    batch_size: int = setting(16, "packed blocks of data.max_length tokens per step", gt=0)
     gold_samples: int = setting(256, "continuations scored with the gold scorer after training", ge=0)
 
 
@@ -182,8 +187,9 @@ class SFTConfig(TrainConfig):
 # ---------------------------------------------------------------------------------------- root
 @dataclass
 class Config:
-    stage: str = setting("pretrain", "the stage to run (set by the `stage` group)",
-                         choices=["pretrain", "sft"])
+    stage: str = setting(
+        "pretrain", "the stage to run (set by the `stage` group)", choices=["pretrain", "sft"]
+    )
     seed: int = setting(0, "seed of everything stochastic in the run")
     cache: bool = setting(True, "reuse a stage's artifact when its config hash matches; false = rebuild")
     experiment: str | None = setting(None, "name of the experiment (W&B group); set by experiment files")
@@ -219,8 +225,12 @@ def _problems(node: Any, path: str):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if isinstance(value, float) and not math.isfinite(value):
                 yield f"{key}: must be finite, got {value}"
-            for bound, ok, word in (("gt", lambda v, b: v > b, ">"), ("ge", lambda v, b: v >= b, ">="),
-                                    ("lt", lambda v, b: v < b, "<"), ("le", lambda v, b: v <= b, "<=")):
+            for bound, ok, word in (
+                ("gt", lambda v, b: v > b, ">"),
+                ("ge", lambda v, b: v >= b, ">="),
+                ("lt", lambda v, b: v < b, "<"),
+                ("le", lambda v, b: v <= b, "<="),
+            ):
                 if meta[bound] is not None and not ok(value, meta[bound]):
                     yield f"{key}: must be {word} {meta[bound]}, got {value}"
 

@@ -30,8 +30,9 @@ ARTIFACT_FORMAT = 1  # bump when a stage's output changes meaning, to invalidate
 def stage_key(cfg: Config, name: str) -> str:
     stage = STAGES[name]
     inputs = {up: stage_key(cfg, up) for up in stage.upstream(cfg)}
-    return config_hash({"stage": name, "format": ARTIFACT_FORMAT, "config": stage.key_config(cfg),
-                        "inputs": inputs})
+    return config_hash(
+        {"stage": name, "format": ARTIFACT_FORMAT, "config": stage.key_config(cfg), "inputs": inputs}
+    )
 
 
 def artifact_dir(cfg: Config, name: str) -> Path:
@@ -48,8 +49,13 @@ def ensure(cfg: Config, name: str, run_dir: Path, rebuild: bool = False) -> Path
         return out
     log.info("%s: building artifact %s", name, out)
     ctx = Context(cfg=cfg, run_dir=run_dir, inputs=inputs)
-    with building(out, stage=name, key=out.name, config=stage.key_config(cfg),
-                  inputs={k: str(v) for k, v in inputs.items()}) as scratch:
+    with building(
+        out,
+        stage=name,
+        key=out.name,
+        config=stage.key_config(cfg),
+        inputs={k: str(v) for k, v in inputs.items()},
+    ) as scratch:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         failed = True
         try:

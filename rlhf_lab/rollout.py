@@ -197,8 +197,7 @@ def _sample(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Ten
     Zero-probability tokens are never drawn (their CDF step is flat); float64 keeps the CDF exact.
     """
     cdf = probs.double().cumsum(dim=-1)  # (B, V)
-    u = torch.rand(probs.shape[0], 1, generator=generator, dtype=torch.float64,
-                   device=probs.device)  # (B, 1)
+    u = torch.rand(probs.shape[0], 1, generator=generator, dtype=torch.float64, device=probs.device)  # (B, 1)
     token = torch.searchsorted(cdf, u * cdf[:, -1:], right=True)  # (B, 1)
     return token.squeeze(1).clamp_(max=probs.shape[-1] - 1)  # (B,)
 
@@ -323,22 +322,31 @@ def generate(
 
     def pick(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return _select(
-            logits, greedy=greedy, temperature=temperature, top_k=top_k, top_p=top_p,
+            logits,
+            greedy=greedy,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
             generator=generator,
         )
 
     if max_new_tokens <= 0:
         empty = prompt_ids.new_zeros((prompt_ids.shape[0], 0))  # (B, 0)
-        return Rollout(prompt_ids, prompt_mask, empty, empty.to(prompt_mask.dtype),
-                       empty.float(), eos_token_id)
+        return Rollout(
+            prompt_ids, prompt_mask, empty, empty.to(prompt_mask.dtype), empty.float(), eos_token_id
+        )
     with _eval_mode(model), torch.inference_mode():
         response, mask, logprobs = _decode_loop(
-            model, prompt_ids, prompt_mask, max_new_tokens=max_new_tokens,
-            eos_token_id=eos_token_id, pad_token_id=pad_token_id, pick=pick,
+            model,
+            prompt_ids,
+            prompt_mask,
+            max_new_tokens=max_new_tokens,
+            eos_token_id=eos_token_id,
+            pad_token_id=pad_token_id,
+            pick=pick,
         )
     # Clone outside inference mode: inference tensors cannot be saved for backward later on.
-    return Rollout(prompt_ids, prompt_mask, response.clone(), mask.clone(), logprobs.clone(),
-                   eos_token_id)
+    return Rollout(prompt_ids, prompt_mask, response.clone(), mask.clone(), logprobs.clone(), eos_token_id)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -422,8 +430,9 @@ def generate_text(
     texts: list[str] = []
     for chunk in _batches(prompts, batch_size):
         ids, mask = left_pad([tokenizer(p)["input_ids"] for p in chunk], pad)  # (b, P), (b, P)
-        rollout = generate(model, ids, mask, max_new_tokens=max_new_tokens, eos_token_id=eos,
-                           pad_token_id=pad, **sampling)
+        rollout = generate(
+            model, ids, mask, max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=pad, **sampling
+        )
         rows = rollout.response_ids.tolist()
         for row, n in zip(rows, rollout.lengths().tolist(), strict=True):
             texts.append(tokenizer.decode(row[:n], skip_special_tokens=True))

@@ -8,8 +8,19 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-PACKAGES = ("rlhf-lab", "torch", "lightning", "transformers", "peft", "datasets", "tokenizers",
-            "hydra-core", "omegaconf", "wandb", "vaderSentiment")
+PACKAGES = (
+    "rlhf-lab",
+    "torch",
+    "lightning",
+    "transformers",
+    "peft",
+    "datasets",
+    "tokenizers",
+    "hydra-core",
+    "omegaconf",
+    "wandb",
+    "vaderSentiment",
+)
 
 
 def package_versions() -> dict[str, str]:
@@ -26,10 +37,16 @@ def git_commit() -> str | None:
     """The commit of the rlhf_lab checkout, with '-dirty' when it has uncommitted changes."""
     repo = Path(__file__).resolve().parent.parent
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True,
-                                text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
     return commit + ("-dirty" if dirty else "")

@@ -26,19 +26,30 @@ def make_loggers(cfg: Config, stage: str, log_dir: Path) -> list[Logger]:
     wb = cfg.logger.wandb
     if wb.enabled:
         overrides = job_overrides()
-        loggers.append(WandbLogger(
-            project=wb.project, entity=wb.entity, offline=wb.offline, save_dir=str(log_dir),
-            group=wb.group or cfg.experiment or stage, job_type=stage,
-            name=" ".join([stage, *overrides]) if overrides else stage,
-            tags=[stage, *wb.tags, *overrides], config=dataclasses.asdict(cfg),
-        ))
+        loggers.append(
+            WandbLogger(
+                project=wb.project,
+                entity=wb.entity,
+                offline=wb.offline,
+                save_dir=str(log_dir),
+                group=wb.group or cfg.experiment or stage,
+                job_type=stage,
+                name=" ".join([stage, *overrides]) if overrides else stage,
+                tags=[stage, *wb.tags, *overrides],
+                config=dataclasses.asdict(cfg),
+            )
+        )
     return loggers
 
 
 def make_callbacks(cfg: Config, log_dir: Path, every_n_steps: int) -> list:
     callbacks = [
-        ModelCheckpoint(dirpath=str(log_dir / "checkpoints"), save_last=True, save_top_k=0,
-                        every_n_train_steps=every_n_steps),
+        ModelCheckpoint(
+            dirpath=str(log_dir / "checkpoints"),
+            save_last=True,
+            save_top_k=0,
+            every_n_train_steps=every_n_steps,
+        ),
     ]
     if cfg.trainer.enable_progress_bar:
         callbacks.append(RichProgressBar())

@@ -45,13 +45,16 @@ def test_experiment_sets_groups_and_fields():
     assert (typed.stage, typed.peft.method, typed.peft.r, typed.peft.save) == ("sft", "lora", 8, "adapter")
 
 
-@pytest.mark.parametrize(("override", "error", "names"), [
-    ("sft.lrr=1", ConfigCompositionException, "sft.lrr"),
-    ("nonsense=1", ConfigCompositionException, "nonsense"),
-    ("sft.lr=abc", ConfigCompositionException, "sft.lr"),
-    ("peft.r=two", ConfigCompositionException, "peft.r"),
-    ("stage=nope", ConfigCompositionException, "stage"),
-])
+@pytest.mark.parametrize(
+    ("override", "error", "names"),
+    [
+        ("sft.lrr=1", ConfigCompositionException, "sft.lrr"),
+        ("nonsense=1", ConfigCompositionException, "nonsense"),
+        ("sft.lr=abc", ConfigCompositionException, "sft.lr"),
+        ("peft.r=two", ConfigCompositionException, "peft.r"),
+        ("stage=nope", ConfigCompositionException, "stage"),
+    ],
+)
 def test_unknown_keys_and_wrong_types_fail_at_compose_time(override, error, names):
     with pytest.raises(error) as info:
         compose_config(override)
@@ -59,17 +62,20 @@ def test_unknown_keys_and_wrong_types_fail_at_compose_time(override, error, name
     assert names in text
 
 
-@pytest.mark.parametrize(("override", "names"), [
-    ("sft.lr=-1e-4", "sft.lr: must be > 0"),
-    ("pretrain.lr=0", "pretrain.lr: must be > 0"),
-    ("peft=lora peft.r=0", "peft.r: must be > 0"),
-    ("peft=lora peft.dropout=1.5", "peft.dropout: must be < 1"),
-    ("sft.schedule=cosin", "sft.schedule: 'cosin' is not one of"),
-    ("data.on_bad_row=ignore", "data.on_bad_row"),
-    ("data.max_prompt_length=64 data.max_length=64", "data.max_prompt_length"),
-    ("world.model.num_kv_heads=3", "world.model.num_kv_heads"),
-    ("sft.lr=nan", "sft.lr: must be finite"),
-])
+@pytest.mark.parametrize(
+    ("override", "names"),
+    [
+        ("sft.lr=-1e-4", "sft.lr: must be > 0"),
+        ("pretrain.lr=0", "pretrain.lr: must be > 0"),
+        ("peft=lora peft.r=0", "peft.r: must be > 0"),
+        ("peft=lora peft.dropout=1.5", "peft.dropout: must be < 1"),
+        ("sft.schedule=cosin", "sft.schedule: 'cosin' is not one of"),
+        ("data.on_bad_row=ignore", "data.on_bad_row"),
+        ("data.max_prompt_length=64 data.max_length=64", "data.max_prompt_length"),
+        ("world.model.num_kv_heads=3", "world.model.num_kv_heads"),
+        ("sft.lr=nan", "sft.lr: must be finite"),
+    ],
+)
 def test_out_of_range_values_fail_before_any_model_is_built(override, names):
     with pytest.raises(ConfigError, match=names.replace("(", r"\(")):
         validate(compose_config(*override.split()))

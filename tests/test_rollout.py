@@ -32,8 +32,13 @@ LENGTHS = [1, 3, 9, 5, 2, 7]  # batch of 6 prompts of lengths in 1..9
 def make_llama(seed: int = 0) -> LlamaForCausalLM:
     torch.manual_seed(seed)
     cfg = LlamaConfig(
-        vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, intermediate_size=128, max_position_embeddings=128,
+        vocab_size=VOCAB,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=128,
+        max_position_embeddings=128,
     )
     return LlamaForCausalLM(cfg).float().eval()
 
@@ -47,8 +52,12 @@ def make_gpt2(seed: int = 0) -> GPT2LMHeadModel:
 def make_neox(seed: int = 0) -> GPTNeoXForCausalLM:
     torch.manual_seed(seed)
     cfg = GPTNeoXConfig(
-        vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=128, max_position_embeddings=128,
+        vocab_size=VOCAB,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=128,
     )
     return GPTNeoXForCausalLM(cfg).float().eval()
 
@@ -136,12 +145,19 @@ def test_batched_greedy_equals_single(arch: str) -> None:
 def test_greedy_matches_hf_generate() -> None:
     model = make_llama()
     ids, mask = left_pad(make_prompts(), PAD)
-    ours = generate(model, ids, mask, max_new_tokens=10, eos_token_id=-1, pad_token_id=PAD,
-                    do_sample=False)  # eos -1: never stops
+    ours = generate(
+        model, ids, mask, max_new_tokens=10, eos_token_id=-1, pad_token_id=PAD, do_sample=False
+    )  # eos -1: never stops
     with torch.no_grad():
-        hf = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=10,
-                            do_sample=False, pad_token_id=PAD, eos_token_id=None)
-    assert torch.equal(ours.response_ids, hf[:, ids.shape[1]:])
+        hf = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=10,
+            do_sample=False,
+            pad_token_id=PAD,
+            eos_token_id=None,
+        )
+    assert torch.equal(ours.response_ids, hf[:, ids.shape[1] :])
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
@@ -201,8 +217,15 @@ def test_eos_ends_each_row_and_stops_loop(pad: int) -> None:
     hook = ForceEosAtStep(EOS)
     handle = model.lm_head.register_forward_hook(hook)
     ids, mask = left_pad(prompts, pad)
-    r = generate(model, ids, mask, max_new_tokens=batch + 5, eos_token_id=EOS, pad_token_id=pad,
-                 generator=torch.Generator().manual_seed(0))
+    r = generate(
+        model,
+        ids,
+        mask,
+        max_new_tokens=batch + 5,
+        eos_token_id=EOS,
+        pad_token_id=pad,
+        generator=torch.Generator().manual_seed(0),
+    )
     handle.remove()
     assert hook.calls == batch  # prefill + (batch - 1) decode steps: stopped early
     assert r.response_ids.shape == (batch, batch)
@@ -324,8 +347,7 @@ class CharTokenizer:
 
     def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str:
         special = {PAD, EOS, 2} if skip_special_tokens else set()
-        return "".join(chr(ord("a") + (i - 3) % 26) if i >= 3 else f"<{i}>"
-                       for i in ids if i not in special)
+        return "".join(chr(ord("a") + (i - 3) % 26) if i >= 3 else f"<{i}>" for i in ids if i not in special)
 
 
 def test_generate_text_batches_and_decodes() -> None:
@@ -336,8 +358,9 @@ def test_generate_text_batches_and_decodes() -> None:
     assert len(texts) == len(prompts)
     for prompt, text in zip(prompts, texts, strict=True):
         ids, mask = left_pad([tok(prompt)["input_ids"]], PAD)
-        alone = generate(model, ids, mask, max_new_tokens=6, eos_token_id=EOS, pad_token_id=PAD,
-                         do_sample=False)
+        alone = generate(
+            model, ids, mask, max_new_tokens=6, eos_token_id=EOS, pad_token_id=PAD, do_sample=False
+        )
         n = int(alone.lengths()[0])
         assert text == tok.decode(alone.response_ids[0, :n].tolist(), skip_special_tokens=True)
         assert "<" not in text

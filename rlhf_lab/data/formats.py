@@ -35,12 +35,17 @@ class BadRow(Exception):
 
 def detect_format(columns: Iterable[str]) -> str:
     columns = set(columns)
-    for fmt, needed in (("messages", {"messages"}), ("prompt_completion", {"prompt", "completion"}),
-                        ("text", {"text"})):
+    for fmt, needed in (
+        ("messages", {"messages"}),
+        ("prompt_completion", {"prompt", "completion"}),
+        ("text", {"text"}),
+    ):
         if needed <= columns:
             return fmt
-    raise DataError(f"cannot tell the row format from the columns {sorted(columns)}: expected "
-                    "'text', 'prompt' and 'completion', or 'messages'")
+    raise DataError(
+        f"cannot tell the row format from the columns {sorted(columns)}: expected "
+        "'text', 'prompt' and 'completion', or 'messages'"
+    )
 
 
 def _text(row: dict, field: str) -> str:
@@ -63,7 +68,10 @@ def _from_prompt_completion(row: dict, tokenizer) -> Example:
 
 
 def _from_messages(row: dict, tokenizer) -> Example:
-    """Prompt = the conversation up to the last assistant turn with the generation prompt; completion = the rest."""
+    """Prompt: the conversation before the last (assistant) turn plus the generation prompt.
+
+    Completion: the rest of the rendered conversation.
+    """
     messages = row.get("messages")
     if not isinstance(messages, list) or len(messages) < 2:
         raise BadRow("messages", "expected a list of at least two {role, content} messages")
@@ -76,12 +84,16 @@ def _from_messages(row: dict, tokenizer) -> Example:
     full = tokenizer.apply_chat_template(messages, tokenize=False)
     prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
     if not full.startswith(prompt):
-        raise BadRow("messages", "the chat template does not render the prompt as a prefix of the conversation")
-    return Example(prompt, full[len(prompt):])
+        raise BadRow(
+            "messages", "the chat template does not render the prompt as a prefix of the conversation"
+        )
+    return Example(prompt, full[len(prompt) :])
 
 
 PARSERS: dict[str, Callable[[dict, object], Example]] = {
-    "text": _from_text, "prompt_completion": _from_prompt_completion, "messages": _from_messages,
+    "text": _from_text,
+    "prompt_completion": _from_prompt_completion,
+    "messages": _from_messages,
 }
 
 

@@ -34,10 +34,12 @@ def tokenize_pairs(examples: list[Example], tokenizer, data: DataConfig, source:
     prompts = tokenizer([e.prompt for e in examples])["input_ids"]
     completions = tokenizer([e.completion for e in examples], add_special_tokens=False)["input_ids"]
     rows, skipped, first_error = [], 0, None
-    for i, (p, c) in enumerate(zip(prompts, completions)):
+    for i, (p, c) in enumerate(zip(prompts, completions, strict=False)):
         if len(p) > data.max_prompt_length:
-            message = (f"{source}: row {i}, field 'prompt': {len(p)} tokens > "
-                       f"data.max_prompt_length={data.max_prompt_length}")
+            message = (
+                f"{source}: row {i}, field 'prompt': {len(p)} tokens > "
+                f"data.max_prompt_length={data.max_prompt_length}"
+            )
             if data.on_bad_row == "error":
                 raise DataError(message + "  (data.on_bad_row=skip skips such rows)")
             skipped, first_error = skipped + 1, first_error or message
@@ -49,11 +51,11 @@ def tokenize_pairs(examples: list[Example], tokenizer, data: DataConfig, source:
 
 
 def pack_texts(examples: list[Example], tokenizer, block: int) -> list[dict]:
-    """Concatenate documents (each framed as the tokenizer frames it, then EOS) into blocks of `block` tokens."""
+    """Concatenate documents (framed as the tokenizer frames them, then EOS); cut `block`-token blocks."""
     stream: list[int] = []
     for ids in tokenizer([e.completion for e in examples])["input_ids"]:
         stream += ids + [tokenizer.eos_token_id]
-    return [{"input_ids": stream[i:i + block]} for i in range(0, len(stream), block)]
+    return [{"input_ids": stream[i : i + block]} for i in range(0, len(stream), block)]
 
 
 class Rows(Dataset):
@@ -88,8 +90,9 @@ class LMDataModule(L.LightningDataModule):
     pair per row with the loss on the response (SFT).
     """
 
-    def __init__(self, src: SourceConfig, default, tokenizer, data: DataConfig, batch_size: int,
-                 mode: str, seed: int):
+    def __init__(
+        self, src: SourceConfig, default, tokenizer, data: DataConfig, batch_size: int, mode: str, seed: int
+    ):
         super().__init__()
         self.src, self.default, self.tokenizer, self.data = src, default, tokenizer, data
         self.batch_size, self.mode, self.seed = batch_size, mode, seed
@@ -117,10 +120,14 @@ class LMDataModule(L.LightningDataModule):
         log.info("%s: %d train and %d validation sequences", name, len(self.train_rows), len(self.val_rows))
 
     def _loader(self, rows: list[dict], shuffle: bool) -> DataLoader:
-        return DataLoader(Rows(rows), batch_size=self.batch_size, shuffle=shuffle,
-                          drop_last=shuffle and len(rows) >= self.batch_size,
-                          num_workers=self.data.num_workers,
-                          collate_fn=partial(collate, pad_token_id=self.tokenizer.pad_token_id))
+        return DataLoader(
+            Rows(rows),
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle and len(rows) >= self.batch_size,
+            num_workers=self.data.num_workers,
+            collate_fn=partial(collate, pad_token_id=self.tokenizer.pad_token_id),
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_rows, shuffle=True)

@@ -50,12 +50,13 @@ def _load_file(path: Path) -> datasets.Dataset:
 
 
 def _check_json_lines(path: Path) -> None:
-    """Name the first line of a JSONL file that is not valid UTF-8 or not a JSON object."""
+    """Name the first line of a JSONL file that is not UTF-8, not a JSON object, or whose field
+    changes type from earlier rows (which `datasets` reports without a row number)."""
     with open(path, "rb") as f:
-        head = f.read(1).strip()
-        f.seek(0)
-        if head == b"[":  # a JSON array file: let datasets parse it
+        if f.read(1).strip() == b"[":  # a JSON array file: let datasets parse it
             return
+        f.seek(0)
+        types: dict[str, type] = {}
         for i, raw in enumerate(f):
             if not raw.strip():
                 continue
@@ -67,3 +68,12 @@ def _check_json_lines(path: Path) -> None:
                 raise DataError(f"{path}: row {i}: invalid JSON ({err.msg})") from err
             if not isinstance(row, dict):
                 raise DataError(f"{path}: row {i}: expected a JSON object, got {type(row).__name__}")
+            for key, value in row.items():
+                if value is None:
+                    continue
+                seen = types.setdefault(key, type(value))
+                if seen is not type(value) and {seen, type(value)} != {int, float}:
+                    raise DataError(
+                        f"{path}: row {i}, field '{key}': expected {seen.__name__} "
+                        f"as in earlier rows, got {type(value).__name__}"
+                    )

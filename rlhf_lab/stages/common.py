@@ -46,5 +46,10 @@ def data_key(cfg: Config, source: str) -> dict:
 def trainer_key(cfg: Config) -> dict:
     """Trainer settings that change the weights (devices change the global batch; precision the maths)."""
     t = cfg.trainer
-    return {"devices": t.devices, "num_nodes": t.num_nodes, "strategy": t.strategy,
-            "precision": t.precision, "deterministic": t.deterministic}
+    return {
+        "devices": t.devices,
+        "num_nodes": t.num_nodes,
+        "strategy": t.strategy,
+        "precision": t.precision,
+        "deterministic": t.deterministic,
+    }

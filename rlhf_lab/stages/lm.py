@@ -29,8 +29,16 @@ class CausalLMModule(L.LightningModule):
     table of sample generations from held-out prompts at each validation.
     """
 
-    def __init__(self, model, tokenizer, cfg: TrainConfig, stage: str, sample_prompts: list[str],
-                 samples_file: Path | None = None, table_every: int = 1):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        cfg: TrainConfig,
+        stage: str,
+        sample_prompts: list[str],
+        samples_file: Path | None = None,
+        table_every: int = 1,
+    ):
         super().__init__()
         self.model, self.tokenizer, self.cfg, self.stage = model, tokenizer, cfg, stage
         self.sample_prompts = sample_prompts[: cfg.samples]
@@ -57,8 +65,11 @@ class CausalLMModule(L.LightningModule):
         total, count = self.trainer.strategy.reduce(torch.stack(self._val_nll).sum(0), reduce_op="sum")
         self._val_nll.clear()
         loss = (total / count.clamp(min=1)).item()
-        self.log_dict({f"{self.stage}/val/loss": loss, f"{self.stage}/val/ppl": math.exp(min(loss, 50))},
-                      sync_dist=False, prog_bar=True)
+        self.log_dict(
+            {f"{self.stage}/val/loss": loss, f"{self.stage}/val/ppl": math.exp(min(loss, 50))},
+            sync_dist=False,
+            prog_bar=True,
+        )
         if self.trainer.is_global_zero and self.sample_prompts and not self.trainer.sanity_checking:
             self._log_samples()
         self._validations += 1
@@ -66,11 +77,15 @@ class CausalLMModule(L.LightningModule):
     def _log_samples(self) -> None:
         generator = torch.Generator(device=self.device).manual_seed(0)
         completions = generate_text(
-            self.model, self.tokenizer, self.sample_prompts, max_new_tokens=self.cfg.sample_tokens,
-            temperature=self.cfg.sample_temperature, do_sample=self.cfg.sample_temperature > 0,
+            self.model,
+            self.tokenizer,
+            self.sample_prompts,
+            max_new_tokens=self.cfg.sample_tokens,
+            temperature=self.cfg.sample_temperature,
+            do_sample=self.cfg.sample_temperature > 0,
             generator=generator,
         )
-        rows = [[self.global_step, p, c] for p, c in zip(self.sample_prompts, completions)]
+        rows = [[self.global_step, p, c] for p, c in zip(self.sample_prompts, completions, strict=False)]
         for _, prompt, completion in rows[:3]:
             log.info("%s sample @%d: %s|%s", self.stage, self.global_step, prompt, completion)
         if self.samples_file is not None:
@@ -80,25 +95,38 @@ class CausalLMModule(L.LightningModule):
         for logger in self.loggers:
             if hasattr(logger, "log_table") and self._validations % self.table_every == 0:
                 # one key per step: W&B tables logged under one key overwrite each other
-                logger.log_table(key=f"{self.stage}/samples/step_{self.global_step:06d}",
-                                 columns=["step", "prompt", "completion"], data=rows)
+                logger.log_table(
+                    key=f"{self.stage}/samples/step_{self.global_step:06d}",
+                    columns=["step", "prompt", "completion"],
+                    data=rows,
+                )
 
     def configure_optimizers(self):
         return build_optimizer(self.model.named_parameters(), self.cfg)
 
 
-def fit_causal_lm(cfg: Config, stage: str, train: TrainConfig, module: CausalLMModule,
-                  datamodule: L.LightningDataModule, log_dir: Path) -> dict[str, float]:
+def fit_causal_lm(
+    cfg: Config,
+    stage: str,
+    train: TrainConfig,
+    module: CausalLMModule,
+    datamodule: L.LightningDataModule,
+    log_dir: Path,
+) -> dict[str, float]:
     """Train with a Lightning Trainer built from `cfg.trainer`; return the final validation metrics."""
     log_dir.mkdir(parents=True, exist_ok=True)
     trainer: L.Trainer = instantiate(
         cfg.trainer,
-        max_steps=train.max_steps, max_epochs=-1,
+        max_steps=train.max_steps,
+        max_epochs=-1,
         val_check_interval=train.val_every * train.accumulate_grad_batches,
-        check_val_every_n_epoch=None, limit_val_batches=train.val_batches, num_sanity_val_steps=0,
+        check_val_every_n_epoch=None,
+        limit_val_batches=train.val_batches,
+        num_sanity_val_steps=0,
         accumulate_grad_batches=train.accumulate_grad_batches,
         gradient_clip_val=train.grad_clip or None,
-        logger=make_loggers(cfg, stage, log_dir), callbacks=make_callbacks(cfg, log_dir, train.val_every),
+        logger=make_loggers(cfg, stage, log_dir),
+        callbacks=make_callbacks(cfg, log_dir, train.val_every),
         default_root_dir=str(log_dir),
     )
     trainer.fit(module, datamodule=datamodule)
@@ -106,8 +134,18 @@ def fit_causal_lm(cfg: Config, stage: str, train: TrainConfig, module: CausalLMM
     return {k: float(v) for k, v in final.items()}
 
 
-def train_causal_lm(ctx, out: Path, *, stage: str, start: str | Path, source, default_source,
-                    mode: str, train: TrainConfig, peft: PeftConfig):
+def train_causal_lm(
+    ctx,
+    out: Path,
+    *,
+    stage: str,
+    start: str | Path,
+    source,
+    default_source,
+    mode: str,
+    train: TrainConfig,
+    peft: PeftConfig,
+):
     """Load `start`, train it on `source` (packed documents or prompt/response pairs), export to `out`.
 
     Returns the final validation metrics, the trained model and its tokenizer.
@@ -116,11 +154,18 @@ def train_causal_lm(ctx, out: Path, *, stage: str, start: str | Path, source, de
     log_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = load_tokenizer(start, cfg.model)
     model = apply_peft(load_causal_lm(start, cfg.model, tokenizer), peft)
+    model.train()  # from_pretrained returns eval mode; dropout stays off either way
     datamodule = LMDataModule(source, default_source, tokenizer, cfg.data, train.batch_size, mode, cfg.seed)
     datamodule.setup()
-    module = CausalLMModule(model, tokenizer, train, stage, datamodule.val_prompts,
-                            samples_file=log_dir / "samples.jsonl",
-                            table_every=cfg.logger.sample_table_every)
+    module = CausalLMModule(
+        model,
+        tokenizer,
+        train,
+        stage,
+        datamodule.val_prompts,
+        samples_file=log_dir / "samples.jsonl",
+        table_every=cfg.logger.sample_table_every,
+    )
     metrics = fit_causal_lm(cfg, stage, train, module, datamodule, log_dir)
     export_causal_lm(module.model, tokenizer, out, peft)
     return metrics, module.model, tokenizer

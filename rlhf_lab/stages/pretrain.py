@@ -22,8 +22,13 @@ def upstream(cfg: Config) -> list[str]:
 
 
 def key_config(cfg: Config) -> dict:
-    return {"model": model_key(cfg), "data": data_key(cfg, "pretrain"),
-            "train": dataclasses.asdict(cfg.pretrain), "seed": cfg.seed, "trainer": trainer_key(cfg)}
+    return {
+        "model": model_key(cfg),
+        "data": data_key(cfg, "pretrain"),
+        "train": dataclasses.asdict(cfg.pretrain),
+        "seed": cfg.seed,
+        "trainer": trainer_key(cfg),
+    }
 
 
 def build(ctx: Context, out: Path) -> dict[str, float]:
@@ -31,14 +36,25 @@ def build(ctx: Context, out: Path) -> dict[str, float]:
     start = cfg.model.name_or_path or ctx.world.init_model
     default = ctx.world.corpus if cfg.data.pretrain.path is None else None
     metrics, model, tokenizer = train_causal_lm(
-        ctx, out, stage="pretrain", start=start, source=cfg.data.pretrain, default_source=default,
-        mode="pack", train=cfg.pretrain, peft=PeftConfig(),  # pretraining always trains every weight
+        ctx,
+        out,
+        stage="pretrain",
+        start=start,
+        source=cfg.data.pretrain,
+        default_source=default,
+        mode="pack",
+        train=cfg.pretrain,
+        peft=PeftConfig(),  # pretraining always trains every weight
     )
     if cfg.pretrain.gold_samples:
         prompts = [row["prompt"] for row in load_source(SourceConfig(), ctx.world.eval_prompts)[0]]
         prompts = (prompts * (cfg.pretrain.gold_samples // len(prompts) + 1))[: cfg.pretrain.gold_samples]
-        completions = generate_text(model, tokenizer, prompts, max_new_tokens=cfg.pretrain.sample_tokens,
-                                    temperature=1.0)
+        completions = generate_text(
+            model, tokenizer, prompts, max_new_tokens=cfg.pretrain.sample_tokens, temperature=1.0
+        )
         gold = GoldScorer().score(prompts, completions)
-        metrics |= {"pretrain/eval/gold_mean": gold.mean().item(), "pretrain/eval/gold_std": gold.std().item()}
+        metrics |= {
+            "pretrain/eval/gold_mean": gold.mean().item(),
+            "pretrain/eval/gold_std": gold.std().item(),
+        }
     return metrics

@@ -18,14 +18,29 @@ def upstream(cfg: Config) -> list[str]:
 
 
 def key_config(cfg: Config) -> dict:
-    return {"model": model_key(cfg), "data": data_key(cfg, "sft"), "peft": dataclasses.asdict(cfg.peft),
-            "train": dataclasses.asdict(cfg.sft), "seed": cfg.seed, "trainer": trainer_key(cfg)}
+    return {
+        "model": model_key(cfg),
+        "data": data_key(cfg, "sft"),
+        "peft": dataclasses.asdict(cfg.peft),
+        "train": dataclasses.asdict(cfg.sft),
+        "seed": cfg.seed,
+        "trainer": trainer_key(cfg),
+    }
 
 
 def build(ctx: Context, out: Path) -> dict[str, float]:
     cfg = ctx.cfg
     start = cfg.model.name_or_path or ctx.inputs["pretrain"]
     default = ctx.world.sft if cfg.data.sft.path is None else None
-    metrics, _, _ = train_causal_lm(ctx, out, stage="sft", start=start, source=cfg.data.sft,
-                                    default_source=default, mode="pairs", train=cfg.sft, peft=cfg.peft)
+    metrics, _, _ = train_causal_lm(
+        ctx,
+        out,
+        stage="sft",
+        start=start,
+        source=cfg.data.sft,
+        default_source=default,
+        mode="pairs",
+        train=cfg.sft,
+        peft=cfg.peft,
+    )
     return metrics

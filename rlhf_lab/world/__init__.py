@@ -57,7 +57,11 @@ def build_world(cfg: WorldConfig, cache_dir: str | Path) -> World:
 def _generate(cfg: WorldConfig, world: World) -> None:
     docs = generate_documents(cfg.n_documents, seed=cfg.seed)
     n_sft, n_prompt = int(len(docs) * cfg.sft_fraction), int(len(docs) * cfg.prompt_fraction)
-    corpus, sft_docs, prompt_docs = docs[: -n_sft - n_prompt], docs[-n_sft - n_prompt : -n_prompt], docs[-n_prompt:]
+    corpus, sft_docs, prompt_docs = (
+        docs[: -n_sft - n_prompt],
+        docs[-n_sft - n_prompt : -n_prompt],
+        docs[-n_prompt:],
+    )
     prompts = make_prompts(prompt_docs, seed=cfg.seed)
     n_eval = min(cfg.eval_prompts, len(prompts) // 2)
     _write_jsonl(world.corpus, [{"text": d} for d in corpus])

@@ -106,6 +106,7 @@ Template = Callable[[_Writer, str], str]
 
 # --- positive / negative sentences (mirrored by polarity) -------------------------------------
 
+
 def _aspect_was(w: _Writer, pol: str) -> str:
     noun, be = w.aspect()
     where = w.pick((" overall", " throughout", f" in {w.title()}", f" in {w.title()}"))
@@ -192,14 +193,26 @@ def _hardly(w: _Writer, pol: str) -> str:
 
 
 POLAR_TEMPLATES: tuple[tuple[Template, float], ...] = (
-    (_aspect_was, 5), (_title_is, 2), (_i_felt_about, 2), (_actor_as, 2), (_performance, 2),
-    (_two_adjectives, 2), (_two_aspects_and, 2), (_whole_film, 1), (_left_me, 1.5),
-    (_negated, 2), (_did_not, 1), (_recommend, 1), (_directed_with, 1), (_reaction, 1),
+    (_aspect_was, 5),
+    (_title_is, 2),
+    (_i_felt_about, 2),
+    (_actor_as, 2),
+    (_performance, 2),
+    (_two_adjectives, 2),
+    (_two_aspects_and, 2),
+    (_whole_film, 1),
+    (_left_me, 1.5),
+    (_negated, 2),
+    (_did_not, 1),
+    (_recommend, 1),
+    (_directed_with, 1),
+    (_reaction, 1),
     (_hardly, 0.3),
 )
 
 
 # --- mixed sentences: a contrast whose second clause has polarity `pol` ------------------------
+
 
 def _but(w: _Writer, pol: str) -> str:
     (a1, be1), (a2, be2) = w.two_aspects()
@@ -233,11 +246,16 @@ def _actor_but(w: _Writer, pol: str) -> str:
 
 
 MIXED_TEMPLATES: tuple[tuple[Template, float], ...] = (
-    (_but, 4), (_although, 2), (_yet, 2), (_verbs_but, 1), (_actor_but, 1),
+    (_but, 4),
+    (_although, 2),
+    (_yet, 2),
+    (_verbs_but, 1),
+    (_actor_but, 1),
 )
 
 
 # --- neutral sentences (no lexicon words) ----------------------------------------------------
+
 
 def _genre_from(w: _Writer) -> str:
     return f"{w.title()} is {w.a(w.pick(lx.GENRES))} from {w.pick(lx.DECADES)}."
@@ -311,9 +329,21 @@ def _filmed_in(w: _Writer) -> str:
 
 
 NEUTRAL_TEMPLATES: tuple[tuple[Callable[[_Writer], str], float], ...] = (
-    (_genre_from, 2), (_follows, 4), (_stars_as, 2), (_credits, 1), (_runtime, 1),
-    (_setting, 2), (_watched, 1.5), (_aspect_style, 2), (_based_on, 1), (_ordinal_film, 1),
-    (_appears, 1), (_filmed_in, 1), (_begins, 1), (_music, 1), (_language, 1),
+    (_genre_from, 2),
+    (_follows, 4),
+    (_stars_as, 2),
+    (_credits, 1),
+    (_runtime, 1),
+    (_setting, 2),
+    (_watched, 1.5),
+    (_aspect_style, 2),
+    (_based_on, 1),
+    (_ordinal_film, 1),
+    (_appears, 1),
+    (_filmed_in, 1),
+    (_begins, 1),
+    (_music, 1),
+    (_language, 1),
 )
 
 
@@ -357,17 +387,13 @@ def split_prompt(
     return document[:cut], document[cut:]
 
 
-def make_prompts(
-    documents: list[str], seed: int, min_words: int = 2, max_words: int = 6
-) -> list[str]:
+def make_prompts(documents: list[str], seed: int, min_words: int = 2, max_words: int = 6) -> list[str]:
     """Review openings (as in the DPO controlled-sentiment task: short prefixes of reviews)."""
     rng = random.Random(seed)
     return [split_prompt(d, rng, min_words, max_words)[0] for d in documents]
 
 
-def make_sft_pairs(
-    documents: list[str], seed: int, min_words: int = 2, max_words: int = 6
-) -> list[dict]:
+def make_sft_pairs(documents: list[str], seed: int, min_words: int = 2, max_words: int = 6) -> list[dict]:
     """[{"prompt": ..., "completion": ...}] with prompt + completion == document."""
     rng = random.Random(seed)
     pairs = (split_prompt(d, rng, min_words, max_words) for d in documents)

@@ -8,7 +8,9 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 from rlhf_lab.config import TinyModelConfig
 
 
-def build_tiny_llama(arch: TinyModelConfig, tokenizer: PreTrainedTokenizerBase, seed: int) -> LlamaForCausalLM:
+def build_tiny_llama(
+    arch: TinyModelConfig, tokenizer: PreTrainedTokenizerBase, seed: int
+) -> LlamaForCausalLM:
     """A randomly initialized Llama with tied embeddings and no dropout."""
     config = LlamaConfig(
         vocab_size=len(tokenizer),

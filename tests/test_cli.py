@@ -1,0 +1,58 @@
+"""The `rlhf-lab` command as a user runs it: a subprocess, a run directory, W&B offline files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import yaml
+
+from tests.conftest import FAST
+
+
+def rlhf_lab(*args: str, home, cwd) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RLHF_LAB_HOME": str(home), "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run(
+        [sys.executable, "-m", "rlhf_lab.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_sft_run_directory_records_config_overrides_commit_and_versions(tmp_path):
+    home = tmp_path / "lab"
+    result = rlhf_lab("stage=sft", *FAST, "logger=wandb", home=home, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [run_dir] = (home / "runs" / "sft").iterdir()
+    config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
+    assert config["stage"] == "sft" and config["sft"]["max_steps"] == 20
+    assert "logger=wandb" in yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text())
+    info = json.loads((run_dir / "run_info.json").read_text())
+    assert info["versions"]["torch"] and info["versions"]["transformers"] and "git_commit" in info
+    result_record = json.loads((run_dir / "result.json").read_text())
+    assert result_record["metrics"]["sft/val/loss"] > 0
+    # sft built its upstream pretrain artifact in the same run: one W&B run per stage, offline
+    offline_runs = sorted(p.parents[2].name for p in run_dir.glob("*/wandb/offline-run-*/files"))
+    assert offline_runs == ["pretrain", "sft"]
+    # a second run reuses both artifacts instead of training
+    again = rlhf_lab("stage=sft", *FAST, home=home, cwd=tmp_path)
+    assert again.returncode == 0 and "sft: reusing artifact" in again.stderr + again.stdout
+
+
+def test_bad_value_fails_fast_naming_the_key(tmp_path):
+    result = rlhf_lab("sft.lr=-1", home=tmp_path / "lab", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "sft.lr: must be > 0, got -1.0" in result.stderr
+    assert not (tmp_path / "lab" / "world").exists()  # nothing was built
+
+
+def test_help_lists_groups_and_options(tmp_path):
+    result = rlhf_lab("--help", home=tmp_path / "lab", cwd=tmp_path)
+    assert result.returncode == 0
+    for line in ("stage: pretrain, sft", "peft: lora, none", "trainer: cpu, ddp, gpu"):
+        assert line in result.stdout
