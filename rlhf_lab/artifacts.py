@@ -36,17 +36,20 @@ def read_manifest(path: Path) -> dict:
 
 
 @contextmanager
-def building(final: Path, **manifest: Any) -> Iterator[Path]:
+def building(final: Path, resumable: bool = False, **manifest: Any) -> Iterator[Path]:
     """Yield a scratch folder; on success write the manifest and move it to `final` atomically.
 
     Keyword arguments go into the manifest, and so does `<scratch>/metrics.json` if the builder
-    wrote one. On an exception the scratch folder is removed and `final` is left untouched.
+    wrote one. On an exception `final` is left untouched and the scratch folder is removed, or kept
+    for the next attempt to resume from when `resumable` (the builder decides what it can reuse).
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    scratch = final.parent / f".{final.name}.partial-{os.getpid()}"
-    shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir()
+    scratch = final.parent / f".{final.name}.partial"
+    if not resumable:
+        shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(exist_ok=True)
+    done = False
     try:
         yield scratch
         metrics_file = scratch / "metrics.json"
@@ -58,5 +61,7 @@ def building(final: Path, **manifest: Any) -> Iterator[Path]:
         if final.exists():  # rebuilt on purpose (cache=false): replace the old artifact
             shutil.rmtree(final)
         os.replace(scratch, final)
+        done = True
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        if done or not resumable:
+            shutil.rmtree(scratch, ignore_errors=True)

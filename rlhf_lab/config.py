@@ -85,7 +85,11 @@ class SourceConfig:
     )
     name: str | None = setting(None, "dataset configuration name (hub datasets)")
     split: str = setting("train", "split to read")
-    format: str = setting("auto", "row format", choices=["auto", "text", "prompt_completion", "messages"])
+    format: str = setting(
+        "auto",
+        "row format",
+        choices=["auto", "text", "prompt_completion", "messages", "prompt", "preference"],
+    )
     max_rows: int | None = setting(None, "read at most this many rows", gt=0)
 
 
@@ -93,6 +97,13 @@ class SourceConfig:
 class DataConfig:
     pretrain: SourceConfig = setting(SourceConfig(format="text"), "documents for pretraining")
     sft: SourceConfig = setting(SourceConfig(format="prompt_completion"), "prompt/response pairs for SFT")
+    prompts: SourceConfig = setting(SourceConfig(format="prompt"), "prompts for collection and RL")
+    eval_prompts: SourceConfig = setting(
+        SourceConfig(format="prompt"), "held-out prompts for best-of-n and evaluation"
+    )
+    preferences: SourceConfig = setting(
+        SourceConfig(format="preference"), "prompt/chosen/rejected pairs; null = the collect artifact"
+    )
     max_length: int = setting(128, "longest training sequence in tokens (prompt + response)", gt=1)
     max_prompt_length: int = setting(48, "longest prompt in tokens; longer prompts are bad rows", gt=0)
     val_size: int = setting(512, "rows held out for validation", ge=1)
@@ -147,7 +158,7 @@ class LoggerConfig:
 # ---------------------------------------------------------------------------------- LM training
 @dataclass
 class TrainConfig:
-    """Optimization of a causal-LM stage (pretrain, sft)."""
+    """Optimization of a training stage."""
 
     lr: float = setting(3e-4, "peak AdamW learning rate", gt=0)
     weight_decay: float = setting(0.0, "AdamW weight decay", ge=0)
@@ -161,13 +172,19 @@ class TrainConfig:
     grad_clip: float = setting(1.0, "gradient-norm clipping; 0 = off", ge=0)
     val_every: int = setting(100, "validate every N optimizer steps", gt=0)
     val_batches: int = setting(8, "validation batches per validation", gt=0)
+
+
+@dataclass
+class LMTrainConfig(TrainConfig):
+    """A causal-LM stage (pretrain, sft): optimization plus sample generations at each validation."""
+
     samples: int = setting(8, "sample generations logged at each validation", ge=0)
     sample_tokens: int = setting(48, "new tokens per sample generation", gt=0)
     sample_temperature: float = setting(1.0, "temperature of sample generations", ge=0)
 
 
 @dataclass
-class PretrainConfig(TrainConfig):
+class PretrainConfig(LMTrainConfig):
     lr: float = setting(3e-3, "peak AdamW learning rate", gt=0)
     weight_decay: float = setting(0.1, "AdamW weight decay", ge=0)
     max_steps: int = setting(300, "optimizer steps", gt=0)
@@ -178,19 +195,99 @@ class PretrainConfig(TrainConfig):
 
 
 @dataclass
-class SFTConfig(TrainConfig):
+class SFTConfig(LMTrainConfig):
     lr: float = setting(5e-4, "peak AdamW learning rate", gt=0)
     max_steps: int = setting(200, "optimizer steps", gt=0)
     warmup_steps: int = setting(20, "linear warmup steps", ge=0)
 
 
+# ------------------------------------------------------------------------------ preferences
+@dataclass
+class SamplingConfig:
+    max_new_tokens: int = setting(48, "longest completion in tokens", gt=0)
+    temperature: float = setting(1.0, "sampling temperature; 0 = greedy", ge=0)
+    top_k: int = setting(0, "keep the k most likely tokens; 0 = off", ge=0)
+    top_p: float = setting(1.0, "nucleus sampling mass; 1 = off", gt=0, le=1)
+    batch_size: int = setting(256, "sequences generated together", gt=0)
+
+
+@dataclass
+class CollectConfig:
+    policy: str | None = setting(None, "policy folder that samples; null = the sft artifact")
+    k: int = setting(4, "completions sampled per prompt", ge=2)
+    pairs: str = setting("all", "all K(K-1)/2 pairs of a prompt, or adjacent", choices=["all", "adjacent"])
+    num_prompts: int = setting(2000, "prompts to sample from (the first N of data.prompts)", gt=0)
+    chunk: int = setting(250, "prompts per resumable chunk", gt=0)
+    sampling: SamplingConfig = setting(SamplingConfig(), "how completions are sampled")
+
+
+@dataclass
+class LabelerConfig:
+    kind: str = setting(
+        "bt",
+        "who prefers: bt, argmax, flip or a file of human labels",
+        choices=["bt", "argmax", "flip", "file"],
+    )
+    temperature: float | None = setting(
+        None, "Bradley-Terry temperature T in P(a>b) = sigmoid((g_a-g_b)/T)", gt=0
+    )
+    ceiling: float | None = setting(
+        0.8,
+        "with temperature null: choose T so that the best achievable "
+        "accuracy E[sigmoid(|g_a-g_b|/T)] equals this",
+        gt=0.5,
+        lt=1,
+    )
+    epsilon: float = setting(0.1, "flip: probability that a label is flipped", ge=0, le=1)
+    path: str | None = setting(None, "file: CSV/JSONL/Parquet of prompt, completion_a, completion_b, choice")
+
+
+@dataclass
+class RewardModelConfig(TrainConfig):
+    init: str = setting(
+        "sft", "initialize the backbone from the sft or the pretrain artifact", choices=["sft", "pretrain"]
+    )
+    lr: float = setting(3e-4, "peak AdamW learning rate", gt=0)
+    max_steps: int = setting(300, "optimizer steps", gt=0)
+    warmup_steps: int = setting(20, "linear warmup steps", ge=0)
+    batch_size: int = setting(16, "prompts per step; each brings all its ranked completions", gt=0)
+    val_every: int = setting(100, "validate every N optimizer steps", gt=0)
+    val_batches: int = setting(1000, "validation batches per validation", gt=0)
+    use_margin: bool = setting(False, "subtract the row's `margin` inside the Bradley-Terry loss")
+    normalize: bool = setting(True, "shift and scale rewards so the policy's samples have mean 0, std 1")
+
+
+@dataclass
+class ScorerConfig:
+    kind: str = setting(
+        "rm",
+        "the reward: rm (a reward model), gold, length or keyword",
+        choices=["rm", "gold", "length", "keyword"],
+    )
+    path: str | None = setting(None, "rm: reward-model folder; null = the reward artifact")
+    keywords: list[str] = setting([], "keyword: words that each add 1 to the score")
+    batch_size: int = setting(256, "texts scored together", gt=0)
+
+
+@dataclass
+class BonConfig:
+    n: list[int] = setting([1, 2, 4, 8, 16, 32, 64], "the n of best-of-n")
+    num_prompts: int = setting(128, "held-out prompts (the first N of data.eval_prompts)", gt=0)
+    policy: str | None = setting(None, "policy folder that samples; null = the sft artifact")
+    sampling: SamplingConfig = setting(SamplingConfig(), "how candidates are sampled")
+
+
 # ---------------------------------------------------------------------------------------- root
+STAGES = ["pretrain", "sft", "collect", "reward", "bon"]
+
+
 @dataclass
 class Config:
-    stage: str = setting(
-        "pretrain", "the stage to run (set by the `stage` group)", choices=["pretrain", "sft"]
-    )
+    stage: str = setting("pretrain", "the stage to run (set by the `stage` group)", choices=STAGES)
     seed: int = setting(0, "seed of everything stochastic in the run")
+    gold: str | None = setting(
+        "vader", "gold scorer of the world (VADER sentiment); null = none", choices=["vader"]
+    )
     cache: bool = setting(True, "reuse a stage's artifact when its config hash matches; false = rebuild")
     experiment: str | None = setting(None, "name of the experiment (W&B group); set by experiment files")
     world: WorldConfig = setting(WorldConfig(), "the tiny offline world")
@@ -202,6 +299,13 @@ class Config:
     logger: LoggerConfig = setting(LoggerConfig(), "W&B and CSV logging")
     pretrain: PretrainConfig = setting(PretrainConfig(), "stage pretrain: the base LM on the corpus")
     sft: SFTConfig = setting(SFTConfig(), "stage sft: supervised fine-tuning on prompt/response pairs")
+    collect: CollectConfig = setting(CollectConfig(), "stage collect: K samples a prompt, paired, labelled")
+    labeler: LabelerConfig = setting(LabelerConfig(), "who labels the pairs of the collect stage")
+    reward_model: RewardModelConfig = setting(
+        RewardModelConfig(), "stage reward: a Bradley-Terry reward model on preference pairs"
+    )
+    reward: ScorerConfig = setting(ScorerConfig(), "the score that best-of-n (and RL) maximizes")
+    bon: BonConfig = setting(BonConfig(), "stage bon: best-of-n reranking on held-out prompts")
 
 
 def register_configs() -> None:
@@ -246,6 +350,16 @@ def _cross_checks(cfg: Config):
         yield "world.sft_fraction + world.prompt_fraction: must leave documents for pretraining"
     if cfg.model.name_or_path is None and cfg.data.max_length > cfg.world.model.max_position_embeddings:
         yield "data.max_length: exceeds world.model.max_position_embeddings"
+    if cfg.labeler.kind == "file" and not cfg.labeler.path:
+        yield "labeler.path: labeler=file needs the file of human labels"
+    if cfg.labeler.kind == "bt" and cfg.labeler.temperature is None and cfg.labeler.ceiling is None:
+        yield "labeler.temperature: labeler=bt needs a temperature or a ceiling"
+    if cfg.labeler.kind != "file" and cfg.gold is None and cfg.stage == "collect":
+        yield f"labeler.kind: labeler={cfg.labeler.kind} simulates labels from the gold score, but gold=null"
+    if cfg.reward.kind == "gold" and cfg.gold is None:
+        yield "reward.kind: reward=gold needs a gold scorer, but gold=null"
+    if any(n < 1 for n in cfg.bon.n):
+        yield f"bon.n: every n must be >= 1, got {list(cfg.bon.n)}"
 
 
 def validate(cfg: DictConfig) -> Config:

@@ -209,10 +209,18 @@ def _per_token(advantages: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def _clipped_surrogate(
-    logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, clip: float
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-token PPO objective min(ρA, clip(ρ)A), whether the clipped branch was taken, and ρ."""
-    ratio = torch.exp(logprobs - old_logprobs.detach())  # (B, T)
+    """Per-token PPO objective min(ρA, clip(ρ)A), whether the clipped branch was taken, and ρ.
+
+    log ρ is set to 0 on masked tokens, so that no padding value can overflow exp into nan gradients.
+    """
+    log_ratio = logprobs - old_logprobs.detach()  # (B, T)
+    ratio = torch.exp(torch.where(mask.bool(), log_ratio, torch.zeros_like(log_ratio)))  # (B, T)
     unclipped = ratio * advantages  # (B, T)
     clipped = torch.clamp(ratio, 1.0 - clip, 1.0 + clip) * advantages  # (B, T)
     return torch.minimum(unclipped, clipped), clipped < unclipped, ratio  # (B, T) each
@@ -232,7 +240,7 @@ def ppo_policy_loss(
     as in Huang et al. 2024), ratio_mean (masked mean of ρ).
     """
     surrogate, was_clipped, ratio = _clipped_surrogate(
-        logprobs, old_logprobs, _per_token(advantages, logprobs), clip
+        logprobs, old_logprobs, _per_token(advantages, logprobs), mask, clip
     )  # (B, T) each
     loss = -masked_mean(surrogate, mask)  # ()
     log_ratio = (logprobs - old_logprobs).detach()  # (B, T)
@@ -298,9 +306,11 @@ def grpo_loss(
     token mean, then mean over sequences, so loss(β) − loss(0) = β·kl at equal ρ).
     """
     surrogate, was_clipped, _ = _clipped_surrogate(
-        logprobs, old_logprobs, _per_token(advantages, logprobs), clip
+        logprobs, old_logprobs, _per_token(advantages, logprobs), mask, clip
     )  # (B, T) each
-    k3 = kl_estimate(logprobs, ref_logprobs.detach(), "k3")  # (B, T)
+    keep = mask.bool()  # (B, T)
+    log_r = torch.where(keep, ref_logprobs.detach() - logprobs, torch.zeros_like(logprobs))  # (B, T)
+    k3 = torch.expm1(log_r) - log_r  # (B, T): kl_estimate's k3, 0 on masked tokens
     per_sequence = masked_mean(surrogate - beta * k3, mask, dim=-1)  # (B,)
     stats = {
         "clip_fraction": masked_mean(was_clipped.to(logprobs.dtype), mask).detach(),

@@ -6,7 +6,13 @@ import logging
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from rlhf_lab.config import ModelConfig, PeftConfig
 
@@ -61,15 +67,18 @@ def disable_dropout(model: torch.nn.Module) -> None:
             module.p = 0.0
 
 
-def apply_peft(model: PreTrainedModel, cfg: PeftConfig) -> torch.nn.Module:
-    """Wrap the model in a LoRA adapter (Hu et al. 2021) when `peft.method=lora`; else return it."""
+def apply_peft(model: PreTrainedModel, cfg: PeftConfig, task_type: str = "CAUSAL_LM") -> torch.nn.Module:
+    """Wrap the model in a LoRA adapter (Hu et al. 2021) when `peft.method=lora`; else return it.
+
+    With task_type="SEQ_CLS" peft also trains the reward head in full.
+    """
     if cfg.method == "none":
         return model
     from peft import LoraConfig, get_peft_model
 
     targets = "all-linear" if cfg.target_modules == ["all-linear"] else list(cfg.target_modules)
     lora = LoraConfig(
-        r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets, task_type="CAUSAL_LM"
+        r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets, task_type=task_type
     )
     try:
         model = get_peft_model(model, lora)
@@ -96,3 +105,37 @@ def export_causal_lm(
         model = model.merge_and_unload()
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
+
+
+# ------------------------------------------------------------------------------- reward models
+def load_reward_model(path: str | Path, model_cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase,
+                      new_head: bool) -> PreTrainedModel:
+    """A causal-LM backbone with a scalar head read at the last non-pad token.
+
+    `new_head=True` starts the head from N(0, 1/sqrt(d_model + 1)) (Stiennon 2020) on top of an LM
+    folder; `False` loads a trained reward model as saved.
+    """
+    dtype = model_cfg.dtype if model_cfg.dtype == "auto" else getattr(torch, model_cfg.dtype)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(path), num_labels=1, dtype=dtype, attn_implementation=model_cfg.attn_implementation,
+        trust_remote_code=model_cfg.trust_remote_code,
+    )
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tokenizer))
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if new_head:
+        head = model.score  # the scalar head of HF's *ForSequenceClassification (Llama, GPT-2, NeoX)
+        torch.nn.init.normal_(head.weight, std=1 / (model.config.hidden_size + 1) ** 0.5)
+        if head.bias is not None:
+            torch.nn.init.zeros_(head.bias)
+    disable_dropout(model)
+    return model
+
+
+def reward_input_ids(tokenizer: PreTrainedTokenizerBase, prompts: list[str], completions: list[str],
+                     max_length: int) -> list[list[int]]:
+    """Token ids of prompt + completion in the reward model's own tokenizer, cut to `max_length`, ending
+    in EOS: the reward is read at that final token whatever the completion, so the policy's tokenizer
+    never matters (its text is re-tokenized here)."""
+    ids = tokenizer([p + c for p, c in zip(prompts, completions, strict=True)])["input_ids"]
+    return [x[: max_length - 1] + [tokenizer.eos_token_id] for x in ids]

@@ -16,14 +16,14 @@ import lightning as L
 
 from rlhf_lab.artifacts import building, config_hash, is_complete, read_manifest
 from rlhf_lab.config import Config
-from rlhf_lab.stages import pretrain, sft
+from rlhf_lab.stages import collect, pretrain, sft
 from rlhf_lab.stages.common import Context
 from rlhf_lab.tracking import finish_wandb
 
 log = logging.getLogger(__name__)
 
 # Each stage module provides upstream(cfg), key_config(cfg) and build(ctx, out) -> metrics.
-STAGES: dict[str, ModuleType] = {"pretrain": pretrain, "sft": sft}
+STAGES: dict[str, ModuleType] = {"pretrain": pretrain, "sft": sft, "collect": collect}
 ARTIFACT_FORMAT = 1  # bump when a stage's output changes meaning, to invalidate old artifacts
 
 
@@ -51,6 +51,7 @@ def ensure(cfg: Config, name: str, run_dir: Path, rebuild: bool = False) -> Path
     ctx = Context(cfg=cfg, run_dir=run_dir, inputs=inputs)
     with building(
         out,
+        resumable=getattr(stage, "RESUMABLE", False),
         stage=name,
         key=out.name,
         config=stage.key_config(cfg),

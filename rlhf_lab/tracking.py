@@ -64,3 +64,15 @@ def finish_wandb(failed: bool) -> None:
         return
     if wandb.run is not None:
         wandb.finish(exit_code=1 if failed else 0)
+
+
+def log_stage_metrics(cfg: Config, stage: str, log_dir: Path, metrics: dict[str, float],
+                      table: tuple[str, list[str], list[list]] | None = None) -> None:
+    """Log the final metrics (and one table: key, columns, rows) of a stage that has no Trainer."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    for logger in make_loggers(cfg, stage, log_dir):
+        logger.log_metrics(metrics, step=0)
+        if table is not None and hasattr(logger, "log_table"):
+            logger.log_table(key=table[0], columns=table[1], data=table[2])
+        logger.save()
+        logger.finalize("success")

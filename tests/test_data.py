@@ -8,8 +8,8 @@ import datasets
 import pytest
 
 from rlhf_lab.config import DataConfig, SourceConfig
-from rlhf_lab.data.formats import Example, detect_format
-from rlhf_lab.data.lm import LMDataModule, collate, read_examples, tokenize_pairs
+from rlhf_lab.data.formats import Example, detect_format, read_examples
+from rlhf_lab.data.lm import LMDataModule, collate, tokenize_pairs
 from rlhf_lab.data.sources import DataError
 from rlhf_lab.losses import IGNORE
 from rlhf_lab.world.tokenizer import train_tokenizer

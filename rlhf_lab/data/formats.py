@@ -3,6 +3,8 @@
 - `text`:              {"text": str}                                   pretraining
 - `prompt_completion`: {"prompt": str, "completion": str}              SFT
 - `messages`:          {"messages": [{"role": str, "content": str}]}   SFT, rendered with the chat template
+- `prompt`:            {"prompt": str}                                 collection, RL, evaluation
+- `preference`:        {"prompt", "chosen", "rejected": str, "margin": float (optional)}   reward model
 
 Every row is checked; a bad one raises a DataError naming the source, the row index (0-based) and
 the field, or is skipped and counted with `data.on_bad_row=skip`.
@@ -14,7 +16,8 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from rlhf_lab.data.sources import DataError
+from rlhf_lab.config import SourceConfig
+from rlhf_lab.data.sources import DataError, load_source
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +30,16 @@ class Example:
     completion: str
 
 
+@dataclass(frozen=True)
+class PreferencePair:
+    """A labelled comparison: `chosen` was preferred to `rejected` for `prompt`."""
+
+    prompt: str
+    chosen: str
+    rejected: str
+    margin: float = 0.0
+
+
 class BadRow(Exception):
     def __init__(self, field: str, reason: str):
         super().__init__(f"field '{field}': {reason}")
@@ -36,15 +49,17 @@ class BadRow(Exception):
 def detect_format(columns: Iterable[str]) -> str:
     columns = set(columns)
     for fmt, needed in (
+        ("preference", {"prompt", "chosen", "rejected"}),
         ("messages", {"messages"}),
         ("prompt_completion", {"prompt", "completion"}),
         ("text", {"text"}),
+        ("prompt", {"prompt"}),
     ):
         if needed <= columns:
             return fmt
     raise DataError(
         f"cannot tell the row format from the columns {sorted(columns)}: expected "
-        "'text', 'prompt' and 'completion', or 'messages'"
+        "'text', 'prompt' and 'completion', 'messages', 'prompt', or 'prompt', 'chosen' and 'rejected'"
     )
 
 
@@ -90,15 +105,38 @@ def _from_messages(row: dict, tokenizer) -> Example:
     return Example(prompt, full[len(prompt) :])
 
 
-PARSERS: dict[str, Callable[[dict, object], Example]] = {
+def _from_prompt(row: dict, tokenizer) -> Example:
+    return Example(_text(row, "prompt"), "")
+
+
+def _from_preference(row: dict, tokenizer) -> PreferencePair:
+    prompt, chosen, rejected = _text(row, "prompt"), _text(row, "chosen"), _text(row, "rejected")
+    if chosen == rejected:
+        raise BadRow("rejected", "identical to 'chosen': the pair says nothing")
+    margin = row.get("margin")
+    if margin is not None and (isinstance(margin, bool) or not isinstance(margin, (int, float))):
+        raise BadRow("margin", f"expected a number, got {type(margin).__name__}")
+    return PreferencePair(prompt, chosen, rejected, float(margin or 0.0))
+
+
+PARSERS: dict[str, Callable[[dict, object], Example | PreferencePair]] = {
     "text": _from_text,
     "prompt_completion": _from_prompt_completion,
     "messages": _from_messages,
+    "prompt": _from_prompt,
+    "preference": _from_preference,
 }
 
 
-def parse_rows(rows: Iterable[dict], fmt: str, source: str, tokenizer, on_bad_row: str) -> list[Example]:
-    """Parse and validate rows into Examples; raise on the first bad row, or skip and count them."""
+def read_examples(src: SourceConfig, default, tokenizer, on_bad_row: str) -> tuple[list, str]:
+    """Load a source (`default` when its path is null) and parse its rows; also return its name."""
+    ds, name = load_source(src, default)
+    fmt = detect_format(ds.column_names) if src.format == "auto" else src.format
+    return parse_rows(ds, fmt, name, tokenizer, on_bad_row), name
+
+
+def parse_rows(rows: Iterable[dict], fmt: str, source: str, tokenizer, on_bad_row: str) -> list:
+    """Parse and validate rows into Examples or PreferencePairs; raise on a bad row, or skip and count."""
     parse = PARSERS[fmt]
     examples, skipped, first_error = [], 0, None
     for i, row in enumerate(rows):

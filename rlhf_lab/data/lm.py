@@ -11,18 +11,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from rlhf_lab.config import DataConfig, SourceConfig
-from rlhf_lab.data.formats import Example, detect_format, parse_rows, report_skipped
-from rlhf_lab.data.sources import DataError, load_source
+from rlhf_lab.data.formats import Example, read_examples, report_skipped
+from rlhf_lab.data.sources import DataError
 from rlhf_lab.losses import IGNORE
 
 log = logging.getLogger(__name__)
-
-
-def read_examples(src: SourceConfig, default, tokenizer, on_bad_row: str) -> tuple[list[Example], str]:
-    """Load a source and parse its rows into validated Examples."""
-    ds, name = load_source(src, default)
-    fmt = detect_format(ds.column_names) if src.format == "auto" else src.format
-    return parse_rows(ds, fmt, name, tokenizer, on_bad_row), name
 
 
 def tokenize_pairs(examples: list[Example], tokenizer, data: DataConfig, source: str) -> list[dict]:

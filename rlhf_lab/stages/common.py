@@ -7,7 +7,10 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+import torch
+
 from rlhf_lab.config import Config
+from rlhf_lab.models import load_causal_lm, load_tokenizer
 from rlhf_lab.world import World, build_world, world_key
 
 
@@ -26,6 +29,18 @@ class Context:
 
     def log_dir(self, stage: str) -> Path:
         return self.run_dir / stage
+
+    @property
+    def device(self) -> torch.device:
+        """Where inference-only stages (collect, bon) run: the first GPU if the trainer asks for one."""
+        wants_gpu = self.cfg.trainer.accelerator in ("gpu", "cuda", "auto")
+        return torch.device("cuda" if wants_gpu and torch.cuda.is_available() else "cpu")
+
+    def load_policy(self, path: str | Path):
+        """(model on `device`, tokenizer) of a policy folder, each loaded from the folder itself."""
+        model_cfg = dataclasses.replace(self.cfg.model, tokenizer=None)
+        tokenizer = load_tokenizer(path, model_cfg)
+        return load_causal_lm(path, model_cfg, tokenizer).to(self.device), tokenizer
 
 
 def model_key(cfg: Config) -> dict:

@@ -11,7 +11,7 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 
-from rlhf_lab.config import Config, PeftConfig, TrainConfig
+from rlhf_lab.config import Config, LMTrainConfig, PeftConfig
 from rlhf_lab.data.lm import LMDataModule
 from rlhf_lab.losses import causal_lm_loss, token_nll
 from rlhf_lab.models import apply_peft, export_causal_lm, load_causal_lm, load_tokenizer
@@ -33,7 +33,7 @@ class CausalLMModule(L.LightningModule):
         self,
         model,
         tokenizer,
-        cfg: TrainConfig,
+        cfg: LMTrainConfig,
         stage: str,
         sample_prompts: list[str],
         samples_file: Path | None = None,
@@ -108,7 +108,7 @@ class CausalLMModule(L.LightningModule):
 def fit_causal_lm(
     cfg: Config,
     stage: str,
-    train: TrainConfig,
+    train: LMTrainConfig,
     module: CausalLMModule,
     datamodule: L.LightningDataModule,
     log_dir: Path,
@@ -143,7 +143,7 @@ def train_causal_lm(
     source,
     default_source,
     mode: str,
-    train: TrainConfig,
+    train: LMTrainConfig,
     peft: PeftConfig,
 ):
     """Load `start`, train it on `source` (packed documents or prompt/response pairs), export to `out`.

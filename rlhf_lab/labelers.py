@@ -1,0 +1,389 @@
+"""Labelers: which completion of a pair is preferred, simulated from gold scores or read from human labels.
+
+Every random draw is a pure function of (seed, labeler, prompt, the two completions) through a stable hash,
+never a shared RNG stream: a list gets the same labels in any order, in any batch split, and after an
+interrupted run. The draw is taken on the pair in sorted order, so (a, b) and (b, a) get opposite labels.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+from rlhf_lab.config import SourceConfig
+from rlhf_lab.data.sources import DataError, load_source
+
+KINDS = ("bt", "argmax", "flip", "file")
+COLUMNS = ("prompt", "completion_a", "completion_b", "choice")
+CHOICES = {"a": 1, "b": 0}  # the human-label file's `choice` column: exactly the string "a" or "b"
+EXPECTED = f"expected columns {', '.join(COLUMNS)}"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Two completions of one prompt, with their gold scores when a gold scorer exists."""
+
+    prompt: str
+    a: str
+    b: str
+    gold_a: float | None = None
+    gold_b: float | None = None
+
+
+@runtime_checkable
+class Labeler(Protocol):
+    name: str
+
+    def label(self, comparisons: Sequence[Comparison]) -> list[int | None]:
+        """1 if a is preferred, 0 if b is preferred, None if there is no label (a tie for argmax, a pair
+        missing from a human-label file): such pairs are dropped by the caller."""
+        ...
+
+
+# ------------------------------------------------------------------------------------ randomness
+def uniform(seed: int, domain: str, prompt: str, first: str, second: str) -> float:
+    """A float in [0, 1) from a 64-bit blake2b hash of the (length-prefixed) arguments."""
+    h = hashlib.blake2b(digest_size=8)
+    for part in (str(seed), domain, prompt, first, second):
+        data = part.encode("utf-8", "surrogatepass")
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+    return (int.from_bytes(h.digest(), "little") >> 11) * 2.0**-53
+
+
+def _pair_draw(seed: int, domain: str, c: Comparison) -> tuple[float, bool]:
+    """The draw for the unordered pair {a, b} of `c.prompt`, and whether `a` comes first in sorted order."""
+    a_first = c.a <= c.b
+    first, second = (c.a, c.b) if a_first else (c.b, c.a)
+    return uniform(seed, domain, c.prompt, first, second), a_first
+
+
+def _sigmoid(x: float) -> float:
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    e = math.exp(x)
+    return e / (1.0 + e)
+
+
+def _gold(c: Comparison, i: int, name: str) -> tuple[float, float]:
+    if c.gold_a is None or c.gold_b is None:
+        raise ValueError(
+            f"labeler '{name}' needs gold scores (a gold scorer), but comparison {i} has none; "
+            "use labeler=file for data without a gold scorer"
+        )
+    ga, gb = float(c.gold_a), float(c.gold_b)
+    if not (math.isfinite(ga) and math.isfinite(gb)):
+        raise ValueError(f"labeler '{name}': comparison {i} has a non-finite gold score ({ga}, {gb})")
+    return ga, gb
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_temperature(value: float, key: str) -> None:
+    if not (_is_number(value) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{key} must be a finite number > 0, got {value!r}")
+
+
+def _check_epsilon(value: float, key: str) -> None:
+    if not (_is_number(value) and 0 <= value <= 1):
+        raise ValueError(f"{key} must be a probability in [0, 1], got {value!r}")
+
+
+# -------------------------------------------------------------------------------- gold labelers
+class BradleyTerryLabeler:
+    """P(a ≻ b) = σ((g_a − g_b)/T), T > 0 (Christiano 2017; the setting of Gao et al. 2022 with a known
+    gold reward)."""
+
+    name = "bt"
+
+    def __init__(self, temperature: float, seed: int):
+        _check_temperature(temperature, "temperature")
+        self.temperature = float(temperature)
+        self.seed = seed
+
+    def label(self, comparisons: Sequence[Comparison]) -> list[int | None]:
+        return [self._one(c, i) for i, c in enumerate(comparisons)]
+
+    def _one(self, c: Comparison, i: int) -> int:
+        ga, gb = _gold(c, i, self.name)
+        u, a_first = _pair_draw(self.seed, self.name, c)
+        gap_first = (ga - gb) if a_first else (gb - ga)
+        first_wins = u < _sigmoid(gap_first / self.temperature)
+        return int(first_wins == a_first)
+
+
+class ArgmaxLabeler:
+    """The noiseless labeler: the completion with the higher gold score; ties → None."""
+
+    name = "argmax"
+
+    def label(self, comparisons: Sequence[Comparison]) -> list[int | None]:
+        return [_argmax(c, i, self.name) for i, c in enumerate(comparisons)]
+
+
+def _argmax(c: Comparison, i: int, name: str) -> int | None:
+    ga, gb = _gold(c, i, name)
+    return None if ga == gb else int(ga > gb)
+
+
+class FlipLabeler:
+    """The argmax label, flipped with probability epsilon; ties stay None."""
+
+    name = "flip"
+
+    def __init__(self, epsilon: float, seed: int):
+        _check_epsilon(epsilon, "epsilon")
+        self.epsilon = float(epsilon)
+        self.seed = seed
+
+    def label(self, comparisons: Sequence[Comparison]) -> list[int | None]:
+        return [self._one(c, i) for i, c in enumerate(comparisons)]
+
+    def _one(self, c: Comparison, i: int) -> int | None:
+        best = _argmax(c, i, self.name)
+        if best is None:
+            return None
+        u, _ = _pair_draw(self.seed, self.name, c)
+        return 1 - best if u < self.epsilon else best
+
+
+# ------------------------------------------------------------------------------- human labels
+class FileLabeler:
+    """Human labels joined from a CSV, JSONL or Parquet file (or anything `load_source` reads).
+
+    Columns, exactly: prompt, completion_a, completion_b, choice; choice is the string "a" or "b"
+    (nothing else: no 0/1, no upper case). Texts are matched exactly, whitespace included. A comparison
+    found as (prompt, b, a) gets the inverted choice; one not found gets None and counts in `missing`.
+    Row numbers in errors are 0-based: the line of a JSONL file, the data row of a CSV file (header not
+    counted), the record of other formats.
+    """
+
+    name = "file"
+
+    def __init__(self, path: str, seed: int = 0):
+        self.path = str(path)
+        self.seed = seed  # unused: the labels are given; kept so that every labeler is built alike
+        self.labels = _read_labels(self.path)  # (prompt, first, second) in sorted order -> (label, row)
+        self.found = 0  # comparisons labeled so far, over all calls of `label`
+        self.missing = 0  # comparisons with no human label so far
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def label(self, comparisons: Sequence[Comparison]) -> list[int | None]:
+        out = [self._lookup(c) for c in comparisons]
+        missing = sum(x is None for x in out)
+        self.missing += missing
+        self.found += len(out) - missing
+        return out
+
+    def _lookup(self, c: Comparison) -> int | None:
+        a_first = c.a <= c.b
+        key = (c.prompt, c.a, c.b) if a_first else (c.prompt, c.b, c.a)
+        hit = self.labels.get(key)
+        if hit is None:
+            return None
+        return hit[0] if a_first else 1 - hit[0]
+
+
+def _read_labels(path: str) -> dict[tuple[str, str, str], tuple[int, int]]:
+    columns, rows = _read_table(path)
+    _check_columns(path, columns, rows)
+    labels: dict[tuple[str, str, str], tuple[int, int]] = {}
+    for i, row in rows:
+        prompt, a, b, choice = _check_row(path, i, row)
+        a_first = a <= b
+        key = (prompt, a, b) if a_first else (prompt, b, a)
+        value = choice if a_first else 1 - choice
+        seen = labels.setdefault(key, (value, i))
+        if seen[0] != value:
+            raise DataError(
+                f"{path}: rows {seen[1]} and {i}, field 'choice': conflicting choices for the same prompt "
+                "and pair of completions"
+            )
+    return labels
+
+
+Rows = list[tuple[int, dict[str, Any]]]
+
+
+def _read_table(path: str) -> tuple[list[str], Rows]:
+    """Column names and (row number, row) pairs."""
+    local = Path(path).expanduser()
+    if not local.exists():
+        raise DataError(f"{path}: no such file")
+    suffix = local.suffix.lower() if local.is_file() else ""
+    if suffix == ".csv":
+        return _read_csv(path, local)
+    if suffix == ".jsonl":
+        return _read_jsonl(path, local)
+    ds, _ = load_source(SourceConfig(path=str(local)))
+    return list(ds.column_names), list(enumerate(ds.to_list()))
+
+
+def _read_csv(path: str, local: Path) -> tuple[list[str], Rows]:
+    """Every cell as text: no type guessing, so "NA" or "42" stay strings (pandas would change them)."""
+    rows: Rows = []
+    try:
+        with open(local, encoding="utf-8-sig", newline="") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if header is None:
+                raise DataError(f"{path}: empty file; expected a header row {','.join(COLUMNS)}")
+            for cells in reader:
+                if cells:  # skip blank lines
+                    rows.append((len(rows), _csv_row(header, cells)))
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: row {len(rows)}: invalid UTF-8 ({err.reason})") from err
+    except csv.Error as err:
+        raise DataError(f"{path}: row {len(rows)}: invalid CSV ({err})") from err
+    dup = next((c for c in header if header.count(c) > 1), None)
+    if dup is not None:
+        raise DataError(f"{path}: header: column '{dup}' appears more than once")
+    return header, rows
+
+
+def _csv_row(header: list[str], cells: list[str]) -> dict[str, Any]:
+    row: dict[str, Any] = dict(zip(header, cells, strict=False))  # short rows lack their last fields
+    row.update({f"column {j}": cells[j] for j in range(len(header), len(cells))})
+    return row
+
+
+def _read_jsonl(path: str, local: Path) -> tuple[list[str], Rows]:
+    """One JSON object a line; the row number is the 0-based line (blank lines skipped, still counted)."""
+    rows: Rows = []
+    columns: dict[str, None] = {}
+    with open(local, "rb") as f:
+        for i, raw in enumerate(f):
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as err:
+                raise DataError(f"{path}: row {i}: invalid UTF-8 ({err.reason})") from err
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}: row {i}: invalid JSON ({err.msg})") from err
+            if not isinstance(row, dict):
+                raise DataError(f"{path}: row {i}: expected a JSON object, got {type(row).__name__}")
+            columns.update(dict.fromkeys(row))
+            rows.append((i, row))
+    return list(columns), rows
+
+
+def _check_columns(path: str, columns: list[str], rows: Rows) -> None:
+    if not rows:
+        raise DataError(f"{path}: no rows; {EXPECTED}")
+    first = rows[0][0]
+    for col in COLUMNS:
+        if col not in columns:
+            raise DataError(f"{path}: row {first}, field '{col}': missing column; {EXPECTED}")
+    for col in columns:
+        if col not in COLUMNS:
+            i = next((i for i, r in rows if r.get(col) is not None), first)
+            raise DataError(f"{path}: row {i}, field '{col}': unexpected column; {EXPECTED}")
+
+
+def _check_row(path: str, i: int, row: dict[str, Any]) -> tuple[str, str, str, int]:
+    """(prompt, completion_a, completion_b, 1 if a is preferred else 0), or a DataError naming the field."""
+
+    def where(field: str) -> str:
+        return f"{path}: row {i}, field '{field}'"
+
+    for key, value in row.items():
+        if key not in COLUMNS and value is not None:
+            raise DataError(f"{where(key)}: unexpected field; {EXPECTED}")
+    for field in COLUMNS:
+        value = row.get(field)
+        if value is None:
+            raise DataError(f"{where(field)}: missing or null")
+        if not isinstance(value, str):
+            raise DataError(f"{where(field)}: expected a string, got {type(value).__name__} {_show(value)}")
+        if not value:
+            raise DataError(f"{where(field)}: empty string")
+    if row["completion_a"] == row["completion_b"]:
+        raise DataError(f"{where('completion_b')}: identical to completion_a; a pair needs two completions")
+    if row["choice"] not in CHOICES:
+        raise DataError(f'{where("choice")}: expected "a" or "b", got {_show(row["choice"])}')
+    return row["prompt"], row["completion_a"], row["completion_b"], CHOICES[row["choice"]]
+
+
+def _show(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# ---------------------------------------------------------------------------------------- factory
+def make_labeler(
+    kind: str, *, temperature: float = 1.0, epsilon: float = 0.0, path: str | None = None, seed: int = 0
+) -> Labeler:
+    """The labeler for `labeler=bt|argmax|flip|file`; errors name the config key."""
+    if kind == "bt":
+        _check_temperature(temperature, "labeler.temperature")
+        return BradleyTerryLabeler(temperature, seed)
+    if kind == "argmax":
+        return ArgmaxLabeler()
+    if kind == "flip":
+        _check_epsilon(epsilon, "labeler.epsilon")
+        return FlipLabeler(epsilon, seed)
+    if kind == "file":
+        if not path:
+            raise ValueError(
+                "labeler.path must name a CSV, JSONL or Parquet file of human labels (labeler=file)"
+            )
+        return FileLabeler(path, seed)
+    raise ValueError(f"labeler: unknown kind {kind!r}; choose one of {', '.join(KINDS)}")
+
+
+# -------------------------------------------------------------------------------------- ceilings
+def bt_ceiling(gold_a: Tensor, gold_b: Tensor, temperature: float) -> float:
+    """E[σ(|g_a − g_b|/T)]: the best accuracy any model can reach against labels sampled by
+    BradleyTerryLabeler."""
+    _check_temperature(temperature, "temperature")
+    ga = torch.as_tensor(gold_a, dtype=torch.float64)
+    gb = torch.as_tensor(gold_b, dtype=torch.float64)
+    if ga.shape != gb.shape or ga.numel() == 0:
+        shapes = f"{tuple(ga.shape)} and {tuple(gb.shape)}"
+        raise ValueError(f"bt_ceiling needs two non-empty tensors of one shape, got {shapes}")
+    return _ceiling((ga - gb).abs(), float(temperature))
+
+
+def _ceiling(gaps: Tensor, temperature: float) -> float:
+    return torch.sigmoid(gaps / temperature).mean().item()
+
+
+def temperature_for_ceiling(gaps: Tensor, target: float) -> float:
+    """The T at which bt_ceiling over these |gold gaps| equals target (bisection in log T; target in
+    (0.5, 1), and below the ceiling as T -> 0, which zero gaps lower)."""
+    gaps = torch.as_tensor(gaps, dtype=torch.float64).abs().flatten()
+    if gaps.numel() == 0 or not torch.isfinite(gaps).all():
+        raise ValueError("temperature_for_ceiling needs a non-empty tensor of finite gaps")
+    if not 0.5 < target < 1:
+        raise ValueError(f"target must be in (0.5, 1), got {target!r}")
+    best = 1 - 0.5 * (gaps == 0).double().mean().item()  # the ceiling as T -> 0: zero gaps stay coin flips
+    if target >= best:
+        raise ValueError(
+            f"target {target} is out of reach: {best:.4f} is the ceiling at T -> 0 for these gaps"
+        )
+    positive = gaps[gaps > 0]
+    lo, hi = math.log(positive.min().item()), math.log(positive.max().item())
+    for _ in range(200):  # widen until ceiling(lo) > target >= ceiling(hi)
+        if _ceiling(gaps, math.exp(lo)) > target and _ceiling(gaps, math.exp(hi)) <= target:
+            break
+        lo, hi = lo - 1, hi + 1
+    else:
+        raise ValueError(f"target {target} could not be bracketed")
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if _ceiling(gaps, math.exp(mid)) > target else (lo, mid)
+    return math.exp((lo + hi) / 2)

@@ -1,0 +1,157 @@
+"""Stage `collect`: K completions per prompt from a policy, gold-scored, paired and labelled.
+
+1. sample K completions for each prompt, in resumable chunks (a finished chunk is never redone);
+2. score every completion with the gold scorer, when the world has one;
+3. pair the completions of a prompt (all K(K-1)/2 pairs, InstructGPT, or adjacent ones);
+4. label each pair with the labeler; for `bt` with a `ceiling`, T is solved from the gold gaps.
+
+Output: `preferences.jsonl` in TRL's preference format (prompt, chosen, rejected) plus the columns
+gold_chosen, gold_rejected, labeler and policy; the same rows as a `datasets` folder `preferences/`;
+and every sample in `samples.jsonl`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import logging
+import os
+from pathlib import Path
+
+import datasets
+import torch
+from rich.progress import track
+
+from rlhf_lab.config import Config, SamplingConfig, SourceConfig
+from rlhf_lab.data.formats import read_examples
+from rlhf_lab.labelers import Comparison, bt_ceiling, make_labeler, temperature_for_ceiling
+from rlhf_lab.rollout import generate_text
+from rlhf_lab.scorers import GoldScorer
+from rlhf_lab.stages.common import Context, data_key
+from rlhf_lab.tracking import log_stage_metrics
+
+log = logging.getLogger(__name__)
+RESUMABLE = True
+TABLE_COLUMNS = ["prompt", "chosen", "rejected", "gold_chosen", "gold_rejected"]
+
+
+def upstream(cfg: Config) -> list[str]:
+    return [] if cfg.collect.policy else ["sft"]
+
+
+def key_config(cfg: Config) -> dict:
+    labeler = dataclasses.asdict(cfg.labeler)
+    if cfg.labeler.kind == "file":  # the labels are part of the artifact: key on the file's content
+        labeler["sha256"] = hashlib.sha256(Path(cfg.labeler.path).read_bytes()).hexdigest()
+    return {"policy": cfg.collect.policy, "collect": dataclasses.asdict(cfg.collect), "labeler": labeler,
+            "prompts": data_key(cfg, "prompts"), "gold": cfg.gold, "seed": cfg.seed}
+
+
+def build(ctx: Context, out: Path) -> dict[str, float]:
+    cfg = ctx.cfg
+    policy = str(cfg.collect.policy or ctx.inputs["sft"])
+    prompts = load_prompts(ctx, cfg.data.prompts, "prompts", cfg.collect.num_prompts)
+    samples = sample_in_chunks(ctx, policy, prompts, out / "chunks")
+    rows, stats = label_pairs(cfg, samples, policy)
+    write_preferences(rows, out)
+    with open(out / "samples.jsonl", "w") as f:
+        f.writelines(json.dumps(s) + "\n" for s in samples)
+    metrics = {f"collect/{k}": v for k, v in stats.items()}
+    table = [[r[c] for c in TABLE_COLUMNS] for r in rows[:50]]
+    log_stage_metrics(cfg, "collect", ctx.log_dir("collect"), metrics, ("collect/pairs", TABLE_COLUMNS, table))
+    return metrics
+
+
+def load_prompts(ctx: Context, src: SourceConfig, world_file: str, limit: int) -> list[str]:
+    """The first `limit` prompts of `src`, or of the tiny world's `world_file` when its path is null."""
+    default = getattr(ctx.world, world_file) if src.path is None else None
+    examples, name = read_examples(src, default, None, ctx.cfg.data.on_bad_row)
+    if len(examples) < limit:
+        log.warning("%s has %d prompts, fewer than the %d asked for", name, len(examples), limit)
+    return [e.prompt for e in examples[:limit]]
+
+
+def sample_in_chunks(ctx: Context, policy: str, prompts: list[str], chunk_dir: Path) -> list[dict]:
+    """K samples per prompt, gold-scored, one JSONL file per chunk of prompts; finished chunks are reused."""
+    cfg, k, size = ctx.cfg, ctx.cfg.collect.k, ctx.cfg.collect.chunk
+    chunk_dir.mkdir(exist_ok=True)
+    n_chunks = -(-len(prompts) // size)
+    todo = [i for i in range(n_chunks) if not (chunk_dir / f"{i:05d}.jsonl").exists()]
+    if len(todo) < n_chunks:
+        log.info("collect: resuming, %d of %d chunks already sampled", n_chunks - len(todo), n_chunks)
+    if todo:
+        model, tokenizer = ctx.load_policy(policy)
+        for i in track(todo, description=f"collect: sampling {k} per prompt"):
+            chunk = prompts[i * size : (i + 1) * size]
+            rows = sample_chunk(model, tokenizer, chunk, k, cfg.collect.sampling, seed=cfg.seed * 100_003 + i,
+                                gold=cfg.gold is not None)
+            tmp = chunk_dir / f".{i:05d}.tmp"
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+            os.replace(tmp, chunk_dir / f"{i:05d}.jsonl")  # a chunk file exists only when complete
+    return [json.loads(line) for i in range(n_chunks) for line in (chunk_dir / f"{i:05d}.jsonl").open()]
+
+
+def sample_chunk(model, tokenizer, prompts: list[str], k: int, sampling: SamplingConfig, seed: int,
+                 gold: bool) -> list[dict]:
+    repeated = [p for p in prompts for _ in range(k)]  # (N*K,) prompt i at rows i*K .. i*K+K-1
+    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    completions = generate_text(
+        model, tokenizer, repeated, batch_size=sampling.batch_size, max_new_tokens=sampling.max_new_tokens,
+        temperature=sampling.temperature, do_sample=sampling.temperature > 0, top_k=sampling.top_k,
+        top_p=sampling.top_p, generator=generator,
+    )
+    scores = GoldScorer().score(repeated, completions).view(len(prompts), k).tolist() if gold else None
+    return [
+        {"prompt": p, "completions": completions[i * k : (i + 1) * k], "gold": scores[i] if gold else None}
+        for i, p in enumerate(prompts)
+    ]
+
+
+def candidate_pairs(k: int, mode: str) -> list[tuple[int, int]]:
+    """Index pairs among K completions: all K(K-1)/2 (InstructGPT) or the K-1 adjacent ones."""
+    return list(itertools.combinations(range(k), 2)) if mode == "all" else [(i, i + 1) for i in range(k - 1)]
+
+
+def label_pairs(cfg: Config, samples: list[dict], policy: str) -> tuple[list[dict], dict]:
+    comparisons = []
+    for s in samples:
+        for i, j in candidate_pairs(len(s["completions"]), cfg.collect.pairs):
+            a, b = s["completions"][i], s["completions"][j]
+            if a != b:  # identical samples say nothing about preference
+                gold_a, gold_b = (s["gold"][i], s["gold"][j]) if s["gold"] else (None, None)
+                comparisons.append(Comparison(s["prompt"], a, b, gold_a, gold_b))
+    lab = cfg.labeler
+    temperature = lab.temperature
+    gaps = torch.tensor([c.gold_a - c.gold_b for c in comparisons]) if cfg.gold else None
+    if lab.kind == "bt" and temperature is None:
+        try:
+            temperature = temperature_for_ceiling(gaps, lab.ceiling)
+        except ValueError as err:  # e.g. too many tied gold scores for so high a ceiling
+            raise ValueError(f"labeler.ceiling={lab.ceiling}: {err}; lower it or set labeler.temperature") from err
+    labeler = make_labeler(lab.kind, temperature=temperature or 1.0, epsilon=lab.epsilon, path=lab.path,
+                           seed=cfg.seed)
+    labels = labeler.label(comparisons)
+    rows = []
+    for c, label in zip(comparisons, labels, strict=True):
+        if label is None:
+            continue
+        (chosen, g_c), (rejected, g_r) = ((c.a, c.gold_a), (c.b, c.gold_b))[:: 1 if label else -1]
+        rows.append({"prompt": c.prompt, "chosen": chosen, "rejected": rejected, "gold_chosen": g_c,
+                     "gold_rejected": g_r, "labeler": lab.kind, "policy": policy})
+    stats = {"prompts": len(samples), "pairs": len(rows), "unlabelled": len(comparisons) - len(rows)}
+    if cfg.gold:
+        gold = torch.tensor([g for s in samples for g in s["gold"]])
+        agree = sum(r["gold_chosen"] > r["gold_rejected"] for r in rows) / max(1, len(rows))
+        stats |= {"gold_mean": gold.mean().item(), "gold_std": gold.std().item(), "gold_agreement": agree}
+    if lab.kind == "bt":
+        stats |= {"bt_temperature": temperature,
+                  "bt_ceiling": bt_ceiling(gaps, torch.zeros_like(gaps), temperature)}
+    return rows, stats
+
+
+def write_preferences(rows: list[dict], out: Path) -> None:
+    with open(out / "preferences.jsonl", "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    datasets.Dataset.from_list(rows).save_to_disk(str(out / "preferences"))
