@@ -20,7 +20,7 @@ from rlhf_lab.config import register_configs, validate
 from rlhf_lab.runinfo import write_run_info
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-OBJECTIVE = {"pretrain": "pretrain/val/loss", "sft": "sft/val/loss"}
+OBJECTIVE = {"pretrain": "pretrain/val/loss", "sft": "sft/val/loss", "reward": "reward/val/loss"}
 
 log = logging.getLogger("rlhf_lab")
 register_configs()

@@ -89,14 +89,18 @@ def bradley_terry_loss(
     return -F.logsigmoid(diff).mean()  # ()
 
 
-def ranking_loss(rewards: torch.Tensor, prefers: torch.Tensor) -> torch.Tensor:
-    """K-wise ranking loss of InstructGPT (Ouyang 2022): mean −log σ(r_i − r_j) over preferred pairs.
+def ranking_loss(
+    rewards: torch.Tensor, prefers: torch.Tensor, margins: torch.Tensor | None = None
+) -> torch.Tensor:
+    """K-wise ranking loss of InstructGPT (Ouyang 2022): mean −log σ(r_i − r_j − m_ij) over preferred pairs.
 
     rewards (B, K) for K responses per prompt; prefers (B, K, K) bool with prefers[b, i, j] when i is
-    preferred to j. All true pairs of the batch are averaged together (one batch element per prompt,
-    which is Ouyang's 1/C(K,2) normalisation when every prompt has all pairs).
+    preferred to j; optional margins (B, K, K). All true pairs of the batch are averaged together (one
+    batch element per prompt, which is Ouyang's 1/C(K,2) normalisation when every prompt has all pairs).
     """
     diff = rewards.unsqueeze(-1) - rewards.unsqueeze(-2)  # (B, K, K): r_i − r_j
+    if margins is not None:
+        diff = diff - margins
     return masked_mean(-F.logsigmoid(diff), prefers)  # ()
 
 

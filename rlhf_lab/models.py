@@ -108,8 +108,9 @@ def export_causal_lm(
 
 
 # ------------------------------------------------------------------------------- reward models
-def load_reward_model(path: str | Path, model_cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase,
-                      new_head: bool) -> PreTrainedModel:
+def load_reward_model(
+    path: str | Path, model_cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, new_head: bool
+) -> PreTrainedModel:
     """A causal-LM backbone with a scalar head read at the last non-pad token.
 
     `new_head=True` starts the head from N(0, 1/sqrt(d_model + 1)) (Stiennon 2020) on top of an LM
@@ -117,7 +118,10 @@ def load_reward_model(path: str | Path, model_cfg: ModelConfig, tokenizer: PreTr
     """
     dtype = model_cfg.dtype if model_cfg.dtype == "auto" else getattr(torch, model_cfg.dtype)
     model = AutoModelForSequenceClassification.from_pretrained(
-        str(path), num_labels=1, dtype=dtype, attn_implementation=model_cfg.attn_implementation,
+        str(path),
+        num_labels=1,
+        dtype=dtype,
+        attn_implementation=model_cfg.attn_implementation,
         trust_remote_code=model_cfg.trust_remote_code,
     )
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
@@ -132,8 +136,9 @@ def load_reward_model(path: str | Path, model_cfg: ModelConfig, tokenizer: PreTr
     return model
 
 
-def reward_input_ids(tokenizer: PreTrainedTokenizerBase, prompts: list[str], completions: list[str],
-                     max_length: int) -> list[list[int]]:
+def reward_input_ids(
+    tokenizer: PreTrainedTokenizerBase, prompts: list[str], completions: list[str], max_length: int
+) -> list[list[int]]:
     """Token ids of prompt + completion in the reward model's own tokenizer, cut to `max_length`, ending
     in EOS: the reward is read at that final token whatever the completion, so the policy's tokenizer
     never matters (its text is re-tokenized here)."""

@@ -16,14 +16,20 @@ import lightning as L
 
 from rlhf_lab.artifacts import building, config_hash, is_complete, read_manifest
 from rlhf_lab.config import Config
-from rlhf_lab.stages import collect, pretrain, sft
+from rlhf_lab.stages import bon, collect, pretrain, reward, sft
 from rlhf_lab.stages.common import Context
 from rlhf_lab.tracking import finish_wandb
 
 log = logging.getLogger(__name__)
 
 # Each stage module provides upstream(cfg), key_config(cfg) and build(ctx, out) -> metrics.
-STAGES: dict[str, ModuleType] = {"pretrain": pretrain, "sft": sft, "collect": collect}
+STAGES: dict[str, ModuleType] = {
+    "pretrain": pretrain,
+    "sft": sft,
+    "collect": collect,
+    "reward": reward,
+    "bon": bon,
+}
 ARTIFACT_FORMAT = 1  # bump when a stage's output changes meaning, to invalidate old artifacts
 
 

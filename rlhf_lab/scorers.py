@@ -50,8 +50,13 @@ class RewardModelScorer:
     head at the final token, and applies the normalization stored in its config (mean 0, std 1 on
     the samples of the policy it was normalized on)."""
 
-    def __init__(self, path: str | Path, device: str | torch.device = "cpu", batch_size: int = 256,
-                 max_length: int = 512):
+    def __init__(
+        self,
+        path: str | Path,
+        device: str | torch.device = "cpu",
+        batch_size: int = 256,
+        max_length: int = 512,
+    ):
         from rlhf_lab.models import load_reward_model, load_tokenizer
 
         self.tokenizer = load_tokenizer(path, ModelConfig())
@@ -69,11 +74,16 @@ class RewardModelScorer:
         device = next(self.model.parameters()).device
         out = []
         for i in range(0, len(prompts), self.batch_size):
-            ids = reward_input_ids(self.tokenizer, prompts[i : i + self.batch_size],
-                                   completions[i : i + self.batch_size], self.max_length)
+            ids = reward_input_ids(
+                self.tokenizer,
+                prompts[i : i + self.batch_size],
+                completions[i : i + self.batch_size],
+                self.max_length,
+            )
             input_ids, mask = (t.to(device) for t in left_pad(ids, self.tokenizer.pad_token_id))  # (b, L)
-            logits = self.model(input_ids=input_ids, attention_mask=mask,
-                                position_ids=position_ids_from_mask(mask)).logits  # (b, 1)
+            logits = self.model(
+                input_ids=input_ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)
+            ).logits  # (b, 1)
             out.append(logits[:, 0].float().cpu())
         return torch.cat(out) if out else torch.zeros(0)
 

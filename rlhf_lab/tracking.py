@@ -66,8 +66,13 @@ def finish_wandb(failed: bool) -> None:
         wandb.finish(exit_code=1 if failed else 0)
 
 
-def log_stage_metrics(cfg: Config, stage: str, log_dir: Path, metrics: dict[str, float],
-                      table: tuple[str, list[str], list[list]] | None = None) -> None:
+def log_stage_metrics(
+    cfg: Config,
+    stage: str,
+    log_dir: Path,
+    metrics: dict[str, float],
+    table: tuple[str, list[str], list[list]] | None = None,
+) -> None:
     """Log the final metrics (and one table: key, columns, rows) of a stage that has no Trainer."""
     log_dir.mkdir(parents=True, exist_ok=True)
     for logger in make_loggers(cfg, stage, log_dir):

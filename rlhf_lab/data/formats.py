@@ -38,6 +38,9 @@ class PreferencePair:
     chosen: str
     rejected: str
     margin: float = 0.0
+    gold_chosen: float | None = None  # gold scores, when the pair was collected in a world with a gold scorer
+    gold_rejected: float | None = None
+    group: int | None = None  # which sampling of the prompt the pair came from (collect writes it)
 
 
 class BadRow(Exception):
@@ -116,7 +119,11 @@ def _from_preference(row: dict, tokenizer) -> PreferencePair:
     margin = row.get("margin")
     if margin is not None and (isinstance(margin, bool) or not isinstance(margin, (int, float))):
         raise BadRow("margin", f"expected a number, got {type(margin).__name__}")
-    return PreferencePair(prompt, chosen, rejected, float(margin or 0.0))
+    gold = [row.get(k) for k in ("gold_chosen", "gold_rejected")]
+    gold = [float(g) if isinstance(g, (int, float)) and not isinstance(g, bool) else None for g in gold]
+    group = row.get("group")
+    group = group if isinstance(group, int) and not isinstance(group, bool) else None
+    return PreferencePair(prompt, chosen, rejected, float(margin or 0.0), *gold, group)
 
 
 PARSERS: dict[str, Callable[[dict, object], Example | PreferencePair]] = {

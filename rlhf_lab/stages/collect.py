@@ -45,8 +45,14 @@ def key_config(cfg: Config) -> dict:
     labeler = dataclasses.asdict(cfg.labeler)
     if cfg.labeler.kind == "file":  # the labels are part of the artifact: key on the file's content
         labeler["sha256"] = hashlib.sha256(Path(cfg.labeler.path).read_bytes()).hexdigest()
-    return {"policy": cfg.collect.policy, "collect": dataclasses.asdict(cfg.collect), "labeler": labeler,
-            "prompts": data_key(cfg, "prompts"), "gold": cfg.gold, "seed": cfg.seed}
+    return {
+        "policy": cfg.collect.policy,
+        "collect": dataclasses.asdict(cfg.collect),
+        "labeler": labeler,
+        "prompts": data_key(cfg, "prompts"),
+        "gold": cfg.gold,
+        "seed": cfg.seed,
+    }
 
 
 def build(ctx: Context, out: Path) -> dict[str, float]:
@@ -60,7 +66,9 @@ def build(ctx: Context, out: Path) -> dict[str, float]:
         f.writelines(json.dumps(s) + "\n" for s in samples)
     metrics = {f"collect/{k}": v for k, v in stats.items()}
     table = [[r[c] for c in TABLE_COLUMNS] for r in rows[:50]]
-    log_stage_metrics(cfg, "collect", ctx.log_dir("collect"), metrics, ("collect/pairs", TABLE_COLUMNS, table))
+    log_stage_metrics(
+        cfg, "collect", ctx.log_dir("collect"), metrics, ("collect/pairs", TABLE_COLUMNS, table)
+    )
     return metrics
 
 
@@ -85,22 +93,37 @@ def sample_in_chunks(ctx: Context, policy: str, prompts: list[str], chunk_dir: P
         model, tokenizer = ctx.load_policy(policy)
         for i in track(todo, description=f"collect: sampling {k} per prompt"):
             chunk = prompts[i * size : (i + 1) * size]
-            rows = sample_chunk(model, tokenizer, chunk, k, cfg.collect.sampling, seed=cfg.seed * 100_003 + i,
-                                gold=cfg.gold is not None)
+            rows = sample_chunk(
+                model,
+                tokenizer,
+                chunk,
+                k,
+                cfg.collect.sampling,
+                seed=cfg.seed * 100_003 + i,
+                gold=cfg.gold is not None,
+            )
             tmp = chunk_dir / f".{i:05d}.tmp"
             tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
             os.replace(tmp, chunk_dir / f"{i:05d}.jsonl")  # a chunk file exists only when complete
     return [json.loads(line) for i in range(n_chunks) for line in (chunk_dir / f"{i:05d}.jsonl").open()]
 
 
-def sample_chunk(model, tokenizer, prompts: list[str], k: int, sampling: SamplingConfig, seed: int,
-                 gold: bool) -> list[dict]:
+def sample_chunk(
+    model, tokenizer, prompts: list[str], k: int, sampling: SamplingConfig, seed: int, gold: bool
+) -> list[dict]:
     repeated = [p for p in prompts for _ in range(k)]  # (N*K,) prompt i at rows i*K .. i*K+K-1
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     completions = generate_text(
-        model, tokenizer, repeated, batch_size=sampling.batch_size, max_new_tokens=sampling.max_new_tokens,
-        temperature=sampling.temperature, do_sample=sampling.temperature > 0, top_k=sampling.top_k,
-        top_p=sampling.top_p, generator=generator,
+        model,
+        tokenizer,
+        repeated,
+        batch_size=sampling.batch_size,
+        max_new_tokens=sampling.max_new_tokens,
+        temperature=sampling.temperature,
+        do_sample=sampling.temperature > 0,
+        top_k=sampling.top_k,
+        top_p=sampling.top_p,
+        generator=generator,
     )
     scores = GoldScorer().score(repeated, completions).view(len(prompts), k).tolist() if gold else None
     return [
@@ -114,40 +137,67 @@ def candidate_pairs(k: int, mode: str) -> list[tuple[int, int]]:
     return list(itertools.combinations(range(k), 2)) if mode == "all" else [(i, i + 1) for i in range(k - 1)]
 
 
-def label_pairs(cfg: Config, samples: list[dict], policy: str) -> tuple[list[dict], dict]:
-    comparisons = []
-    for s in samples:
-        for i, j in candidate_pairs(len(s["completions"]), cfg.collect.pairs):
+def comparisons_of(samples: list[dict], mode: str) -> list[tuple[int, Comparison]]:
+    """(group, comparison) for each candidate pair of each prompt's samples; group = the sample's index."""
+    out = []
+    for group, s in enumerate(samples):
+        for i, j in candidate_pairs(len(s["completions"]), mode):
             a, b = s["completions"][i], s["completions"][j]
-            if a != b:  # identical samples say nothing about preference
+            if a != b and a.strip() and b.strip():  # identical or empty samples make no useful pair
                 gold_a, gold_b = (s["gold"][i], s["gold"][j]) if s["gold"] else (None, None)
-                comparisons.append(Comparison(s["prompt"], a, b, gold_a, gold_b))
+                out.append((group, Comparison(s["prompt"], a, b, gold_a, gold_b)))
+    return out
+
+
+def bt_temperature(cfg: Config, gaps: torch.Tensor | None) -> float | None:
+    """labeler.temperature, or the T whose Bradley–Terry ceiling on these gold gaps is labeler.ceiling."""
     lab = cfg.labeler
-    temperature = lab.temperature
-    gaps = torch.tensor([c.gold_a - c.gold_b for c in comparisons]) if cfg.gold else None
-    if lab.kind == "bt" and temperature is None:
-        try:
-            temperature = temperature_for_ceiling(gaps, lab.ceiling)
-        except ValueError as err:  # e.g. too many tied gold scores for so high a ceiling
-            raise ValueError(f"labeler.ceiling={lab.ceiling}: {err}; lower it or set labeler.temperature") from err
-    labeler = make_labeler(lab.kind, temperature=temperature or 1.0, epsilon=lab.epsilon, path=lab.path,
-                           seed=cfg.seed)
-    labels = labeler.label(comparisons)
+    if lab.kind != "bt" or lab.temperature is not None:
+        return lab.temperature
+    try:
+        return temperature_for_ceiling(gaps, lab.ceiling)
+    except ValueError as err:  # e.g. too many tied gold scores for so high a ceiling
+        raise ValueError(
+            f"labeler.ceiling={lab.ceiling}: {err}; lower it or set labeler.temperature"
+        ) from err
+
+
+def label_pairs(cfg: Config, samples: list[dict], policy: str) -> tuple[list[dict], dict]:
+    """Label every candidate pair; rows in TRL's preference format plus gold, labeler, policy, group."""
+    pairs = comparisons_of(samples, cfg.collect.pairs)
+    gaps = torch.tensor([c.gold_a - c.gold_b for _, c in pairs]) if cfg.gold else None
+    temperature = bt_temperature(cfg, gaps)
+    lab = cfg.labeler
+    labeler = make_labeler(
+        lab.kind, temperature=temperature or 1.0, epsilon=lab.epsilon, path=lab.path, seed=cfg.seed
+    )
     rows = []
-    for c, label in zip(comparisons, labels, strict=True):
+    for (group, c), label in zip(pairs, labeler.label([c for _, c in pairs]), strict=True):
         if label is None:
             continue
         (chosen, g_c), (rejected, g_r) = ((c.a, c.gold_a), (c.b, c.gold_b))[:: 1 if label else -1]
-        rows.append({"prompt": c.prompt, "chosen": chosen, "rejected": rejected, "gold_chosen": g_c,
-                     "gold_rejected": g_r, "labeler": lab.kind, "policy": policy})
-    stats = {"prompts": len(samples), "pairs": len(rows), "unlabelled": len(comparisons) - len(rows)}
+        rows.append(
+            {
+                "prompt": c.prompt,
+                "chosen": chosen,
+                "rejected": rejected,
+                "gold_chosen": g_c,
+                "gold_rejected": g_r,
+                "labeler": lab.kind,
+                "policy": policy,
+                "group": group,
+            }
+        )
+    stats = {"prompts": len(samples), "pairs": len(rows), "unlabelled": len(pairs) - len(rows)}
     if cfg.gold:
         gold = torch.tensor([g for s in samples for g in s["gold"]])
         agree = sum(r["gold_chosen"] > r["gold_rejected"] for r in rows) / max(1, len(rows))
         stats |= {"gold_mean": gold.mean().item(), "gold_std": gold.std().item(), "gold_agreement": agree}
-    if lab.kind == "bt":
-        stats |= {"bt_temperature": temperature,
-                  "bt_ceiling": bt_ceiling(gaps, torch.zeros_like(gaps), temperature)}
+    if temperature is not None and gaps is not None:
+        stats |= {
+            "bt_temperature": temperature,
+            "bt_ceiling": bt_ceiling(gaps, torch.zeros_like(gaps), temperature),
+        }
     return rows, stats
 
 

@@ -1,0 +1,207 @@
+"""Stage `reward`: a Bradley–Terry reward model on preference pairs.
+
+The SFT (or pretrained) backbone gets a scalar head read at the final token (HF's
+`AutoModelForSequenceClassification`, num_labels=1, head init N(0, 1/√(d+1)), Stiennon 2020), and
+is trained with the K-wise ranking loss −log σ(r⁺ − r⁻) over all pairs of a prompt (Ouyang 2022).
+Afterwards its output is shifted and scaled so the policy's samples score mean 0, std 1 (Ziegler
+2019), stored in its config as `reward_mean` / `reward_std` and applied by `RewardModelScorer`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+
+from rlhf_lab.artifacts import read_manifest
+from rlhf_lab.config import Config, RewardModelConfig
+from rlhf_lab.data.formats import read_examples
+from rlhf_lab.data.preferences import PreferenceDataModule
+from rlhf_lab.losses import ranking_loss
+from rlhf_lab.models import apply_peft, load_reward_model, load_tokenizer
+from rlhf_lab.optim import build_optimizer
+from rlhf_lab.rollout import position_ids_from_mask
+from rlhf_lab.scorers import RewardModelScorer
+from rlhf_lab.stages.common import Context, data_key, model_key, trainer_key
+from rlhf_lab.tracking import make_callbacks, make_loggers
+
+log = logging.getLogger(__name__)
+GOLD_GAP = 0.5  # "clear" pairs for the gold-agreement metric
+
+
+def upstream(cfg: Config) -> list[str]:
+    needs = [] if cfg.data.preferences.path else ["collect"]
+    if cfg.reward_model.init == "sft" or cfg.model.name_or_path is None:
+        needs.append(cfg.reward_model.init)
+    return needs
+
+
+def key_config(cfg: Config) -> dict:
+    return {
+        "model": model_key(cfg),
+        "data": data_key(cfg, "preferences"),
+        "peft": dataclasses.asdict(cfg.peft),
+        "train": dataclasses.asdict(cfg.reward_model),
+        "seed": cfg.seed,
+        "trainer": trainer_key(cfg),
+    }
+
+
+def pairwise_metrics(
+    diff: torch.Tensor, gold_gap: torch.Tensor, temperature: float | None
+) -> dict[str, float]:
+    """Metrics over labelled pairs: diff = r_chosen − r_rejected (P,), gold_gap = g_chosen − g_rejected (P,).
+
+    accuracy: against the labels; gold_accuracy: against the gold ordering (ties left out), also on
+    pairs whose gold gap exceeds GOLD_GAP; bt_ceiling: E[σ(|gap|/T)], the best accuracy any model can
+    reach against Bradley–Terry labels of temperature T; ece: expected calibration error of σ(diff).
+    """
+    metrics = {"accuracy": (diff > 0).float().mean().item(), "ece": calibration_error(torch.sigmoid(diff))}
+    known = ~torch.isnan(gold_gap) & (gold_gap != 0)
+    if known.any():
+        agree = (diff[known] > 0) == (gold_gap[known] > 0)
+        clear = gold_gap[known].abs() > GOLD_GAP
+        metrics["gold_accuracy"] = agree.float().mean().item()
+        if clear.any():
+            metrics["gold_accuracy_clear"] = agree[clear].float().mean().item()
+    if temperature is not None and (~torch.isnan(gold_gap)).any():
+        gaps = gold_gap[~torch.isnan(gold_gap)].abs()
+        metrics["bt_ceiling"] = torch.sigmoid(gaps / temperature).mean().item()
+    return metrics
+
+
+def calibration_error(p_chosen: torch.Tensor, bins: int = 10) -> float:
+    """ECE of the predicted preference: confidence max(p, 1−p) against being right (p > ½), binned."""
+    confidence = torch.maximum(p_chosen, 1 - p_chosen)  # (P,)
+    correct = (p_chosen > 0.5).float()  # (P,)
+    edges = torch.linspace(0.5, 1.0, bins + 1)
+    which = torch.bucketize(confidence, edges[1:-1])  # (P,) bin index
+    error = torch.zeros(())
+    for b in range(bins):
+        in_bin = which == b
+        if in_bin.any():
+            error += in_bin.float().mean() * (confidence[in_bin].mean() - correct[in_bin].mean()).abs()
+    return error.item()
+
+
+class RewardModule(L.LightningModule):
+    def __init__(self, model, cfg: RewardModelConfig, bt_temperature: float | None):
+        super().__init__()
+        self.model, self.cfg, self.bt_temperature = model, cfg, bt_temperature
+        self._val: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    def rewards(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Rewards laid out as (B, K): one forward pass over every completion of the batch."""
+        mask = batch["attention_mask"]
+        flat = self.model(
+            input_ids=batch["input_ids"], attention_mask=mask, position_ids=position_ids_from_mask(mask)
+        ).logits[:, 0]  # (N,)
+        b, k = batch["gold"].shape
+        return flat.new_zeros(b * k).index_copy(0, batch["slot"], flat.float()).view(b, k)  # (B, K)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        rewards = self.rewards(batch)  # (B, K)
+        margins = batch["margins"] if self.cfg.use_margin else None
+        loss = ranking_loss(rewards, batch["prefers"], margins)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"reward: non-finite training loss at step {self.global_step}")
+        diff = (rewards.unsqueeze(-1) - rewards.unsqueeze(-2))[batch["prefers"]]  # (P,)
+        self.log_dict(
+            {
+                "reward/train/loss": loss,
+                "reward/train/accuracy": (diff > 0).float().mean(),
+                "reward/train/lr": self.optimizers().param_groups[0]["lr"],
+            },
+            prog_bar=True,
+        )
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        rewards, prefers, gold = self.rewards(batch), batch["prefers"], batch["gold"]
+        diff = (rewards.unsqueeze(-1) - rewards.unsqueeze(-2))[prefers]  # (P,)
+        gold_gap = (gold.unsqueeze(-1) - gold.unsqueeze(-2))[prefers]  # (P,)
+        real = torch.zeros(gold.numel(), dtype=torch.bool, device=gold.device)
+        real = real.index_fill(0, batch["slot"], True).view_as(gold)  # (B, K) slots holding a completion
+        self._val.append((diff.cpu(), gold_gap.cpu(), rewards[real].cpu()))
+
+    def on_validation_epoch_end(self) -> None:
+        diff, gold_gap, rewards = (torch.cat(x) for x in zip(*self._val, strict=True))
+        self._val.clear()
+        metrics = pairwise_metrics(diff, gold_gap, self.bt_temperature)
+        metrics |= {
+            "reward_mean": rewards.mean().item(),
+            "reward_std": rewards.std().item(),
+            "loss": torch.nn.functional.softplus(-diff).mean().item(),
+        }
+        self.log_dict({f"reward/val/{k}": v for k, v in metrics.items()}, prog_bar=False)
+
+    def configure_optimizers(self):
+        return build_optimizer(self.model.named_parameters(), self.cfg)
+
+
+def build(ctx: Context, out: Path) -> dict[str, float]:
+    cfg, train, log_dir = ctx.cfg, ctx.cfg.reward_model, ctx.log_dir("reward")
+    log_dir.mkdir(parents=True, exist_ok=True)
+    init = ctx.inputs.get(train.init) or cfg.model.name_or_path
+    collected = ctx.inputs.get("collect")
+    default = collected / "preferences.jsonl" if collected else None
+    pairs, name = read_examples(cfg.data.preferences, default, None, cfg.data.on_bad_row)
+    temperature = read_manifest(collected)["metrics"].get("collect/bt_temperature") if collected else None
+
+    tokenizer = load_tokenizer(init, dataclasses.replace(cfg.model, tokenizer=None))
+    model = load_reward_model(init, cfg.model, tokenizer, new_head=True)
+    model = apply_peft(model, cfg.peft, task_type="SEQ_CLS")
+    model.train()
+    data = PreferenceDataModule(
+        pairs, tokenizer, train.batch_size, cfg.data.max_length, cfg.data.val_size, cfg.seed
+    )
+    log.info("%s: %d train and %d validation prompts", name, len(data.train_groups), len(data.val_groups))
+    module = RewardModule(model, train, temperature)
+    trainer: L.Trainer = instantiate(
+        cfg.trainer,
+        max_steps=train.max_steps,
+        max_epochs=-1,
+        val_check_interval=train.val_every,
+        check_val_every_n_epoch=None,
+        limit_val_batches=train.val_batches,
+        num_sanity_val_steps=0,
+        accumulate_grad_batches=train.accumulate_grad_batches,
+        gradient_clip_val=train.grad_clip or None,
+        logger=make_loggers(cfg, "reward", log_dir),
+        callbacks=make_callbacks(cfg, log_dir, train.val_every),
+        default_root_dir=str(log_dir),
+    )
+    trainer.fit(module, datamodule=data)
+    metrics = {k: float(v) for k, v in trainer.validate(module, datamodule=data, verbose=False)[0].items()}
+
+    merged = module.model.merge_and_unload() if hasattr(module.model, "peft_config") else module.model
+    merged.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    if train.normalize:
+        metrics |= normalize(out, policy_samples(collected, pairs), ctx.device)
+    return metrics
+
+
+def policy_samples(collected: Path | None, pairs) -> tuple[list[str], list[str]]:
+    """Samples of the policy to normalize on: the collected ones, else the completions of the pairs."""
+    if collected is not None:
+        rows = [json.loads(line) for line in (collected / "samples.jsonl").open()]
+        texts = [(r["prompt"], c) for r in rows for c in r["completions"]]
+    else:
+        texts = sorted({(p.prompt, c) for p in pairs for c in (p.chosen, p.rejected)})
+    return [p for p, _ in texts], [c for _, c in texts]
+
+
+def normalize(folder: Path, samples: tuple[list[str], list[str]], device) -> dict[str, float]:
+    """Store the mean and std of the raw reward on the policy's samples in the model's config."""
+    scorer = RewardModelScorer(folder, device=device)
+    raw = scorer.raw_score(*samples)
+    mean, std = raw.mean().item(), raw.std().clamp(min=1e-6).item()
+    scorer.model.config.reward_mean, scorer.model.config.reward_std = mean, std
+    scorer.model.config.save_pretrained(folder)
+    return {"reward/normalization/mean": mean, "reward/normalization/std": std}
