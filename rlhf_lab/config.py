@@ -216,7 +216,9 @@ class CollectConfig:
     policy: str | None = setting(None, "policy folder that samples; null = the sft artifact")
     k: int = setting(4, "completions sampled per prompt", ge=2)
     pairs: str = setting("all", "all K(K-1)/2 pairs of a prompt, or adjacent", choices=["all", "adjacent"])
-    num_prompts: int = setting(2000, "prompts to sample from (the first N of data.prompts)", gt=0)
+    num_prompts: int = setting(
+        2000, "prompts to sample from (data.prompts in order, cycled if shorter)", gt=0
+    )
     chunk: int = setting(250, "prompts per resumable chunk", gt=0)
     sampling: SamplingConfig = setting(SamplingConfig(), "how completions are sampled")
 
@@ -247,7 +249,7 @@ class RewardModelConfig(TrainConfig):
     init: str = setting(
         "sft", "initialize the backbone from the sft or the pretrain artifact", choices=["sft", "pretrain"]
     )
-    lr: float = setting(3e-4, "peak AdamW learning rate", gt=0)
+    lr: float = setting(1e-3, "peak AdamW learning rate", gt=0)
     max_steps: int = setting(300, "optimizer steps", gt=0)
     warmup_steps: int = setting(20, "linear warmup steps", ge=0)
     batch_size: int = setting(16, "prompts per step; each brings all its ranked completions", gt=0)
@@ -272,7 +274,7 @@ class ScorerConfig:
 @dataclass
 class BonConfig:
     n: list[int] = setting([1, 2, 4, 8, 16, 32, 64], "the n of best-of-n")
-    num_prompts: int = setting(128, "held-out prompts (the first N of data.eval_prompts)", gt=0)
+    num_prompts: int = setting(128, "held-out prompts (data.eval_prompts in order, cycled if shorter)", gt=0)
     policy: str | None = setting(None, "policy folder that samples; null = the sft artifact")
     sampling: SamplingConfig = setting(SamplingConfig(), "how candidates are sampled")
 

@@ -45,10 +45,34 @@ def artifact_dir(cfg: Config, name: str) -> Path:
     return Path(cfg.paths.artifacts).resolve() / name / stage_key(cfg, name)
 
 
+def plan(cfg: Config, name: str) -> list[str]:
+    """The stages that `name` needs, upstream first, each once (e.g. pretrain, sft, collect, reward)."""
+    order: list[str] = []
+
+    def visit(stage: str) -> None:
+        for up in STAGES[stage].upstream(cfg):
+            visit(up)
+        if stage not in order:
+            order.append(stage)
+
+    visit(name)
+    return order
+
+
 def ensure(cfg: Config, name: str, run_dir: Path, rebuild: bool = False) -> Path:
-    """The artifact of stage `name`: reused when cached, else built (upstream stages first)."""
+    """The artifact of stage `name`, its upstream artifacts reused when cached or else built first.
+
+    `rebuild=True` rebuilds `name` itself even when cached (upstream stages are still reused).
+    """
+    artifacts: dict[str, Path] = {}
+    for stage in plan(cfg, name):
+        inputs = {up: artifacts[up] for up in STAGES[stage].upstream(cfg)}
+        artifacts[stage] = _ensure_one(cfg, stage, run_dir, inputs, rebuild=rebuild and stage == name)
+    return artifacts[name]
+
+
+def _ensure_one(cfg: Config, name: str, run_dir: Path, inputs: dict[str, Path], rebuild: bool) -> Path:
     stage = STAGES[name]
-    inputs = {up: ensure(cfg, up, run_dir) for up in stage.upstream(cfg)}
     out = artifact_dir(cfg, name)
     if is_complete(out) and not rebuild:
         log.info("%s: reusing artifact %s", name, out)

@@ -14,7 +14,11 @@ from tests.conftest import compose_config
 
 GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "hydra")
 OPTIONS = [(g, f.stem) for g in GROUPS for f in sorted((CONF_DIR / g).glob("*.yaml"))]
-REQUIRED = {("data", "files"): ["data.sft.path=rows.jsonl"], ("data", "hub"): ["model=hf"]}
+REQUIRED = {
+    ("data", "files"): ["data.sft.path=rows.jsonl"],
+    ("data", "hub"): ["model=hf"],
+    ("labeler", "file"): ["labeler.path=labels.jsonl"],
+}
 
 
 def test_groups_cover_the_package():

@@ -138,6 +138,7 @@ def test_pairwise_metrics_and_calibration():
     assert m["gold_accuracy_clear"] == 1.0  # |gap| > 0.5: pairs 1 and 3
     expected_ceiling = (torch.sigmoid(torch.tensor([0.8, 0.1, 0.6]) / 0.5)).mean().item()
     assert m["bt_ceiling"] == pytest.approx(expected_ceiling)
+    assert m["gold_label_accuracy"] == pytest.approx(1 / 3)  # only the first label agrees with gold
     assert calibration_error(torch.tensor([0.9] * 9 + [0.1])) == pytest.approx(0.0, abs=1e-6)
     assert calibration_error(torch.tensor([0.99] * 5 + [0.01] * 5)) == pytest.approx(0.49, abs=1e-6)
 
@@ -192,3 +193,15 @@ def test_simple_scorers():
     assert KeywordScorer(["great"]).score(["p"], [" Great, great! greatest."]).tolist() == [2.0]
     with pytest.raises(ValueError, match="reward.keywords"):
         KeywordScorer([])
+
+
+def test_reward_model_with_lora_exports_a_merged_sequence_classifier(reward_run, make_cfg, tmp_path):
+    cfg = make_cfg(
+        *SMALL, "peft=lora", "peft.r=4", "reward_model.max_steps=4", "reward_model.normalize=false"
+    )
+    out = ensure(cfg, "reward", tmp_path)
+    assert (out / "model.safetensors").is_file() and not (out / "adapter_config.json").exists()
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    assert model.config.num_labels == 1
+    scores = RewardModelScorer(out).score(["The film"], [" was great."])
+    assert scores.shape == (1,) and torch.isfinite(scores).all()

@@ -32,7 +32,7 @@ def pretrained(tmp_path_factory):
 
     cfg = validate(compose_config())
     run_dir = tmp_path_factory.mktemp("run")
-    return cfg, ensure(cfg, "pretrain", run_dir), run_dir
+    return cfg, ensure(cfg, "pretrain", run_dir, rebuild=True), run_dir  # trained here, not reused
 
 
 def test_pretrain_changes_weights_and_lowers_the_loss(pretrained):
@@ -54,7 +54,7 @@ def test_pretrain_changes_weights_and_lowers_the_loss(pretrained):
 
 def test_sft_full_trains_from_the_pretrain_artifact_and_reloads(pretrained, make_cfg, tmp_path):
     cfg = make_cfg("stage=sft")
-    out = ensure(cfg, "sft", tmp_path)
+    out = ensure(cfg, "sft", tmp_path, rebuild=True)
     assert read_manifest(out)["inputs"]["pretrain"] == str(pretrained[1])  # pretrained once, reused
     losses = train_losses(tmp_path, "sft")
     assert losses[-1] < losses[0]
@@ -120,3 +120,40 @@ def test_trained_model_generates_the_same_greedy_text_batched_or_alone(pretraine
     batched = generate_text(model, tokenizer, prompts, max_new_tokens=16, do_sample=False)
     alone = [generate_text(model, tokenizer, [p], max_new_tokens=16, do_sample=False)[0] for p in prompts]
     assert batched == alone
+
+
+def test_sft_from_a_local_hf_model_without_a_pad_token(make_cfg, tmp_path):
+    """model=hf takes any HF folder through from_pretrained; a tokenizer without pad gets its own pad."""
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    from rlhf_lab.world.corpus import generate_documents
+    from rlhf_lab.world.tokenizer import train_tokenizer
+
+    tokenizer = train_tokenizer(generate_documents(300, seed=3), vocab_size=300)
+    tokenizer.pad_token = None
+    model = GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=len(tokenizer),
+            n_embd=32,
+            n_layer=1,
+            n_head=2,
+            n_positions=128,
+            bos_token_id=1,
+            eos_token_id=2,
+        )
+    )
+    model.save_pretrained(tmp_path / "gpt2ish")
+    tokenizer.save_pretrained(tmp_path / "gpt2ish")
+    cfg = make_cfg(
+        "stage=sft",
+        "model=hf",
+        f"model.name_or_path={tmp_path / 'gpt2ish'}",
+        "model.dtype=float32",
+        "data.on_bad_row=skip",
+    )
+    out = ensure(cfg, "sft", tmp_path / "run")
+    reloaded_tokenizer = AutoTokenizer.from_pretrained(out)
+    assert reloaded_tokenizer.pad_token == "<|pad|>" != reloaded_tokenizer.eos_token
+    reloaded = AutoModelForCausalLM.from_pretrained(out)
+    assert reloaded.get_input_embeddings().num_embeddings == len(reloaded_tokenizer) == len(tokenizer) + 1
+    assert "pretrain" not in read_manifest(out)["inputs"]  # a named model needs no tiny-world pretraining

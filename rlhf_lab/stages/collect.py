@@ -73,12 +73,15 @@ def build(ctx: Context, out: Path) -> dict[str, float]:
 
 
 def load_prompts(ctx: Context, src: SourceConfig, world_file: str, limit: int) -> list[str]:
-    """The first `limit` prompts of `src`, or of the tiny world's `world_file` when its path is null."""
+    """`limit` prompts of `src` (the tiny world's `world_file` when its path is null), in order and
+    cycling through them again when there are fewer: each pass samples new completions."""
     default = getattr(ctx.world, world_file) if src.path is None else None
     examples, name = read_examples(src, default, None, ctx.cfg.data.on_bad_row)
     if len(examples) < limit:
-        log.warning("%s has %d prompts, fewer than the %d asked for", name, len(examples), limit)
-    return [e.prompt for e in examples[:limit]]
+        log.info(
+            "%s has %d prompts: each is used up to %d times", name, len(examples), -(-limit // len(examples))
+        )
+    return [examples[i % len(examples)].prompt for i in range(limit)]
 
 
 def sample_in_chunks(ctx: Context, policy: str, prompts: list[str], chunk_dir: Path) -> list[dict]:

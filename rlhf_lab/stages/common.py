@@ -7,10 +7,13 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+import lightning as L
 import torch
+from hydra.utils import instantiate
 
-from rlhf_lab.config import Config
+from rlhf_lab.config import Config, TrainConfig
 from rlhf_lab.models import load_causal_lm, load_tokenizer
+from rlhf_lab.tracking import make_callbacks, make_loggers
 from rlhf_lab.world import World, build_world, world_key
 
 
@@ -68,3 +71,33 @@ def trainer_key(cfg: Config) -> dict:
         "precision": t.precision,
         "deterministic": t.deterministic,
     }
+
+
+def fit(
+    cfg: Config,
+    stage: str,
+    train: TrainConfig,
+    module: L.LightningModule,
+    datamodule: L.LightningDataModule,
+    log_dir: Path,
+) -> dict[str, float]:
+    """Train with a Lightning Trainer built from `cfg.trainer` for `train.max_steps` optimizer steps,
+    validating every `train.val_every`; return the metrics of a final validation."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    trainer: L.Trainer = instantiate(
+        cfg.trainer,
+        max_steps=train.max_steps,
+        max_epochs=-1,
+        val_check_interval=train.val_every * train.accumulate_grad_batches,
+        check_val_every_n_epoch=None,
+        limit_val_batches=train.val_batches,
+        num_sanity_val_steps=0,
+        accumulate_grad_batches=train.accumulate_grad_batches,
+        gradient_clip_val=train.grad_clip or None,
+        logger=make_loggers(cfg, stage, log_dir),
+        callbacks=make_callbacks(cfg, log_dir, train.val_every),
+        default_root_dir=str(log_dir),
+    )
+    trainer.fit(module, datamodule=datamodule)
+    final = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
+    return {k: float(v) for k, v in final.items()}

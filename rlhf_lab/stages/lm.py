@@ -9,15 +9,14 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
 
-from rlhf_lab.config import Config, LMTrainConfig, PeftConfig
+from rlhf_lab.config import LMTrainConfig, PeftConfig
 from rlhf_lab.data.lm import LMDataModule
 from rlhf_lab.losses import causal_lm_loss, token_nll
 from rlhf_lab.models import apply_peft, export_causal_lm, load_causal_lm, load_tokenizer
 from rlhf_lab.optim import build_optimizer
 from rlhf_lab.rollout import generate_text
-from rlhf_lab.tracking import make_callbacks, make_loggers
+from rlhf_lab.stages.common import fit
 
 log = logging.getLogger(__name__)
 
@@ -105,35 +104,6 @@ class CausalLMModule(L.LightningModule):
         return build_optimizer(self.model.named_parameters(), self.cfg)
 
 
-def fit_causal_lm(
-    cfg: Config,
-    stage: str,
-    train: LMTrainConfig,
-    module: CausalLMModule,
-    datamodule: L.LightningDataModule,
-    log_dir: Path,
-) -> dict[str, float]:
-    """Train with a Lightning Trainer built from `cfg.trainer`; return the final validation metrics."""
-    log_dir.mkdir(parents=True, exist_ok=True)
-    trainer: L.Trainer = instantiate(
-        cfg.trainer,
-        max_steps=train.max_steps,
-        max_epochs=-1,
-        val_check_interval=train.val_every * train.accumulate_grad_batches,
-        check_val_every_n_epoch=None,
-        limit_val_batches=train.val_batches,
-        num_sanity_val_steps=0,
-        accumulate_grad_batches=train.accumulate_grad_batches,
-        gradient_clip_val=train.grad_clip or None,
-        logger=make_loggers(cfg, stage, log_dir),
-        callbacks=make_callbacks(cfg, log_dir, train.val_every),
-        default_root_dir=str(log_dir),
-    )
-    trainer.fit(module, datamodule=datamodule)
-    final = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
-    return {k: float(v) for k, v in final.items()}
-
-
 def train_causal_lm(
     ctx,
     out: Path,
@@ -166,6 +136,6 @@ def train_causal_lm(
         samples_file=log_dir / "samples.jsonl",
         table_every=cfg.logger.sample_table_every,
     )
-    metrics = fit_causal_lm(cfg, stage, train, module, datamodule, log_dir)
+    metrics = fit(cfg, stage, train, module, datamodule, log_dir)
     export_causal_lm(module.model, tokenizer, out, peft)
     return metrics, module.model, tokenizer

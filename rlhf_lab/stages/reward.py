@@ -16,7 +16,6 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
 
 from rlhf_lab.artifacts import read_manifest
 from rlhf_lab.config import Config, RewardModelConfig
@@ -27,8 +26,7 @@ from rlhf_lab.models import apply_peft, load_reward_model, load_tokenizer
 from rlhf_lab.optim import build_optimizer
 from rlhf_lab.rollout import position_ids_from_mask
 from rlhf_lab.scorers import RewardModelScorer
-from rlhf_lab.stages.common import Context, data_key, model_key, trainer_key
-from rlhf_lab.tracking import make_callbacks, make_loggers
+from rlhf_lab.stages.common import Context, data_key, fit, model_key, trainer_key
 
 log = logging.getLogger(__name__)
 GOLD_GAP = 0.5  # "clear" pairs for the gold-agreement metric
@@ -59,7 +57,8 @@ def pairwise_metrics(
 
     accuracy: against the labels; gold_accuracy: against the gold ordering (ties left out), also on
     pairs whose gold gap exceeds GOLD_GAP; bt_ceiling: E[σ(|gap|/T)], the best accuracy any model can
-    reach against Bradley–Terry labels of temperature T; ece: expected calibration error of σ(diff).
+    expect against Bradley–Terry labels of temperature T; gold_label_accuracy: the gold scorer's own
+    accuracy against these labels; ece: expected calibration error of σ(diff).
     """
     metrics = {"accuracy": (diff > 0).float().mean().item(), "ece": calibration_error(torch.sigmoid(diff))}
     known = ~torch.isnan(gold_gap) & (gold_gap != 0)
@@ -69,9 +68,11 @@ def pairwise_metrics(
         metrics["gold_accuracy"] = agree.float().mean().item()
         if clear.any():
             metrics["gold_accuracy_clear"] = agree[clear].float().mean().item()
-    if temperature is not None and (~torch.isnan(gold_gap)).any():
-        gaps = gold_gap[~torch.isnan(gold_gap)].abs()
-        metrics["bt_ceiling"] = torch.sigmoid(gaps / temperature).mean().item()
+    scored = gold_gap[~torch.isnan(gold_gap)]
+    if scored.numel():  # the gold scorer judged by the same labels: the ceiling as realized on this split
+        metrics["gold_label_accuracy"] = ((scored > 0).float() + 0.5 * (scored == 0).float()).mean().item()
+        if temperature is not None:
+            metrics["bt_ceiling"] = torch.sigmoid(scored.abs() / temperature).mean().item()
     return metrics
 
 
@@ -162,22 +163,7 @@ def build(ctx: Context, out: Path) -> dict[str, float]:
     )
     log.info("%s: %d train and %d validation prompts", name, len(data.train_groups), len(data.val_groups))
     module = RewardModule(model, train, temperature)
-    trainer: L.Trainer = instantiate(
-        cfg.trainer,
-        max_steps=train.max_steps,
-        max_epochs=-1,
-        val_check_interval=train.val_every,
-        check_val_every_n_epoch=None,
-        limit_val_batches=train.val_batches,
-        num_sanity_val_steps=0,
-        accumulate_grad_batches=train.accumulate_grad_batches,
-        gradient_clip_val=train.grad_clip or None,
-        logger=make_loggers(cfg, "reward", log_dir),
-        callbacks=make_callbacks(cfg, log_dir, train.val_every),
-        default_root_dir=str(log_dir),
-    )
-    trainer.fit(module, datamodule=data)
-    metrics = {k: float(v) for k, v in trainer.validate(module, datamodule=data, verbose=False)[0].items()}
+    metrics = fit(cfg, "reward", train, module, data, log_dir)
 
     merged = module.model.merge_and_unload() if hasattr(module.model, "peft_config") else module.model
     merged.save_pretrained(out, safe_serialization=True)
