@@ -22,10 +22,21 @@ from rlhf_lab.rollout import generate
 
 def tiny_llama(vocab: int) -> LlamaForCausalLM:
     torch.manual_seed(0)
-    return LlamaForCausalLM(LlamaConfig(vocab_size=vocab, hidden_size=192, intermediate_size=512,
-                                        num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
-                                        max_position_embeddings=256, tie_word_embeddings=True,
-                                        bos_token_id=1, eos_token_id=2, pad_token_id=0))
+    return LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=vocab,
+            hidden_size=192,
+            intermediate_size=512,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+            tie_word_embeddings=True,
+            bos_token_id=1,
+            eos_token_id=2,
+            pad_token_id=0,
+        )
+    )
 
 
 def prompts(batch: int, vocab: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,23 +77,46 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     device = torch.device(args.device)
-    model = (AutoModelForCausalLM.from_pretrained(args.model) if args.model else tiny_llama(2048)).to(device).eval()
+    model = (
+        (AutoModelForCausalLM.from_pretrained(args.model) if args.model else tiny_llama(2048))
+        .to(device)
+        .eval()
+    )
     vocab = model.config.vocab_size
     ids, mask = prompts(args.batch, vocab, device)
     eos, pad = vocab - 1, 0  # an EOS the random model rarely samples: full-length completions for both
 
     def ours() -> int:
-        return int(generate(model, ids, mask, max_new_tokens=args.new_tokens, eos_token_id=eos,
-                            pad_token_id=pad, temperature=1.0).response_mask.sum())
+        return int(
+            generate(
+                model,
+                ids,
+                mask,
+                max_new_tokens=args.new_tokens,
+                eos_token_id=eos,
+                pad_token_id=pad,
+                temperature=1.0,
+            ).response_mask.sum()
+        )
 
     def peer() -> int:
-        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=args.new_tokens,
-                             do_sample=True, temperature=1.0, top_k=0, eos_token_id=eos, pad_token_id=pad)
-        return int((out[:, ids.shape[1]:] != pad).sum())
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=args.new_tokens,
+            do_sample=True,
+            temperature=1.0,
+            top_k=0,
+            eos_token_id=eos,
+            pad_token_id=pad,
+        )
+        return int((out[:, ids.shape[1] :] != pad).sum())
 
     with torch.inference_mode():
-        rows = {"rlhf_lab.rollout.generate": timed(ours, args.repeats, device),
-                "transformers generate": timed(peer, args.repeats, device)}
+        rows = {
+            "rlhf_lab.rollout.generate": timed(ours, args.repeats, device),
+            "transformers generate": timed(peer, args.repeats, device),
+        }
     print(f"batch {args.batch}, {args.new_tokens} new tokens, sampling T=1, device {device}")
     for name, (sec, tokens, peak) in rows.items():
         print(f"{name:28s} {sec:7.3f} s/batch  {tokens / sec:9.0f} completion tok/s  peak {peak:8.1f} MiB")

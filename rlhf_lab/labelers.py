@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ import torch
 from torch import Tensor
 
 from rlhf_lab.config import SourceConfig
-from rlhf_lab.data.sources import DataError, load_source
+from rlhf_lab.data.sources import DataError, iter_json_lines, load_source
 
 KINDS = ("bt", "argmax", "flip", "file")
 COLUMNS = ("prompt", "completion_a", "completion_b", "choice")
@@ -262,22 +261,10 @@ def _csv_row(header: list[str], cells: list[str]) -> dict[str, Any]:
 
 def _read_jsonl(path: str, local: Path) -> tuple[list[str], Rows]:
     """One JSON object a line; the row number is the 0-based line (blank lines skipped, still counted)."""
-    rows: Rows = []
+    rows: Rows = list(iter_json_lines(local, path))
     columns: dict[str, None] = {}
-    with open(local, "rb") as f:
-        for i, raw in enumerate(f):
-            if not raw.strip():
-                continue
-            try:
-                row = json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError as err:
-                raise DataError(f"{path}: row {i}: invalid UTF-8 ({err.reason})") from err
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}: row {i}: invalid JSON ({err.msg})") from err
-            if not isinstance(row, dict):
-                raise DataError(f"{path}: row {i}: expected a JSON object, got {type(row).__name__}")
-            columns.update(dict.fromkeys(row))
-            rows.append((i, row))
+    for _, row in rows:
+        columns.update(dict.fromkeys(row))
     return list(columns), rows
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import datasets
@@ -49,31 +50,41 @@ def _load_file(path: Path) -> datasets.Dataset:
     return datasets.load_dataset(builder, data_files=str(path), split="train")
 
 
-def _check_json_lines(path: Path) -> None:
-    """Name the first line of a JSONL file that is not UTF-8, not a JSON object, or whose field
-    changes type from earlier rows (which `datasets` reports without a row number)."""
+def iter_json_lines(path: Path, name: str | None = None) -> Iterator[tuple[int, dict]]:
+    """(row, object) for each non-blank line of a JSONL file; the row is the 0-based line number.
+
+    Raises a DataError naming the file and row for invalid UTF-8, invalid JSON or a non-object line.
+    """
+    name = name or str(path)
     with open(path, "rb") as f:
-        if f.read(1).strip() == b"[":  # a JSON array file: let datasets parse it
-            return
-        f.seek(0)
-        types: dict[str, type] = {}
         for i, raw in enumerate(f):
             if not raw.strip():
                 continue
             try:
                 row = json.loads(raw.decode("utf-8"))
             except UnicodeDecodeError as err:
-                raise DataError(f"{path}: row {i}: invalid UTF-8 ({err.reason})") from err
+                raise DataError(f"{name}: row {i}: invalid UTF-8 ({err.reason})") from err
             except json.JSONDecodeError as err:
-                raise DataError(f"{path}: row {i}: invalid JSON ({err.msg})") from err
+                raise DataError(f"{name}: row {i}: invalid JSON ({err.msg})") from err
             if not isinstance(row, dict):
-                raise DataError(f"{path}: row {i}: expected a JSON object, got {type(row).__name__}")
-            for key, value in row.items():
-                if value is None:
-                    continue
-                seen = types.setdefault(key, type(value))
-                if seen is not type(value) and {seen, type(value)} != {int, float}:
-                    raise DataError(
-                        f"{path}: row {i}, field '{key}': expected {seen.__name__} "
-                        f"as in earlier rows, got {type(value).__name__}"
-                    )
+                raise DataError(f"{name}: row {i}: expected a JSON object, got {type(row).__name__}")
+            yield i, row
+
+
+def _check_json_lines(path: Path) -> None:
+    """Name the first bad line of a JSONL file, including a field that changes type from earlier rows
+    (which `datasets` reports without a row number)."""
+    with open(path, "rb") as f:
+        if f.read(1).strip() == b"[":  # a JSON array file: let datasets parse it
+            return
+    types: dict[str, type] = {}
+    for i, row in iter_json_lines(path):
+        for key, value in row.items():
+            if value is None:
+                continue
+            seen = types.setdefault(key, type(value))
+            if seen is not type(value) and {seen, type(value)} != {int, float}:
+                raise DataError(
+                    f"{path}: row {i}, field '{key}': expected {seen.__name__} "
+                    f"as in earlier rows, got {type(value).__name__}"
+                )

@@ -19,10 +19,9 @@ import torch
 
 from rlhf_lab.config import Config
 from rlhf_lab.losses import best_of_n_kl
-from rlhf_lab.rollout import generate_text
 from rlhf_lab.scorers import GoldScorer, make_scorer
 from rlhf_lab.stages.collect import load_prompts
-from rlhf_lab.stages.common import Context, data_key
+from rlhf_lab.stages.common import Context, data_key, sample_completions
 from rlhf_lab.tracking import log_stage_metrics
 
 log = logging.getLogger(__name__)
@@ -75,20 +74,8 @@ def build(ctx: Context, out: Path) -> dict[str, float]:
     ns, big_n = sorted(set(cfg.bon.n)), max(cfg.bon.n)
     prompts = load_prompts(ctx, cfg.data.eval_prompts, "eval_prompts", cfg.bon.num_prompts)
     model, tokenizer = ctx.load_policy(cfg.bon.policy or ctx.inputs["sft"])
-    s = cfg.bon.sampling
+    completions = sample_completions(model, tokenizer, prompts, big_n, cfg.bon.sampling, cfg.seed)
     repeated = [p for p in prompts for _ in range(big_n)]  # prompt i at rows i*N .. i*N+N-1
-    completions = generate_text(
-        model,
-        tokenizer,
-        repeated,
-        batch_size=s.batch_size,
-        max_new_tokens=s.max_new_tokens,
-        temperature=s.temperature,
-        do_sample=s.temperature > 0,
-        top_k=s.top_k,
-        top_p=s.top_p,
-        generator=torch.Generator(device=ctx.device).manual_seed(cfg.seed),
-    )
     del model
     scorer = make_scorer(cfg.reward, ctx.inputs.get("reward"), device=str(ctx.device))
     proxy = scorer.score(repeated, completions).view(len(prompts), big_n)  # (B, N)

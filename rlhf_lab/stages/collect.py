@@ -27,9 +27,8 @@ from rich.progress import track
 from rlhf_lab.config import Config, SamplingConfig, SourceConfig
 from rlhf_lab.data.formats import read_examples
 from rlhf_lab.labelers import Comparison, bt_ceiling, make_labeler, temperature_for_ceiling
-from rlhf_lab.rollout import generate_text
 from rlhf_lab.scorers import GoldScorer
-from rlhf_lab.stages.common import Context, data_key
+from rlhf_lab.stages.common import Context, data_key, sample_completions
 from rlhf_lab.tracking import log_stage_metrics
 
 log = logging.getLogger(__name__)
@@ -114,20 +113,8 @@ def sample_in_chunks(ctx: Context, policy: str, prompts: list[str], chunk_dir: P
 def sample_chunk(
     model, tokenizer, prompts: list[str], k: int, sampling: SamplingConfig, seed: int, gold: bool
 ) -> list[dict]:
+    completions = sample_completions(model, tokenizer, prompts, k, sampling, seed)
     repeated = [p for p in prompts for _ in range(k)]  # (N*K,) prompt i at rows i*K .. i*K+K-1
-    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
-    completions = generate_text(
-        model,
-        tokenizer,
-        repeated,
-        batch_size=sampling.batch_size,
-        max_new_tokens=sampling.max_new_tokens,
-        temperature=sampling.temperature,
-        do_sample=sampling.temperature > 0,
-        top_k=sampling.top_k,
-        top_p=sampling.top_p,
-        generator=generator,
-    )
     scores = GoldScorer().score(repeated, completions).view(len(prompts), k).tolist() if gold else None
     return [
         {"prompt": p, "completions": completions[i * k : (i + 1) * k], "gold": scores[i] if gold else None}

@@ -11,8 +11,9 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 
-from rlhf_lab.config import Config, TrainConfig
+from rlhf_lab.config import Config, SamplingConfig, TrainConfig
 from rlhf_lab.models import load_causal_lm, load_tokenizer
+from rlhf_lab.rollout import generate_text
 from rlhf_lab.tracking import make_callbacks, make_loggers
 from rlhf_lab.world import World, build_world, world_key
 
@@ -101,3 +102,23 @@ def fit(
     trainer.fit(module, datamodule=datamodule)
     final = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
     return {k: float(v) for k, v in final.items()}
+
+
+def sample_completions(
+    model, tokenizer, prompts: list[str], k: int, sampling: SamplingConfig, seed: int
+) -> list[str]:
+    """k completions of each prompt, flat: those of prompt i are at i*k .. i*k+k-1."""
+    repeated = [p for p in prompts for _ in range(k)]  # (N*k,)
+    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    return generate_text(
+        model,
+        tokenizer,
+        repeated,
+        batch_size=sampling.batch_size,
+        max_new_tokens=sampling.max_new_tokens,
+        temperature=sampling.temperature,
+        do_sample=sampling.temperature > 0,
+        top_k=sampling.top_k,
+        top_p=sampling.top_p,
+        generator=generator,
+    )
