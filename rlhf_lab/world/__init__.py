@@ -29,13 +29,29 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class World:
+    """The files of one built world (layout in the module docstring)."""
+
     root: Path
 
-    corpus = property(lambda self: self.root / "corpus.jsonl")
-    sft = property(lambda self: self.root / "sft.jsonl")
-    prompts = property(lambda self: self.root / "prompts.jsonl")
-    eval_prompts = property(lambda self: self.root / "eval_prompts.jsonl")
-    init_model = property(lambda self: self.root / "init")
+    @property
+    def corpus(self) -> Path:
+        return self.root / "corpus.jsonl"
+
+    @property
+    def sft(self) -> Path:
+        return self.root / "sft.jsonl"
+
+    @property
+    def prompts(self) -> Path:
+        return self.root / "prompts.jsonl"
+
+    @property
+    def eval_prompts(self) -> Path:
+        return self.root / "eval_prompts.jsonl"
+
+    @property
+    def init_model(self) -> Path:
+        return self.root / "init"
 
 
 def world_key(cfg: WorldConfig) -> str:
