@@ -92,13 +92,13 @@ def apply_peft(model: PreTrainedModel, cfg: PeftConfig, task_type: str = "CAUSAL
     return model
 
 
-def export_causal_lm(
+def export_model(
     model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, out_dir: Path, cfg: PeftConfig
 ) -> None:
     """Save a standard HF folder (safetensors): merged weights, or the LoRA adapter alone.
 
-    Both load back with `AutoModelForCausalLM.from_pretrained(out_dir)`; an adapter folder also
-    with `PeftModel.from_pretrained(base, out_dir)`.
+    A causal LM loads back with `AutoModelForCausalLM.from_pretrained(out_dir)`, an adapter folder
+    also with `PeftModel.from_pretrained(base, out_dir)`; reward models are always exported merged.
     """
     is_peft = hasattr(model, "peft_config")
     if is_peft and cfg.save == "merged":

@@ -20,7 +20,6 @@ import torch
 from rlhf_lab.config import Config
 from rlhf_lab.losses import best_of_n_kl
 from rlhf_lab.scorers import GoldScorer, make_scorer
-from rlhf_lab.stages.collect import load_prompts
 from rlhf_lab.stages.common import Context, data_key, sample_completions
 from rlhf_lab.tracking import log_stage_metrics
 
@@ -72,7 +71,7 @@ def _log_comb(a: torch.Tensor, k: int) -> torch.Tensor:
 def build(ctx: Context, out: Path) -> dict[str, float]:
     cfg = ctx.cfg
     ns, big_n = sorted(set(cfg.bon.n)), max(cfg.bon.n)
-    prompts = load_prompts(ctx, cfg.data.eval_prompts, "eval_prompts", cfg.bon.num_prompts)
+    prompts = ctx.prompts(cfg.data.eval_prompts, "eval_prompts", cfg.bon.num_prompts)
     model, tokenizer = ctx.load_policy(cfg.bon.policy or ctx.inputs["sft"])
     completions = sample_completions(model, tokenizer, prompts, big_n, cfg.bon.sampling, cfg.seed)
     repeated = [p for p in prompts for _ in range(big_n)]  # prompt i at rows i*N .. i*N+N-1

@@ -24,8 +24,7 @@ import datasets
 import torch
 from rich.progress import track
 
-from rlhf_lab.config import Config, SamplingConfig, SourceConfig
-from rlhf_lab.data.formats import read_examples
+from rlhf_lab.config import Config, SamplingConfig
 from rlhf_lab.labelers import Comparison, bt_ceiling, make_labeler, temperature_for_ceiling
 from rlhf_lab.scorers import GoldScorer
 from rlhf_lab.stages.common import Context, data_key, sample_completions
@@ -57,7 +56,7 @@ def key_config(cfg: Config) -> dict:
 def build(ctx: Context, out: Path) -> dict[str, float]:
     cfg = ctx.cfg
     policy = str(cfg.collect.policy or ctx.inputs["sft"])
-    prompts = load_prompts(ctx, cfg.data.prompts, "prompts", cfg.collect.num_prompts)
+    prompts = ctx.prompts(cfg.data.prompts, "prompts", cfg.collect.num_prompts)
     samples = sample_in_chunks(ctx, policy, prompts, out / "chunks")
     rows, stats = label_pairs(cfg, samples, policy)
     write_preferences(rows, out)
@@ -69,18 +68,6 @@ def build(ctx: Context, out: Path) -> dict[str, float]:
         cfg, "collect", ctx.log_dir("collect"), metrics, ("collect/pairs", TABLE_COLUMNS, table)
     )
     return metrics
-
-
-def load_prompts(ctx: Context, src: SourceConfig, world_file: str, limit: int) -> list[str]:
-    """`limit` prompts of `src` (the tiny world's `world_file` when its path is null), in order and
-    cycling through them again when there are fewer: each pass samples new completions."""
-    default = getattr(ctx.world, world_file) if src.path is None else None
-    examples, name = read_examples(src, default, None, ctx.cfg.data.on_bad_row)
-    if len(examples) < limit:
-        log.info(
-            "%s has %d prompts: each is used up to %d times", name, len(examples), -(-limit // len(examples))
-        )
-    return [examples[i % len(examples)].prompt for i in range(limit)]
 
 
 def sample_in_chunks(ctx: Context, policy: str, prompts: list[str], chunk_dir: Path) -> list[dict]:

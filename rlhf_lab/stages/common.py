@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -11,11 +12,14 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 
-from rlhf_lab.config import Config, SamplingConfig, TrainConfig
+from rlhf_lab.config import Config, SamplingConfig, SourceConfig, TrainConfig
+from rlhf_lab.data.formats import read_examples
 from rlhf_lab.models import load_causal_lm, load_tokenizer
 from rlhf_lab.rollout import generate_text
 from rlhf_lab.tracking import make_callbacks, make_loggers
 from rlhf_lab.world import World, build_world, world_key
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -33,6 +37,25 @@ class Context:
 
     def log_dir(self, stage: str) -> Path:
         return self.run_dir / stage
+
+    def default_source(self, src: SourceConfig, world_file: str) -> Path | None:
+        """The tiny world's `world_file` (corpus, sft, prompts, eval_prompts) when `src.path` is null."""
+        return getattr(self.world, world_file) if src.path is None else None
+
+    def prompts(self, src: SourceConfig, world_file: str, limit: int) -> list[str]:
+        """`limit` prompts of `src` (or of the world's `world_file`), in order and cycling through them
+        again when there are fewer: each pass samples new completions."""
+        examples, name = read_examples(
+            src, self.default_source(src, world_file), None, self.cfg.data.on_bad_row
+        )
+        if len(examples) < limit:
+            log.info(
+                "%s has %d prompts: each is used up to %d times",
+                name,
+                len(examples),
+                -(-limit // len(examples)),
+            )
+        return [examples[i % len(examples)].prompt for i in range(limit)]
 
     @property
     def device(self) -> torch.device:

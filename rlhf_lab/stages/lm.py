@@ -13,7 +13,7 @@ import torch
 from rlhf_lab.config import LMTrainConfig, PeftConfig
 from rlhf_lab.data.lm import LMDataModule
 from rlhf_lab.losses import causal_lm_loss, token_nll
-from rlhf_lab.models import apply_peft, export_causal_lm, load_causal_lm, load_tokenizer
+from rlhf_lab.models import apply_peft, export_model, load_causal_lm, load_tokenizer
 from rlhf_lab.optim import build_optimizer
 from rlhf_lab.rollout import generate_text
 from rlhf_lab.stages.common import fit
@@ -137,5 +137,5 @@ def train_causal_lm(
         table_every=cfg.logger.sample_table_every,
     )
     metrics = fit(cfg, stage, train, module, datamodule, log_dir)
-    export_causal_lm(module.model, tokenizer, out, peft)
+    export_model(module.model, tokenizer, out, peft)
     return metrics, module.model, tokenizer

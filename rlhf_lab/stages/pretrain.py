@@ -9,8 +9,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from rlhf_lab.config import Config, PeftConfig, SourceConfig
-from rlhf_lab.data.sources import load_source
+from rlhf_lab.config import Config, PeftConfig
 from rlhf_lab.rollout import generate_text
 from rlhf_lab.scorers import GoldScorer
 from rlhf_lab.stages.common import Context, data_key, model_key, trainer_key
@@ -34,21 +33,19 @@ def key_config(cfg: Config) -> dict:
 def build(ctx: Context, out: Path) -> dict[str, float]:
     cfg = ctx.cfg
     start = cfg.model.name_or_path or ctx.world.init_model
-    default = ctx.world.corpus if cfg.data.pretrain.path is None else None
     metrics, model, tokenizer = train_causal_lm(
         ctx,
         out,
         stage="pretrain",
         start=start,
         source=cfg.data.pretrain,
-        default_source=default,
+        default_source=ctx.default_source(cfg.data.pretrain, "corpus"),
         mode="pack",
         train=cfg.pretrain,
         peft=PeftConfig(),  # pretraining always trains every weight
     )
     if cfg.pretrain.gold_samples:
-        prompts = [row["prompt"] for row in load_source(SourceConfig(), ctx.world.eval_prompts)[0]]
-        prompts = (prompts * (cfg.pretrain.gold_samples // len(prompts) + 1))[: cfg.pretrain.gold_samples]
+        prompts = ctx.prompts(cfg.data.eval_prompts, "eval_prompts", cfg.pretrain.gold_samples)
         completions = generate_text(
             model, tokenizer, prompts, max_new_tokens=cfg.pretrain.sample_tokens, temperature=1.0
         )

@@ -22,7 +22,7 @@ from rlhf_lab.config import Config, RewardModelConfig
 from rlhf_lab.data.formats import read_examples
 from rlhf_lab.data.preferences import PreferenceDataModule
 from rlhf_lab.losses import ranking_loss
-from rlhf_lab.models import apply_peft, load_reward_model, load_tokenizer
+from rlhf_lab.models import apply_peft, export_model, load_reward_model, load_tokenizer
 from rlhf_lab.optim import build_optimizer
 from rlhf_lab.rollout import position_ids_from_mask
 from rlhf_lab.scorers import RewardModelScorer
@@ -165,9 +165,7 @@ def build(ctx: Context, out: Path) -> dict[str, float]:
     module = RewardModule(model, train, temperature)
     metrics = fit(cfg, "reward", train, module, data, log_dir)
 
-    merged = module.model.merge_and_unload() if hasattr(module.model, "peft_config") else module.model
-    merged.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
+    export_model(module.model, tokenizer, out, dataclasses.replace(cfg.peft, save="merged"))
     if train.normalize:
         metrics |= normalize(out, policy_samples(collected, pairs), ctx.device)
     return metrics

@@ -31,14 +31,13 @@ def key_config(cfg: Config) -> dict:
 def build(ctx: Context, out: Path) -> dict[str, float]:
     cfg = ctx.cfg
     start = cfg.model.name_or_path or ctx.inputs["pretrain"]
-    default = ctx.world.sft if cfg.data.sft.path is None else None
     metrics, _, _ = train_causal_lm(
         ctx,
         out,
         stage="sft",
         start=start,
         source=cfg.data.sft,
-        default_source=default,
+        default_source=ctx.default_source(cfg.data.sft, "sft"),
         mode="pairs",
         train=cfg.sft,
         peft=cfg.peft,
