@@ -279,8 +279,88 @@ class BonConfig:
     sampling: SamplingConfig = setting(SamplingConfig(), "how candidates are sampled")
 
 
+# ------------------------------------------------------------------------------------------ rl
+@dataclass
+class KLConfig:
+    beta: float = setting(0.05, "KL coefficient β (the initial one when adaptive)", ge=0)
+    estimator: str = setting(
+        "k1", "per-token estimator of log π/π_ref (Schulman 2020)", choices=["k1", "k2", "k3"]
+    )
+    placement: str = setting(
+        "reward",
+        "reward: −β·kl on each token's reward (Ziegler 2019); loss: β·k3 in the loss (GRPO, Shao 2024)",
+        choices=["reward", "loss"],
+    )
+    adaptive: bool = setting(False, "adapt β toward `target` (Ziegler 2019)")
+    target: float = setting(6.0, "adaptive: target KL per sequence in nats", gt=0)
+    horizon: int = setting(10_000, "adaptive: horizon in samples", gt=0)
+
+
+@dataclass
+class ValueConfig:
+    model: str = setting(
+        "head",
+        "head: a linear head on the policy's backbone; critic: a separate model initialized from "
+        "the reward model (Stiennon 2020; Huang 2024); none: no value function",
+        choices=["head", "critic", "none"],
+    )
+    coef: float = setting(0.1, "weight of the value loss", ge=0)
+    clip: float | None = setting(0.2, "value clipping range around the old values; null = off", gt=0)
+    gamma: float = setting(1.0, "discount γ of GAE", ge=0, le=1)
+    lam: float = setting(0.95, "λ of GAE (Schulman 2016)", ge=0, le=1)
+
+
+@dataclass
+class AlgoConfig:
+    name: str = setting("ppo", "the policy-gradient algorithm", choices=["ppo", "reinforce", "rloo", "grpo"])
+    k: int = setting(1, "completions sampled per prompt (a group; rloo and grpo need k ≥ 2)", gt=0)
+    epochs: int = setting(1, "passes over each batch of rollouts", gt=0)
+    minibatches: int = setting(1, "optimizer steps per epoch (the rollouts split evenly)", gt=0)
+    clip: float = setting(0.2, "ppo/grpo: ratio clipping range ε (Schulman 2017)", gt=0)
+    baseline: str = setting(
+        "none",
+        "reinforce: baseline subtracted from the return; moving_average of past mean returns",
+        choices=["none", "moving_average"],
+    )
+    baseline_decay: float = setting(0.9, "reinforce: decay of the moving-average baseline", ge=0, lt=1)
+    kl: KLConfig = setting(KLConfig(), "the KL penalty to the reference policy")
+    value: ValueConfig = setting(ValueConfig(), "ppo: the value function")
+    whiten_rewards: bool = setting(
+        False, "scale token rewards to unit variance over the batch, mean kept (Huang 2024)"
+    )
+    whiten_advantages: bool = setting(True, "ppo: advantages to mean 0, std 1 over the batch (Huang 2024)")
+    missing_eos_penalty: float | None = setting(
+        None, "score given to a response that never ends (no EOS); null = off (Huang 2024: −1)"
+    )
+    stop_token: str | None = setting(
+        None, "text of a token that ends a response like EOS (e.g. '.'); later tokens are masked"
+    )
+    reward_clip: float | None = setting(None, "clip scores to [−c, c]; null = off", gt=0)
+    entropy_coef: float = setting(0.0, "entropy bonus weight in the loss", ge=0)
+    scale_logprobs: bool = setting(
+        True, "log-probs from logits / sampling temperature, as sampled (Huang 2024); false = T=1"
+    )
+
+
+@dataclass
+class RLConfig(TrainConfig):
+    policy: str | None = setting(None, "policy folder to start from; null = the sft artifact")
+    lr: float = setting(2e-4, "peak AdamW learning rate", gt=0)
+    max_steps: int = setting(150, "RL steps (rollout, score, update)", gt=0)
+    warmup_steps: int = setting(5, "linear warmup steps", ge=0)
+    schedule: str = setting("constant", "decay after warmup", choices=["cosine", "linear", "constant"])
+    rollouts_per_step: int = setting(
+        64, "completions per RL step: rollouts_per_step / algo.k prompts, each sampled algo.k times", gt=0
+    )
+    sampling: SamplingConfig = setting(SamplingConfig(), "how rollouts are sampled")
+    eval_every: int = setting(50, "evaluate on held-out prompts every N steps", gt=0)
+    eval_prompts: int = setting(256, "held-out prompts per evaluation", gt=0)
+    samples_every: int = setting(25, "log a W&B table of rollouts every N steps", gt=0)
+    checkpoint_every: int = setting(25, "save a resumable checkpoint every N steps", gt=0)
+
+
 # ---------------------------------------------------------------------------------------- root
-STAGES = ["pretrain", "sft", "collect", "reward", "bon"]
+STAGES = ["pretrain", "sft", "collect", "reward", "rl", "bon"]
 
 
 @dataclass
@@ -306,7 +386,9 @@ class Config:
     reward_model: RewardModelConfig = setting(
         RewardModelConfig(), "stage reward: a Bradley-Terry reward model on preference pairs"
     )
-    reward: ScorerConfig = setting(ScorerConfig(), "the score that best-of-n (and RL) maximizes")
+    reward: ScorerConfig = setting(ScorerConfig(), "the score that RL and best-of-n maximize")
+    algo: AlgoConfig = setting(AlgoConfig(), "the RL algorithm (set by the `algo` group)")
+    rl: RLConfig = setting(RLConfig(), "stage rl: the policy against the reward with a KL penalty")
     bon: BonConfig = setting(BonConfig(), "stage bon: best-of-n reranking on held-out prompts")
 
 
@@ -360,6 +442,23 @@ def _cross_checks(cfg: Config):
         yield f"labeler.kind: labeler={cfg.labeler.kind} simulates labels from the gold score, but gold=null"
     if cfg.reward.kind == "gold" and cfg.gold is None:
         yield "reward.kind: reward=gold needs a gold scorer, but gold=null"
+    if cfg.algo.name in ("rloo", "grpo") and cfg.algo.k < 2:
+        yield f"algo.k: algo={cfg.algo.name} compares the samples of a prompt: needs k >= 2, got {cfg.algo.k}"
+    if cfg.algo.name == "ppo" and cfg.algo.value.model == "none":
+        yield "algo.value.model: algo=ppo needs a value function (head or critic)"
+    if cfg.algo.value.model == "critic" and cfg.reward.kind != "rm":
+        yield "algo.value.model: a critic is initialized from the reward model, but reward.kind is not rm"
+    if cfg.stage == "rl" and cfg.rl.sampling.temperature == 0:
+        yield "rl.sampling.temperature: RL needs sampled rollouts (> 0); greedy ones have no policy gradient"
+    if cfg.rl.rollouts_per_step % cfg.algo.k:
+        yield "rl.rollouts_per_step: must be a multiple of algo.k (the samples per prompt)"
+    if cfg.rl.rollouts_per_step % cfg.algo.minibatches:
+        yield "algo.minibatches: must divide rl.rollouts_per_step"
+    if cfg.algo.name in ("reinforce", "rloo") and cfg.algo.epochs * cfg.algo.minibatches > 1:
+        yield (
+            f"algo.epochs: algo={cfg.algo.name} is an on-policy estimator without an importance ratio, so it "
+            "takes one update per batch (epochs=1, minibatches=1); use ppo or grpo for more"
+        )
     if any(n < 1 for n in cfg.bon.n):
         yield f"bon.n: every n must be >= 1, got {list(cfg.bon.n)}"
 

@@ -16,7 +16,7 @@ import lightning as L
 
 from rlhf_lab.artifacts import building, config_hash, is_complete, read_manifest
 from rlhf_lab.config import Config
-from rlhf_lab.stages import bon, collect, pretrain, reward, sft
+from rlhf_lab.stages import bon, collect, pretrain, reward, rl, sft
 from rlhf_lab.stages.common import Context
 from rlhf_lab.tracking import finish_wandb
 
@@ -28,6 +28,7 @@ STAGES: dict[str, ModuleType] = {
     "sft": sft,
     "collect": collect,
     "reward": reward,
+    "rl": rl,
     "bon": bon,
 }
 ARTIFACT_FORMAT = 1  # bump when a stage's output changes meaning, to invalidate old artifacts

@@ -87,6 +87,26 @@ class Rollout:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         return Rollout(**{k: v.to(device) if torch.is_tensor(v) else v for k, v in values.items()})
 
+    def select(self, index: torch.Tensor) -> Rollout:
+        """The rows `index` (a minibatch), every tensor indexed along the batch dimension."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return Rollout(**{k: v[index] if torch.is_tensor(v) else v for k, v in values.items()})
+
+    def truncate_after(self, token_id: int, pad_token_id: int) -> Rollout:
+        """Responses cut after the first `token_id` (a stop token, Huang et al. 2024): later tokens
+        become padding and leave the mask."""
+        hit = (self.response_ids == token_id) & self.response_mask.bool()  # (B, T)
+        after = (hit.long().cumsum(dim=1) - hit.long()) > 0  # (B, T) strictly after the first stop
+        keep = self.response_mask.bool() & ~after  # (B, T)
+        return Rollout(
+            self.prompt_ids,
+            self.prompt_mask,
+            self.response_ids.masked_fill(~keep, pad_token_id),
+            keep.to(self.response_mask.dtype),
+            self.logprobs.masked_fill(~keep, 0.0),
+            self.eos_token_id,
+        )
+
 
 class ResponseStats(NamedTuple):
     """What :func:`response_logprobs` returns when asked for more than log-probs."""
@@ -94,6 +114,8 @@ class ResponseStats(NamedTuple):
     logprobs: torch.Tensor  # (B, T) float32
     entropy: torch.Tensor | None  # (B, T) float32, or None if not asked for
     logits: torch.Tensor | None  # (B, T, V) float32 logits / temperature, or None if not asked for
+    hidden: torch.Tensor | None = None  # (B, T, d) last hidden state at the positions predicting
+    # each response token (the states a value head reads), or None if not asked for
 
 
 # ----------------------------------------------------------------------------------------------
@@ -361,6 +383,7 @@ def response_logprobs(
     *,
     return_entropy: bool = False,
     return_logits: bool = False,
+    return_hidden: bool = False,
 ) -> torch.Tensor | ResponseStats:
     """(B, T) log-probs of the response tokens under log_softmax(logits / temperature).
 
@@ -368,7 +391,8 @@ def response_logprobs(
     where response_mask is 0. Runs with gradients if enabled (the RL step calls it that way)
     and leaves the model's train/eval mode alone. Only the response part of the logits is kept
     (B * T * V memory, float32). With `return_entropy` / `return_logits`, returns a
-    :class:`ResponseStats` (logprobs, entropy (B, T), logits / temperature (B, T, V)).
+    :class:`ResponseStats` (logprobs, entropy (B, T), logits / temperature (B, T, V)); with
+    `return_hidden`, also the last hidden states (B, T, d) at the same positions as the logits.
     """
     device = _model_device(model)
     rollout = rollout.to(device)
@@ -380,6 +404,7 @@ def response_logprobs(
         attention_mask=mask,
         position_ids=position_ids_from_mask(mask),  # (B, P+T)
         use_cache=False,
+        output_hidden_states=return_hidden,
         **extra,
     )
     # Logits at positions P-1 .. P+T-2 predict the T response tokens.
@@ -390,13 +415,16 @@ def response_logprobs(
     resp_mask = rollout.response_mask.bool()  # (B, T)
     logp = logp_all.gather(-1, rollout.response_ids.unsqueeze(-1)).squeeze(-1)  # (B, T)
     logp = logp.masked_fill(~resp_mask, 0.0)  # (B, T)
-    if not (return_entropy or return_logits):
+    if not (return_entropy or return_logits or return_hidden):
         return logp
     entropy = None
     if return_entropy:
         entropy = -(logp_all.exp() * logp_all).sum(dim=-1)  # (B, T)
         entropy = entropy.masked_fill(~resp_mask, 0.0)  # (B, T)
-    return ResponseStats(logp, entropy, logits if return_logits else None)
+    hidden = None
+    if return_hidden:
+        hidden = out.hidden_states[-1][:, -(num_resp + 1) :][:, :num_resp]  # (B, T, d)
+    return ResponseStats(logp, entropy, logits if return_logits else None, hidden)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -42,12 +42,14 @@ class Context:
         """The tiny world's `world_file` (corpus, sft, prompts, eval_prompts) when `src.path` is null."""
         return getattr(self.world, world_file) if src.path is None else None
 
-    def prompts(self, src: SourceConfig, world_file: str, limit: int) -> list[str]:
+    def prompts(self, src: SourceConfig, world_file: str, limit: int | None = None) -> list[str]:
         """`limit` prompts of `src` (or of the world's `world_file`), in order and cycling through them
-        again when there are fewer: each pass samples new completions."""
+        again when there are fewer: each pass samples new completions. All of them if `limit` is None."""
         examples, name = read_examples(
             src, self.default_source(src, world_file), None, self.cfg.data.on_bad_row
         )
+        if limit is None:
+            return [e.prompt for e in examples]
         if len(examples) < limit:
             log.info(
                 "%s has %d prompts: each is used up to %d times",

@@ -1,0 +1,300 @@
+"""RL step throughput: rlhf_lab's `stage=rl` against TRL's RLOOTrainer and its last PPOTrainer
+(`trl.experimental.ppo`, TRL 0.29), on the tiny world's SFT policy, prompts and reward.
+
+    python benchmarks/rl_step.py                             # rloo and ppo, 12 steps, the world in ./lab
+    RLHF_LAB_HOME=/tmp/lab python benchmarks/rl_step.py --algos rloo --steps 6 --warmup 1
+
+Both sides run the same settings, each in its own process: 32 completions per step (RLOO: 8 prompts
+x 4; PPO: 32 prompts x 1), up to 48 new tokens, temperature 1, β 0.05 (KL in the reward), one update
+epoch of one minibatch, learning rate 2e-4, CPU, fp32, no logging service. RLOO is rewarded by the
+gold scorer (VADER compound); PPO by the world's reward model, with a value model initialized from it.
+
+Prints, for each algorithm and side, the median seconds per step (after `--warmup` steps), completion
+tokens per second (mean completion tokens per step over that median) and the peak resident memory
+of the process, then the ratios rlhf_lab / TRL; writes it all to benchmarks/results/rl_step.json.
+
+The SFT policy and reward model come from rlhf_lab's pipeline (built once, then cached below the
+lab's home: `--home`, else $RLHF_LAB_HOME, else ./lab). TRL runs in its own virtual environment,
+created on the first run at benchmarks/.venv-trl (torch 2.13.0, trl 0.29.0, vaderSentiment).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+VENV = HERE / ".venv-trl"
+RESULTS = HERE / "results" / "rl_step.json"
+TORCH_VERSION = "2.13.0"  # the CPU build on disk; an unpinned torch would pull CUDA wheels
+TRL_VERSION = "0.29.0"
+ROLLOUTS_PER_STEP = 32
+
+# rlhf_lab's command line for the settings above (the TRL side sets the same in trl_side.py).
+SHARED_OVERRIDES = [
+    "stage=rl",
+    f"rl.rollouts_per_step={ROLLOUTS_PER_STEP}",
+    "rl.sampling.max_new_tokens=48",
+    "rl.sampling.temperature=1.0",
+    "algo.kl.beta=0.05",
+    "algo.epochs=1",
+    "algo.minibatches=1",
+    "rl.lr=2e-4",
+    "logger=csv",
+    "rl.eval_every=1000",
+    "rl.eval_prompts=8",
+    "rl.samples_every=1000",
+    "rl.checkpoint_every=1000",
+    "trainer.enable_progress_bar=false",
+    "cache=false",
+]
+ALGO_OVERRIDES = {
+    "rloo": ["algo=rloo", "algo.k=4", "reward=gold"],
+    "ppo": ["algo=ppo", "algo.k=1", "algo.value.model=critic", "reward=rm"],
+}
+
+
+# ------------------------------------------------------------------------------ inputs
+def tiny_world_inputs(home: Path) -> dict[str, Path]:
+    """The SFT policy, reward model and prompts of the default config's tiny world, built if missing."""
+    os.environ["RLHF_LAB_HOME"] = str(home)  # paths.root of the composed config
+    from hydra import compose, initialize_config_dir
+
+    from rlhf_lab.cli import CONF_DIR
+    from rlhf_lab.config import validate
+    from rlhf_lab.pipeline import ensure
+    from rlhf_lab.world import build_world
+
+    overrides = ["logger=csv", "trainer.enable_progress_bar=false"]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = validate(compose(config_name="config", overrides=overrides))
+    run_dir = Path(cfg.paths.runs) / "benchmark_rl_step"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return {
+        "policy": ensure(cfg, "sft", run_dir),
+        "reward_model": ensure(cfg, "reward", run_dir),
+        "prompts": build_world(cfg.world, cfg.paths.world).prompts,
+    }
+
+
+# ----------------------------------------------------------------------------- TRL venv
+def trl_python() -> Path:
+    """The TRL environment's interpreter, creating the environment on the first call."""
+    python = VENV / "bin" / "python"
+    if python.exists() and _has_trl(python):
+        return python
+    print(f"creating the TRL environment {VENV}", flush=True)
+    _run([sys.executable, "-m", "venv", str(VENV)])
+    _run([str(python), "-m", "pip", "install", f"torch=={TORCH_VERSION}"])
+    _run([str(python), "-m", "pip", "install", f"trl=={TRL_VERSION}", "vaderSentiment"])
+    torch_version = _probe(python, "import torch; print(torch.__version__)")
+    if not torch_version.startswith(TORCH_VERSION):
+        raise SystemExit(f"the TRL environment got torch {torch_version}, not {TORCH_VERSION}")
+    if not _has_trl(python):
+        raise SystemExit(f"trl {TRL_VERSION} or vaderSentiment did not install in {VENV}")
+    return python
+
+
+def _has_trl(python: Path) -> bool:
+    probe = "import trl, vaderSentiment, torch; print(trl.__version__, torch.__version__)"
+    try:
+        trl_version, torch_version = _probe(python, probe).split()
+    except (subprocess.CalledProcessError, ValueError):
+        return False
+    return trl_version == TRL_VERSION and torch_version.startswith(TORCH_VERSION)
+
+
+def _probe(python: Path, code: str) -> str:
+    return subprocess.run(
+        [str(python), "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def _run(command: list[str]) -> None:
+    print("$", " ".join(command), flush=True)
+    subprocess.run(command, check=True)
+
+
+# ------------------------------------------------------------------------------- sides
+def run_measured(command: list[str], workdir: Path, name: str, env: dict) -> float:
+    """Run `command` under benchmarks/_peak_rss.py, its output in `workdir/<name>.log`; peak RSS MB."""
+    rss_file, log_file = workdir / f"{name}.rss.json", workdir / f"{name}.log"
+    wrapped = [sys.executable, str(HERE / "_peak_rss.py"), str(rss_file), *command]
+    with open(log_file, "w") as log:
+        done = subprocess.run(wrapped, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=Path.cwd())
+    if done.returncode != 0:
+        tail = log_file.read_text().splitlines()[-40:]
+        raise SystemExit(f"{name} failed (exit {done.returncode}):\n" + "\n".join(tail))
+    return json.loads(rss_file.read_text())["peak_rss_mb"]
+
+
+def rlhf_lab_side(algo: str, inputs: dict, args, workdir: Path, env: dict) -> dict:
+    overrides = [
+        *SHARED_OVERRIDES,
+        *ALGO_OVERRIDES[algo],
+        f"rl.max_steps={args.steps}",
+        f"rl.policy={inputs['policy']}",
+        f"hydra.run.dir={workdir / 'run'}",
+        f"paths.artifacts={workdir / 'artifacts'}",  # the benchmark's policy stays out of the lab's store
+    ]
+    if algo == "ppo":
+        overrides.append(f"reward.path={inputs['reward_model']}")
+    command = [sys.executable, "-m", "rlhf_lab.cli", *overrides]  # = `rlhf-lab <overrides>`
+    peak = run_measured(command, workdir, f"rlhf_lab_{algo}", env)
+    seconds, lengths = read_rl_metrics(workdir / "run" / "rl" / "csv" / "metrics.csv")
+    tokens = [length * ROLLOUTS_PER_STEP for length in lengths]
+    return {**summarize(seconds, tokens, args.warmup), "peak_rss_mb": peak}
+
+
+def read_rl_metrics(path: Path) -> tuple[list[float], list[float]]:
+    """Per RL step, in step order: rl/train/time/step and rl/train/length (mean completion tokens)."""
+    with open(path) as f:
+        rows = [r for r in csv.DictReader(f) if r.get("rl/train/time/step")]
+    rows.sort(key=lambda r: int(r["step"]))
+    return [float(r["rl/train/time/step"]) for r in rows], [float(r["rl/train/length"]) for r in rows]
+
+
+def trl_side(algo: str, inputs: dict, args, workdir: Path, env: dict) -> dict:
+    out = workdir / f"trl_{algo}.json"
+    command = [
+        str(trl_python()),
+        str(HERE / "trl_side.py"),
+        f"--algo={algo}",
+        f"--policy={inputs['policy']}",
+        f"--prompts={inputs['prompts']}",
+        f"--steps={args.steps}",
+        f"--warmup={args.warmup}",
+        f"--out={out}",
+    ]
+    if algo == "ppo":
+        command.append(f"--reward-model={inputs['reward_model']}")
+    peak = run_measured(command, workdir, f"trl_{algo}", env)
+    reported = json.loads(out.read_text())
+    result = summarize(reported["step_seconds"], reported["tokens_per_step"], args.warmup)
+    return {**result, "peak_rss_mb": peak, "trl_version": reported["trl_version"]}
+
+
+def summarize(seconds: list[float], tokens: list[float], warmup: int) -> dict:
+    """Median step time after `warmup` steps; completion tokens/s = mean tokens per step / median."""
+    if len(seconds) <= warmup or len(tokens) < len(seconds):
+        raise SystemExit(f"got {len(seconds)} step times and {len(tokens)} token counts; need > {warmup}")
+    median = statistics.median(seconds[warmup:])
+    mean_tokens = statistics.fmean(tokens[warmup : len(seconds)])
+    return {
+        "median_step_s": median,
+        "completion_tokens_per_s": mean_tokens / median,
+        "mean_completion_tokens": mean_tokens,
+        "steps_measured": len(seconds) - warmup,
+        "step_seconds": seconds,
+        "tokens_per_step": tokens[: len(seconds)],
+    }
+
+
+# ------------------------------------------------------------------------------- report
+def ratios(ours: dict, trl: dict) -> dict:
+    return {
+        "throughput": ours["completion_tokens_per_s"] / trl["completion_tokens_per_s"],
+        "step_time": ours["median_step_s"] / trl["median_step_s"],
+        "memory": ours["peak_rss_mb"] / trl["peak_rss_mb"],
+    }
+
+
+def print_table(results: dict, args) -> None:
+    print(
+        f"\n{ROLLOUTS_PER_STEP} completions/step, <=48 new tokens, T=1, beta 0.05, 1 epoch; "
+        f"median of {args.steps - args.warmup} steps after {args.warmup} warmup; CPU"
+    )
+    print(f"{'algo':6s} {'side':10s} {'s/step':>8s} {'tok/s':>8s} {'tok/step':>9s} {'peak RSS MB':>12s}")
+    for algo, row in results.items():
+        for side in ("rlhf_lab", "trl"):
+            r = row[side]
+            print(
+                f"{algo:6s} {side:10s} {r['median_step_s']:8.3f} {r['completion_tokens_per_s']:8.0f} "
+                f"{r['mean_completion_tokens']:9.0f} {r['peak_rss_mb']:12.0f}"
+            )
+        q = row["ratio"]
+        print(
+            f"{algo:6s} rlhf_lab/TRL: throughput {q['throughput']:.2f}x, "
+            f"step time {q['step_time']:.2f}x, memory {q['memory']:.2f}x"
+        )
+
+
+def child_env(args) -> dict:
+    env = dict(os.environ, TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", TRL_EXPERIMENTAL_SILENCE="1")
+    if args.threads:
+        env |= {"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+    return env
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--algos", default="rloo,ppo", help="comma-separated: rloo, ppo")
+    parser.add_argument("--steps", type=int, default=12, help="RL steps per run, warmup included")
+    parser.add_argument("--warmup", type=int, default=2, help="first steps left out of the median")
+    parser.add_argument(
+        "--home",
+        default=os.environ.get("RLHF_LAB_HOME", "lab"),
+        help="rlhf_lab home (default $RLHF_LAB_HOME or lab)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads of both sides (default: torch's)"
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results JSON")
+    args = parser.parse_args()
+    algos = [a.strip() for a in args.algos.split(",") if a.strip()]
+    if unknown := set(algos) - set(ALGO_OVERRIDES):
+        parser.error(f"unknown algos {sorted(unknown)}; choose from {sorted(ALGO_OVERRIDES)}")
+    if args.steps <= args.warmup:
+        parser.error("--steps must exceed --warmup")
+
+    trl_python()  # create the environment first: a failure costs no training
+    inputs = tiny_world_inputs(Path(args.home).resolve())
+    env = child_env(args)
+    results = {}
+    for algo in algos:
+        with tempfile.TemporaryDirectory(prefix=f"rl_step_{algo}_") as tmp:
+            print(f"{algo}: rlhf_lab, {args.steps} steps ...", flush=True)
+            ours = rlhf_lab_side(algo, inputs, args, Path(tmp), env)
+            print(f"{algo}: TRL, {args.steps} steps ...", flush=True)
+            trl = trl_side(algo, inputs, args, Path(tmp), env)
+        results[algo] = {"rlhf_lab": ours, "trl": trl, "ratio": ratios(ours, trl)}
+
+    print_table(results, args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "settings": {
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "completions_per_step": ROLLOUTS_PER_STEP,
+            "max_new_tokens": 48,
+            "temperature": 1.0,
+            "beta": 0.05,
+            "epochs": 1,
+            "minibatches": 1,
+            "lr": 2e-4,
+            "threads": args.threads,
+        },
+        "inputs": {k: str(v) for k, v in inputs.items()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "results": results,
+    }
+    args.out.write_text(json.dumps(record, indent=2))
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

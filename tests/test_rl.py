@@ -1,0 +1,209 @@
+"""The RL stage: every algorithm trains, the KL penalty holds, the reference, masking, resume."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+from rlhf_lab.artifacts import read_manifest
+from rlhf_lab.config import ConfigError
+from rlhf_lab.losses import gae, kl_penalized_rewards
+from rlhf_lab.pipeline import artifact_dir, ensure
+from rlhf_lab.rollout import Rollout, generate, left_pad, response_logprobs
+from rlhf_lab.stages import rl
+from rlhf_lab.stages.rl import PromptStream, Reference
+from tests.test_preferences import SMALL  # the collect and reward settings of the reward-model tests
+
+RL_FAST = [
+    "stage=rl",
+    "reward=gold",
+    "rl.max_steps=2",
+    "rl.rollouts_per_step=8",
+    "rl.sampling.max_new_tokens=12",
+    "rl.eval_prompts=8",
+    "rl.eval_every=2",
+    "rl.samples_every=1",
+    "rl.checkpoint_every=1",
+    "rl.lr=1e-3",
+    "rl.warmup_steps=0",
+]
+
+
+def _weights(folder) -> dict[str, torch.Tensor]:
+    return AutoModelForCausalLM.from_pretrained(str(folder)).state_dict()
+
+
+def _tiny_llama(seed: int = 0) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+@pytest.mark.parametrize("algo", ["ppo", "reinforce", "rloo", "grpo", "ppo-critic", "lora"])
+def test_every_algorithm_changes_the_policy_and_logs_its_metrics(algo, make_cfg, tmp_path):
+    overrides = {
+        "ppo-critic": [*SMALL, "algo=ppo", "reward=rm", "algo.value.model=critic", "algo.epochs=2"],
+        "lora": ["algo=rloo", "peft=lora", "peft.save=adapter"],
+    }.get(algo, [f"algo={algo}"])
+    cfg = make_cfg(*RL_FAST, *overrides)
+    out = ensure(cfg, "rl", tmp_path)
+    sft = read_manifest(out)["inputs"]["sft"]
+
+    before, after = _weights(sft), _weights(out)
+    assert any(not torch.equal(before[k], after[k]) for k in before), "the policy did not change"
+    evals = [json.loads(line) for line in open(out / "eval.jsonl")]
+    assert [e["step"] for e in evals] == [0, 2]
+    assert evals[0]["kl"] == pytest.approx(0.0, abs=1e-5) and evals[0]["win_rate"] == 0.5
+    metrics = read_manifest(out)["metrics"]
+    for key in ("reward", "gold", "kl", "beta", "entropy", "length", "eos_fraction", "time/generation"):
+        assert f"rl/train/{key}" in metrics, key
+    if algo.startswith("ppo"):
+        assert {"rl/train/clip_fraction", "rl/train/value_loss", "rl/train/explained_variance"} <= set(
+            metrics
+        )
+    if algo == "ppo":
+        assert load_file(out / "value" / "head.safetensors")["weight"].shape == (
+            1,
+            cfg.world.model.hidden_size,
+        )
+    if algo == "ppo-critic":
+        assert (out / "value" / "config.json").is_file()
+    if algo == "lora":
+        assert (out / "adapter_config.json").is_file()
+    assert not (out / "checkpoints").exists(), "a finished artifact keeps no resume state"
+    rows = (tmp_path / "rl" / "csv" / "metrics.csv").read_text().splitlines()
+    assert "rl/train/reward" in rows[0] and len(rows) >= 3
+
+
+def test_a_large_beta_keeps_the_policy_near_the_reference(make_cfg, tmp_path):
+    def final_kl(beta: float) -> float:
+        cfg = make_cfg(
+            *RL_FAST, "algo=rloo", "reward=length", f"algo.kl.beta={beta}", "rl.max_steps=6", "rl.lr=2e-4"
+        )
+        return read_manifest(ensure(cfg, "rl", tmp_path))["metrics"]["rl/eval/kl"]
+
+    free, held = final_kl(0.0), final_kl(20.0)
+    assert held < 0.15 and held < free / 10, (held, free)
+
+
+def test_killed_run_resumes_from_its_checkpoint_to_the_same_policy(make_cfg, tmp_path, monkeypatch):
+    cfg = make_cfg(*RL_FAST, "algo=ppo", "rl.max_steps=3", "rl.eval_every=3")
+    reference = _weights(ensure(cfg, "rl", tmp_path / "a", rebuild=True))
+
+    original = rl.RLModule.training_step
+
+    def crash_in_step_three(self, step, batch_idx):
+        if self.step_count == 2:
+            raise RuntimeError("simulated crash")
+        return original(self, step, batch_idx)
+
+    monkeypatch.setattr(rl.RLModule, "training_step", crash_in_step_three)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        ensure(cfg, "rl", tmp_path / "b", rebuild=True)
+    scratch = artifact_dir(cfg, "rl").parent / f".{artifact_dir(cfg, 'rl').name}.partial"
+    assert (scratch / rl.CHECKPOINT).is_file()
+    monkeypatch.setattr(rl.RLModule, "training_step", original)
+
+    resumed = ensure(cfg, "rl", tmp_path / "c", rebuild=True)
+    steps = [json.loads(line)["step"] for line in open(resumed / "eval.jsonl")]
+    assert steps == [0, 3], "the resumed run re-ran finished work"
+    after = _weights(resumed)
+    assert all(torch.equal(reference[k], after[k]) for k in reference)
+
+
+def test_lora_reference_is_the_base_model_without_a_copy():
+    from peft import LoraConfig, get_peft_model
+
+    base = _tiny_llama()
+    original = copy.deepcopy(base)
+    policy = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], lora_alpha=8))
+    for name, param in policy.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.5)  # the adapter now changes the model
+    ids, mask = left_pad([[1, 5, 6], [1, 7]], pad_token_id=0)
+    rollout = generate(policy, ids, mask, max_new_tokens=6, eos_token_id=2, pad_token_id=0)
+
+    reference = Reference(policy)
+    assert reference.copy is None
+    ref = reference(policy, rollout, 1.0)
+    torch.testing.assert_close(ref, response_logprobs(original, rollout), atol=1e-5, rtol=0)
+    assert not torch.allclose(ref, response_logprobs(policy, rollout).detach(), atol=1e-3)
+
+
+def test_full_fine_tuning_reference_is_a_frozen_copy():
+    policy = _tiny_llama()
+    reference = Reference(policy)
+    assert reference.copy is not policy
+    assert not any(p.requires_grad for p in reference.copy.parameters())
+
+
+def test_tokens_after_eos_or_a_stop_token_carry_nothing():
+    """Junk in the padded part of a batch changes no reward, advantage or return."""
+    ids = torch.tensor([[5, 9, 2, 0], [5, 6, 7, 8]])  # row 0 ends in EOS (2), row 1 runs to the limit
+    rollout = Rollout(
+        prompt_ids=torch.ones(2, 1, dtype=torch.long),
+        prompt_mask=torch.ones(2, 1, dtype=torch.long),
+        response_ids=ids,
+        response_mask=torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]]),
+        logprobs=torch.randn(2, 4),
+        eos_token_id=2,
+    )
+    cut = rollout.truncate_after(9, pad_token_id=0)  # a stop token at row 0, position 1
+    assert cut.response_mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1]]
+    assert cut.response_ids[0].tolist() == [5, 9, 0, 0] and cut.logprobs[0, 2:].eq(0).all()
+
+    mask, scores = cut.response_mask, torch.tensor([1.0, -1.0])
+    old, ref, values = torch.randn(2, 4), torch.randn(2, 4), torch.randn(2, 4)
+    junk = ~mask.bool()
+    rewards = kl_penalized_rewards(scores, old, ref, mask, beta=0.1)
+    adv, ret = gae(rewards, values, mask)
+    rewards2 = kl_penalized_rewards(
+        scores, old.masked_fill(junk, 1e4), ref.masked_fill(junk, -1e4), mask, 0.1
+    )
+    adv2, ret2 = gae(rewards2, values.masked_fill(junk, 1e4), mask)
+    torch.testing.assert_close((rewards, adv, ret), (rewards2, adv2, ret2))
+    assert rewards[0, 1] == pytest.approx(1.0 - 0.1 * (old[0, 1] - ref[0, 1]).item())  # score at the stop
+    assert adv[junk].eq(0).all() and ret[junk].eq(0).all()
+
+
+def test_prompt_stream_is_a_function_of_the_step():
+    stream = PromptStream(num_prompts=10, per_step=4, seed=3)
+    assert stream.batch(5) == PromptStream(10, 4, 3).batch(5)
+    first_pass = [i for step in range(2) for i in stream.batch(step)] + stream.batch(2)[:2]
+    assert sorted(first_pass) == list(range(10)), "each pass visits every prompt once"
+    rank0, rank1 = stream.batch(1, rank=0, world_size=2), stream.batch(1, rank=1, world_size=2)
+    assert rank0 == stream.batch(2) and rank1 == stream.batch(3)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        (["algo=rloo", "algo.k=1"], "algo.k"),
+        (["algo=grpo", "algo.k=1"], "algo.k"),
+        (["algo=ppo", "algo.value.model=none"], "algo.value.model"),
+        (["algo=reinforce", "algo.epochs=2"], "algo.epochs"),
+        (["algo=rloo", "rl.rollouts_per_step=10"], "rl.rollouts_per_step"),
+        (["algo.kl.beta=-0.1"], "algo.kl.beta"),
+        (["algo.clip=0"], "algo.clip"),
+        (["rl.sampling.temperature=0"], "rl.sampling.temperature"),
+        (["reward=gold", "algo.value.model=critic"], "algo.value.model"),
+    ],
+)
+def test_bad_rl_configs_name_the_key(overrides, key, make_cfg):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        make_cfg("stage=rl", *overrides)
