@@ -3,6 +3,7 @@
 
     python benchmarks/rl_step.py                             # rloo and ppo, 12 steps, the world in ./lab
     RLHF_LAB_HOME=/tmp/lab python benchmarks/rl_step.py --algos rloo --steps 6 --warmup 1
+    python benchmarks/rl_step.py --threads 1                 # one core a side: steadier on a busy machine
 
 Both sides run the same settings, each in its own process: 32 completions per step (RLOO: 8 prompts
 x 4; PPO: 32 prompts x 1), up to 48 new tokens, temperature 1, β 0.05 (KL in the reward), one update

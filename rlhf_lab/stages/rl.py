@@ -80,6 +80,7 @@ log = logging.getLogger(__name__)
 RESUMABLE = True  # checkpoints in the scratch folder survive a crash
 CHECKPOINT = Path("checkpoints") / "last.ckpt"
 TABLE_ROWS = 16  # rollouts per W&B sample table
+EVAL_KL_ROWS = 32  # sequences whose full (T, V) logits are held at once for the exact KL
 
 
 def upstream(cfg: Config) -> list[str]:
@@ -487,9 +488,11 @@ class RLModule(L.LightningModule):
         for start in range(0, len(self.eval_prompt_ids), size):
             ids, mask = left_pad(self.eval_prompt_ids[start : start + size], self.tokenizer.pad_token_id)
             rollout = self._generate(ids, mask, generator)
-            logits = response_logprobs(self.policy, rollout, self.temperature, return_logits=True).logits
-            ref_logits = self.reference(self.policy, rollout, self.temperature, return_logits=True).logits
-            kls.append(categorical_kl(logits, ref_logits, rollout.response_mask).cpu())  # (b,)
+            for rows in torch.arange(len(rollout), device=self.device).split(EVAL_KL_ROWS):
+                part = rollout.select(rows)
+                logits = response_logprobs(self.policy, part, self.temperature, return_logits=True).logits
+                ref_logits = self.reference(self.policy, part, self.temperature, return_logits=True).logits
+                kls.append(categorical_kl(logits, ref_logits, part.response_mask).cpu())  # (rows,)
             lengths.append(rollout.lengths().float().cpu())
             completions += self.decode(rollout)
         proxy, gold = self.score(self.eval_prompts, completions)
