@@ -11,8 +11,10 @@ epoch of one minibatch, learning rate 2e-4, CPU, fp32, no logging service. RLOO 
 gold scorer (VADER compound); PPO by the world's reward model, with a value model initialized from it.
 
 Prints, for each algorithm and side, the median seconds per step (after `--warmup` steps), completion
-tokens per second (mean completion tokens per step over that median) and the peak resident memory
-of the process, then the ratios rlhf_lab / TRL; writes it all to benchmarks/results/rl_step.json.
+tokens per second (mean completion tokens per step over that median), the peak resident memory of
+the process, its resident memory when training began (libraries and models loaded) and the
+difference (what training added), then the ratios rlhf_lab / TRL; writes it all to
+benchmarks/results/rl_step.json.
 
 The SFT policy and reward model come from rlhf_lab's pipeline (built once, then cached below the
 lab's home: `--home`, else $RLHF_LAB_HOME, else ./lab). TRL runs in its own virtual environment,
@@ -150,17 +152,26 @@ def rlhf_lab_side(algo: str, inputs: dict, args, workdir: Path, env: dict) -> di
         overrides.append(f"reward.path={inputs['reward_model']}")
     command = [sys.executable, "-m", "rlhf_lab.cli", *overrides]  # = `rlhf-lab <overrides>`
     peak = run_measured(command, workdir, f"rlhf_lab_{algo}", env)
-    seconds, lengths = read_rl_metrics(workdir / "run" / "rl" / "csv" / "metrics.csv")
+    seconds, lengths, at_start = read_rl_metrics(workdir / "run" / "rl" / "csv" / "metrics.csv")
     tokens = [length * ROLLOUTS_PER_STEP for length in lengths]
-    return {**summarize(seconds, tokens, args.warmup), "peak_rss_mb": peak}
+    return {**summarize(seconds, tokens, args.warmup), **memory(peak, at_start)}
 
 
-def read_rl_metrics(path: Path) -> tuple[list[float], list[float]]:
-    """Per RL step, in step order: rl/train/time/step and rl/train/length (mean completion tokens)."""
+def read_rl_metrics(path: Path) -> tuple[list[float], list[float], float]:
+    """Per RL step, in step order: rl/train/time/step and rl/train/length (mean completion tokens);
+    and the resident memory when training began (rl/train/memory/at_start_mb)."""
     with open(path) as f:
         rows = [r for r in csv.DictReader(f) if r.get("rl/train/time/step")]
     rows.sort(key=lambda r: int(r["step"]))
-    return [float(r["rl/train/time/step"]) for r in rows], [float(r["rl/train/length"]) for r in rows]
+    seconds = [float(r["rl/train/time/step"]) for r in rows]
+    lengths = [float(r["rl/train/length"]) for r in rows]
+    return seconds, lengths, float(rows[0]["rl/train/memory/at_start_mb"])
+
+
+def memory(peak_mb: float, at_start_mb: float) -> dict:
+    """Peak resident memory, and the part of it that training added: peak − memory at the first step
+    (the libraries and the loaded models are in the second)."""
+    return {"peak_rss_mb": peak_mb, "rss_at_start_mb": at_start_mb, "training_mb": peak_mb - at_start_mb}
 
 
 def trl_side(algo: str, inputs: dict, args, workdir: Path, env: dict) -> dict:
@@ -180,7 +191,7 @@ def trl_side(algo: str, inputs: dict, args, workdir: Path, env: dict) -> dict:
     peak = run_measured(command, workdir, f"trl_{algo}", env)
     reported = json.loads(out.read_text())
     result = summarize(reported["step_seconds"], reported["tokens_per_step"], args.warmup)
-    return {**result, "peak_rss_mb": peak, "trl_version": reported["trl_version"]}
+    return {**result, **memory(peak, reported["rss_at_start_mb"]), "trl_version": reported["trl_version"]}
 
 
 def summarize(seconds: list[float], tokens: list[float], warmup: int) -> dict:
@@ -205,6 +216,7 @@ def ratios(ours: dict, trl: dict) -> dict:
         "throughput": ours["completion_tokens_per_s"] / trl["completion_tokens_per_s"],
         "step_time": ours["median_step_s"] / trl["median_step_s"],
         "memory": ours["peak_rss_mb"] / trl["peak_rss_mb"],
+        "training_memory": ours["training_mb"] / trl["training_mb"],
     }
 
 
@@ -213,18 +225,22 @@ def print_table(results: dict, args) -> None:
         f"\n{ROLLOUTS_PER_STEP} completions/step, <=48 new tokens, T=1, beta 0.05, 1 epoch; "
         f"median of {args.steps - args.warmup} steps after {args.warmup} warmup; CPU"
     )
-    print(f"{'algo':6s} {'side':10s} {'s/step':>8s} {'tok/s':>8s} {'tok/step':>9s} {'peak RSS MB':>12s}")
+    print(
+        f"{'algo':6s} {'side':10s} {'s/step':>8s} {'tok/s':>8s} {'tok/step':>9s} {'peak RSS MB':>12s}"
+        f" {'at start MB':>12s} {'training MB':>12s}"
+    )
     for algo, row in results.items():
         for side in ("rlhf_lab", "trl"):
             r = row[side]
             print(
                 f"{algo:6s} {side:10s} {r['median_step_s']:8.3f} {r['completion_tokens_per_s']:8.0f} "
-                f"{r['mean_completion_tokens']:9.0f} {r['peak_rss_mb']:12.0f}"
+                f"{r['mean_completion_tokens']:9.0f} {r['peak_rss_mb']:12.0f} {r['rss_at_start_mb']:12.0f}"
+                f" {r['training_mb']:12.0f}"
             )
         q = row["ratio"]
         print(
-            f"{algo:6s} rlhf_lab/TRL: throughput {q['throughput']:.2f}x, "
-            f"step time {q['step_time']:.2f}x, memory {q['memory']:.2f}x"
+            f"{algo:6s} rlhf_lab/TRL: throughput {q['throughput']:.2f}x, step time {q['step_time']:.2f}x, "
+            f"peak memory {q['memory']:.2f}x, training memory {q['training_memory']:.2f}x"
         )
 
 

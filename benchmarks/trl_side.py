@@ -9,10 +9,10 @@ neither rlhf_lab nor Lightning nor Hydra; it reads only plain files (an HF model
     benchmarks/.venv-trl/bin/python benchmarks/trl_side.py --algo ppo --policy SFT_DIR \
         --reward-model RM_DIR --prompts prompts.jsonl --steps 12 --warmup 2 --out ppo.json
 
-Writes {"median_step_s", "completion_tokens_per_s", "peak_rss_mb", "steps", "trl_version", ...}:
-the median wall time of a training step (generation, scoring, update) after the first `--warmup`
-steps, the mean completion tokens of those steps (up to and including EOS) over that median, and
-the peak resident memory of this process.
+Writes {"median_step_s", "completion_tokens_per_s", "peak_rss_mb", "rss_at_start_mb", "steps",
+"trl_version", ...}: the median wall time of a training step (generation, scoring, update) after the
+first `--warmup` steps, the mean completion tokens of those steps (up to and including EOS) over that
+median, the peak resident memory of this process and its resident memory when training began.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ class StepTimer(TrainerCallback):
         self._start: float | None = None
 
     def on_train_begin(self, args, state, control, **kwargs):
+        self.rss_at_start_mb = current_rss_mb()  # models and trainer built, no step run yet
         self._start = time.perf_counter()
 
     def on_step_begin(self, args, state, control, **kwargs):
@@ -200,6 +201,12 @@ def run_ppo(args, timer: StepTimer, out_dir: str) -> list[int]:
     return tokens_per_step
 
 
+def current_rss_mb() -> float:
+    """This process's resident memory now (VmRSS), in MiB."""
+    status = Path("/proc/self/status").read_text().splitlines()
+    return int(next(line for line in status if line.startswith("VmRSS:")).split()[1]) / 1024
+
+
 def completion_tokens(responses: torch.Tensor, tokenizer) -> int:
     """Real tokens of responses (B, T): up to and including the first EOS; all T without one
     (generation stops early only once every row has ended, so a row without EOS is full)."""
@@ -242,7 +249,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="trl_side_") as out_dir:
         run = run_rloo if args.algo == "rloo" else run_ppo
         tokens = run(args, timer, out_dir)
-    result = {"algo": args.algo, **summarize(timer.seconds, tokens, args.warmup)}
+    result = {
+        "algo": args.algo,
+        **summarize(timer.seconds, tokens, args.warmup),
+        "rss_at_start_mb": timer.rss_at_start_mb,
+    }
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(json.dumps({k: v for k, v in result.items() if not isinstance(v, list)}))
 

@@ -345,18 +345,18 @@ class AlgoConfig:
 @dataclass
 class RLConfig(TrainConfig):
     policy: str | None = setting(None, "policy folder to start from; null = the sft artifact")
-    lr: float = setting(2e-4, "peak AdamW learning rate", gt=0)
-    max_steps: int = setting(150, "RL steps (rollout, score, update)", gt=0)
+    lr: float = setting(1e-4, "peak AdamW learning rate (each algo file sets its own)", gt=0)
+    max_steps: int = setting(20, "RL steps: rollout, score, update (each algo file sets its own)", gt=0)
     warmup_steps: int = setting(5, "linear warmup steps", ge=0)
     schedule: str = setting("constant", "decay after warmup", choices=["cosine", "linear", "constant"])
     rollouts_per_step: int = setting(
         64, "completions per RL step: rollouts_per_step / algo.k prompts, each sampled algo.k times", gt=0
     )
     sampling: SamplingConfig = setting(SamplingConfig(), "how rollouts are sampled")
-    eval_every: int = setting(50, "evaluate on held-out prompts every N steps", gt=0)
+    eval_every: int = setting(10, "evaluate on held-out prompts every N steps (and at the end)", gt=0)
     eval_prompts: int = setting(256, "held-out prompts per evaluation", gt=0)
-    samples_every: int = setting(25, "log a W&B table of rollouts every N steps", gt=0)
-    checkpoint_every: int = setting(25, "save a resumable checkpoint every N steps", gt=0)
+    samples_every: int = setting(10, "log a W&B table of rollouts every N steps", gt=0)
+    checkpoint_every: int = setting(10, "save a resumable checkpoint every N steps", gt=0)
 
 
 # ---------------------------------------------------------------------------------------- root

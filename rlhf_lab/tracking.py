@@ -81,3 +81,24 @@ def log_stage_metrics(
             logger.log_table(key=table[0], columns=table[1], data=table[2])
         logger.save()
         logger.finalize("success")
+
+
+def memory_mb(device) -> tuple[float, float]:
+    """(current, peak) memory of this process in MiB: allocated CUDA memory on a GPU, else the resident
+    set size (Linux `/proc`, peak from `getrusage`)."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        return torch.cuda.memory_allocated(device) / 2**20, torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
+    try:
+        status = Path("/proc/self/status").read_text()
+        current = (
+            int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1]) / 2**10
+        )
+    except (OSError, StopIteration):
+        current = peak
+    return current, peak

@@ -74,7 +74,7 @@ from rlhf_lab.rollout import (
 )
 from rlhf_lab.scorers import GoldScorer, make_scorer
 from rlhf_lab.stages.common import Context, data_key, model_key, trainer_key
-from rlhf_lab.tracking import make_loggers
+from rlhf_lab.tracking import make_loggers, memory_mb
 
 log = logging.getLogger(__name__)
 RESUMABLE = True  # checkpoints in the scratch folder survive a crash
@@ -272,6 +272,10 @@ class RLModule(L.LightningModule):
         self.generator = torch.Generator(device=self.device).manual_seed(self.cfg.seed + self.global_rank)
 
     def on_train_start(self) -> None:
+        for part in (self.policy, self.critic):  # train mode is harmless: dropout is already off
+            if part is not None:
+                part.train()
+        self.memory_at_start = memory_mb(self.device)[0]  # models loaded, nothing run yet
         if self.step_count == 0 and self.sft_gold is None:
             self._evaluate()  # the starting (SFT) policy: the baseline of the gains and the win rate
 
@@ -305,6 +309,8 @@ class RLModule(L.LightningModule):
             **{f"time/{k}": v for k, v in timer.seconds.items()},
             "time/step": sum(timer.seconds.values()),
             "tokens_per_second": n_tokens / max(sum(timer.seconds.values()), 1e-9),
+            "memory/peak_mb": memory_mb(self.device)[1],
+            "memory/at_start_mb": self.memory_at_start,
         }
         if gold is not None:
             stats["gold"] = gold.mean().item()
