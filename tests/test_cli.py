@@ -54,5 +54,10 @@ def test_bad_value_fails_fast_naming_the_key(tmp_path):
 def test_help_lists_groups_and_options(tmp_path):
     result = rlhf_lab("--help", home=tmp_path / "lab", cwd=tmp_path)
     assert result.returncode == 0
-    for line in ("stage: bon, collect, pretrain, reward, sft", "peft: lora, none", "trainer: cpu, ddp, gpu"):
+    for line in (
+        "stage: bon, collect, pretrain, reward, rl, sft",
+        "algo: grpo, ppo, reinforce, rloo",
+        "peft: lora, none",
+        "trainer: cpu, ddp, gpu",
+    ):
         assert line in result.stdout

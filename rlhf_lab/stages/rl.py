@@ -47,6 +47,7 @@ from rlhf_lab.losses import (
     AdaptiveKLController,
     FixedKLController,
     categorical_kl,
+    entropy_from_logits,
     explained_variance,
     gae,
     grpo_advantages,
@@ -378,12 +379,14 @@ class RLModule(L.LightningModule):
         return scores  # (N,)
 
     def forward(self, rollout: Rollout) -> tuple[ResponseStats, torch.Tensor | None]:
-        """Log-probs and entropy of the response tokens under the policy, and values (N, T) if any."""
+        """Log-probs, logits (and entropy when it is in the loss) of the response tokens under the policy,
+        and values (N, T) if any."""
         stats = response_logprobs(
             self.policy,
             rollout,
             self.temperature,
-            return_entropy=True,
+            return_entropy=self.algo.entropy_coef > 0,
+            return_logits=True,
             return_hidden=self.value_head is not None,
         )
         if self.value_head is not None:
@@ -478,9 +481,12 @@ class RLModule(L.LightningModule):
         if beta and algo.name != "grpo":
             kl = kl_loss(logprobs, batch.ref_logprobs, mask)
             loss, stats["kl_loss"] = loss + beta * kl, kl.detach()
-        entropy = masked_mean(out.entropy, mask)
         if algo.entropy_coef:
+            entropy = masked_mean(out.entropy, mask)
             loss = loss - algo.entropy_coef * entropy
+        else:  # only a metric: computed outside the autograd graph
+            with torch.no_grad():
+                entropy = masked_mean(entropy_from_logits(out.logits), mask)
         return loss, stats | {"loss": loss.detach(), "entropy": entropy.detach()}
 
     # ----------------------------------------------------------------------------- evaluation
