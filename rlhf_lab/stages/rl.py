@@ -81,6 +81,7 @@ log = logging.getLogger(__name__)
 RESUMABLE = True  # checkpoints in the scratch folder survive a crash
 CHECKPOINT = Path("checkpoints") / "last.ckpt"
 TABLE_ROWS = 16  # rollouts per W&B sample table
+NOT_IN_KEY = ("samples_every", "checkpoint_every")  # rl settings that do not change the artifact
 EVAL_KL_ROWS = 32  # sequences whose full (T, V) logits are held at once for the exact KL
 
 
@@ -96,7 +97,7 @@ def key_config(cfg: Config) -> dict:
         "policy": cfg.rl.policy,
         "model": model_key(cfg),
         "algo": dataclasses.asdict(cfg.algo),
-        "rl": dataclasses.asdict(cfg.rl),
+        "rl": {k: v for k, v in dataclasses.asdict(cfg.rl).items() if k not in NOT_IN_KEY},
         "reward": dataclasses.asdict(cfg.reward),
         "gold": cfg.gold,
         "peft": dataclasses.asdict(cfg.peft),
@@ -588,6 +589,8 @@ class RLModule(L.LightningModule):
         )
         self.kl_ctl.load_state_dict(state["kl_controller"])
         self._restored_rng = state["rng"]
+        if self.out_dir is not None and self.global_rank == 0:
+            _truncate_evals(self.out_dir / "eval.jsonl", self.step_count)
 
 
 # ------------------------------------------------------------------------------------- helpers
@@ -608,6 +611,13 @@ class _Timer:
     def _sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+
+def _truncate_evals(path: Path, last_step: int) -> None:
+    """Keep the evaluations up to `last_step`: later ones are redone by the resumed run."""
+    if path.is_file():
+        rows = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= last_step]
+        path.write_text("".join(row + "\n" for row in rows))
 
 
 def _grad_norm(optimizer) -> torch.Tensor:
@@ -676,6 +686,8 @@ def build(ctx: Context, out: Path) -> dict[str, float]:
     resume = checkpoint.is_file()
     if resume:
         log.info("rl: resuming from %s", checkpoint)
+    else:  # a scratch folder left by a run killed before its first checkpoint
+        (out / "eval.jsonl").unlink(missing_ok=True)
     trainer: L.Trainer = instantiate(
         cfg.trainer,
         max_epochs=1,
