@@ -7,8 +7,11 @@
 
 Both sides run the same settings, each in its own process: 32 completions per step (RLOO: 8 prompts
 x 4; PPO: 32 prompts x 1), up to 48 new tokens, temperature 1, β 0.05 (KL in the reward), one update
-epoch of one minibatch, learning rate 2e-4, CPU, fp32, no logging service. RLOO is rewarded by the
-gold scorer (VADER compound); PPO by the world's reward model, with a value model initialized from it.
+epoch of one minibatch, CPU, fp32, no logging service. RLOO is rewarded by the gold scorer (VADER
+compound); PPO by the world's reward model, with a value model initialized from it. The learning rate
+(`--lr`, default 1e-6) is the same on both sides and small, so that both policies stay at SFT and
+sample completions of the same lengths: the two sides then do the same work per step (a step costs
+the same at any learning rate; at 2e-4 the policies drift apart and so do their completion lengths).
 
 Prints, for each algorithm and side, the median seconds per step (after `--warmup` steps), completion
 tokens per second (mean completion tokens per step over that median), the peak resident memory of
@@ -50,7 +53,6 @@ SHARED_OVERRIDES = [
     "algo.kl.beta=0.05",
     "algo.epochs=1",
     "algo.minibatches=1",
-    "rl.lr=2e-4",
     "logger=csv",
     "rl.eval_every=1000",
     "rl.eval_prompts=8",
@@ -144,6 +146,7 @@ def rlhf_lab_side(algo: str, inputs: dict, args, workdir: Path, env: dict) -> di
         *SHARED_OVERRIDES,
         *ALGO_OVERRIDES[algo],
         f"rl.max_steps={args.steps}",
+        f"rl.lr={args.lr}",
         f"rl.policy={inputs['policy']}",
         f"hydra.run.dir={workdir / 'run'}",
         f"paths.artifacts={workdir / 'artifacts'}",  # the benchmark's policy stays out of the lab's store
@@ -184,6 +187,7 @@ def trl_side(algo: str, inputs: dict, args, workdir: Path, env: dict) -> dict:
         f"--prompts={inputs['prompts']}",
         f"--steps={args.steps}",
         f"--warmup={args.warmup}",
+        f"--lr={args.lr}",
         f"--out={out}",
     ]
     if algo == "ppo":
@@ -266,6 +270,13 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads of both sides (default: torch's)"
     )
+    parser.add_argument(
+        "--lr",
+        type=float,
+        default=1e-6,
+        help="learning rate of both sides (default 1e-6: the policies stay at SFT, so both sides sample "
+        "completions of the same length and do the same work; a step costs the same at any lr)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="results JSON")
     args = parser.parse_args()
     algos = [a.strip() for a in args.algos.split(",") if a.strip()]
@@ -298,7 +309,7 @@ def main() -> None:
             "beta": 0.05,
             "epochs": 1,
             "minibatches": 1,
-            "lr": 2e-4,
+            "lr": args.lr,
             "threads": args.threads,
         },
         "inputs": {k: str(v) for k, v in inputs.items()},

@@ -41,7 +41,6 @@ RLOO_K = 4  # completions per prompt for RLOO: 8 prompts x 4
 MAX_NEW_TOKENS = 48
 TEMPERATURE = 1.0
 BETA = 0.05
-LR = 2e-4
 WARMUP_LR_STEPS = 5  # rlhf_lab's rl.warmup_steps default, then a constant learning rate
 BETAS = (0.9, 0.95)  # rlhf_lab's AdamW betas
 
@@ -85,7 +84,7 @@ def read_prompts(path: str) -> list[str]:
         return [json.loads(line)["prompt"] for line in f if line.strip()]
 
 
-def common_args(out_dir: str) -> dict:
+def common_args(out_dir: str, lr: float) -> dict:
     """TrainingArguments shared by both trainers: CPU, fp32, no logging, evaluation or saving."""
     return dict(
         output_dir=out_dir,
@@ -95,7 +94,7 @@ def common_args(out_dir: str) -> dict:
         gradient_checkpointing=False,
         per_device_train_batch_size=ROLLOUTS_PER_STEP,
         gradient_accumulation_steps=1,
-        learning_rate=LR,
+        learning_rate=lr,
         lr_scheduler_type="constant_with_warmup",
         warmup_steps=WARMUP_LR_STEPS,
         optim="adamw_torch",  # torch.optim.AdamW, as rlhf_lab
@@ -125,7 +124,7 @@ def run_rloo(args, timer: StepTimer, out_dir: str) -> list[int]:
             return prompt_ids, completion_ids, completions
 
     config = trl.RLOOConfig(
-        **common_args(out_dir),
+        **common_args(out_dir, args.lr),
         max_steps=args.steps,
         num_generations=RLOO_K,
         max_completion_length=MAX_NEW_TOKENS,
@@ -169,7 +168,7 @@ def run_ppo(args, timer: StepTimer, out_dir: str) -> list[int]:
     ppo_module.batch_generation = counting_batch_generation  # PPOTrainer.train looks it up per step
 
     config = PPOConfig(
-        **common_args(out_dir),
+        **common_args(out_dir, args.lr),
         total_episodes=args.steps * ROLLOUTS_PER_STEP,
         num_mini_batches=1,
         num_ppo_epochs=1,
@@ -242,6 +241,7 @@ def main() -> None:
     parser.add_argument("--prompts", required=True, help='JSONL with one {"prompt": ...} a line')
     parser.add_argument("--steps", type=int, default=12, help="training steps, warmup included")
     parser.add_argument("--warmup", type=int, default=2, help="first steps left out of the median")
+    parser.add_argument("--lr", type=float, required=True, help="peak learning rate")
     parser.add_argument("--out", required=True, help="JSON file for the results")
     args = parser.parse_args()
 
