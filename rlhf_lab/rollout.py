@@ -266,15 +266,19 @@ def _decode_loop(
     pad_token_id: int,
     pick: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Prefill once, then one cached step per token. Returns response ids, mask, log-probs."""
+    """Prefill once, then one cached step per token. Returns response ids, mask, log-probs.
+
+    Rows that emit EOS leave the batch (and the KV cache) at once, so each decode step only runs
+    the rows still generating: with ragged lengths, the tail of the loop costs a fraction of a step.
+    """
     batch, plen = prompt_ids.shape
     device = prompt_ids.device
     response = torch.full((batch, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
     alive = torch.zeros((batch, max_new_tokens), dtype=torch.bool, device=device)  # (B, N)
     logprobs = torch.zeros((batch, max_new_tokens), dtype=torch.float32, device=device)  # (B, N)
-    full_mask = torch.ones((batch, plen + max_new_tokens), dtype=prompt_mask.dtype, device=device)
-    full_mask[:, :plen] = prompt_mask  # (B, P+N) new tokens always attendable
-    done = torch.zeros(batch, dtype=torch.bool, device=device)  # (B,)
+    mask = torch.ones((batch, plen + max_new_tokens), dtype=prompt_mask.dtype, device=device)
+    mask[:, :plen] = prompt_mask  # (B, P+N) new tokens always attendable
+    rows = torch.arange(batch, device=device)  # (A,) original index of each row still generating
 
     positions = position_ids_from_mask(prompt_mask)  # (B, P)
     extra = {"logits_to_keep": 1} if _accepts_logits_to_keep(model) else {}
@@ -285,26 +289,30 @@ def _decode_loop(
         use_cache=True,
         **extra,
     )
+    cache = out.past_key_values
     next_pos = positions[:, -1:] + 1  # (B, 1) prompts are left-padded: last column is real
     steps = 0
     for t in range(max_new_tokens):
-        token, token_logp = pick(out.logits[:, -1, :])  # (B,), (B,)
-        token = token.masked_fill(done, pad_token_id)  # (B,)
-        alive[:, t] = ~done
-        response[:, t] = token
-        logprobs[:, t] = token_logp.masked_fill(done, 0.0)
-        done = done | (token == eos_token_id)  # (B,) finished rows stay finished
+        token, token_logp = pick(out.logits[:, -1, :])  # (A,), (A,)
+        alive[rows, t] = True
+        response[rows, t] = token
+        logprobs[rows, t] = token_logp
+        going = token != eos_token_id  # (A,)
         steps = t + 1
-        if steps == max_new_tokens or bool(done.all()):
+        if steps == max_new_tokens or not bool(going.any()):
             break
+        if not bool(going.all()):  # drop the rows that just ended, from the batch and the cache
+            keep = going.nonzero().squeeze(1)  # (A',)
+            rows, token, next_pos, mask = rows[keep], token[keep], next_pos[keep], mask[keep]
+            cache.batch_select_indices(keep)
         out = model(
-            input_ids=token.unsqueeze(1),  # (B, 1)
-            attention_mask=full_mask[:, : plen + steps],  # (B, P+t+1)
-            position_ids=next_pos,  # (B, 1)
-            past_key_values=out.past_key_values,
+            input_ids=token.unsqueeze(1),  # (A, 1)
+            attention_mask=mask[:, : plen + steps],  # (A, P+t+1)
+            position_ids=next_pos,  # (A, 1)
+            past_key_values=cache,
             use_cache=True,
         )
-        next_pos = next_pos + 1  # (B, 1)
+        next_pos = next_pos + 1  # (A, 1)
     return response[:, :steps], alive[:, :steps].to(prompt_mask.dtype), logprobs[:, :steps]
 
 

