@@ -21,6 +21,7 @@ from torch import nn
 __all__ = [
     "ResponseStats",
     "Rollout",
+    "decode_responses",
     "generate",
     "generate_text",
     "left_pad",
@@ -445,6 +446,12 @@ def _batches(items: list[Any], size: int) -> Iterator[list[Any]]:
         yield items[start : start + size]
 
 
+def decode_responses(tokenizer: Any, rollout: Rollout) -> list[str]:
+    """Each row's response as text: its real tokens (up to and including EOS), special tokens skipped."""
+    rows, lengths = rollout.response_ids.tolist(), rollout.lengths().tolist()
+    return [tokenizer.decode(row[:n], skip_special_tokens=True) for row, n in zip(rows, lengths, strict=True)]
+
+
 def generate_text(
     model: nn.Module,
     tokenizer: Any,
@@ -469,7 +476,5 @@ def generate_text(
         rollout = generate(
             model, ids, mask, max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=pad, **sampling
         )
-        rows = rollout.response_ids.tolist()
-        for row, n in zip(rows, rollout.lengths().tolist(), strict=True):
-            texts.append(tokenizer.decode(row[:n], skip_special_tokens=True))
+        texts += decode_responses(tokenizer, rollout)
     return texts

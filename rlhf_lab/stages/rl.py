@@ -68,6 +68,7 @@ from rlhf_lab.optim import build_optimizer
 from rlhf_lab.rollout import (
     ResponseStats,
     Rollout,
+    decode_responses,
     generate,
     left_pad,
     position_ids_from_mask,
@@ -292,9 +293,10 @@ class RLModule(L.LightningModule):
             rollout = self.rollout([self.prompt_ids[i] for i in index])  # N = prompts × k rows
         with timer("scoring"):
             prompts = [self.prompts[i] for i in index for _ in range(self.algo.k)]  # (N,)
-            completions = self.decode(rollout)
+            completions = decode_responses(self.tokenizer, rollout)
             scores, gold = self.score(prompts, completions)  # (N,) each; gold may be None
-            shaped = self.shape(scores, self.ended(rollout))  # (N,)
+            ended = self.ended(rollout)  # (N,)
+            shaped = self.shape(scores, ended)  # (N,)
         with timer("update"):
             experience, stats = self.experience(rollout, shaped)
             stats |= self.update(experience)
@@ -305,7 +307,7 @@ class RLModule(L.LightningModule):
         stats |= {
             "reward": scores.mean().item(),
             "length": rollout.lengths().float().mean().item(),
-            "eos_fraction": self.ended(rollout).float().mean().item(),
+            "eos_fraction": ended.float().mean().item(),
             "beta": self.kl_ctl.value,
             "lr": self.optimizers().param_groups[0]["lr"],
             **{f"time/{k}": v for k, v in timer.seconds.items()},
@@ -346,12 +348,6 @@ class RLModule(L.LightningModule):
             generator=generator,
         )
         return rollout if self.stop_token_id is None else rollout.truncate_after(self.stop_token_id, pad)
-
-    def decode(self, rollout: Rollout) -> list[str]:
-        rows, lengths = rollout.response_ids.tolist(), rollout.lengths().tolist()
-        return [
-            self.tokenizer.decode(r[:n], skip_special_tokens=True) for r, n in zip(rows, lengths, strict=True)
-        ]
 
     def ended(self, rollout: Rollout) -> torch.Tensor:
         """(N,) bool: the response ended by itself (EOS or the stop token), not cut at max_new_tokens."""
@@ -507,7 +503,7 @@ class RLModule(L.LightningModule):
                 ref_logits = self.reference(self.policy, part, self.temperature, return_logits=True).logits
                 kls.append(categorical_kl(logits, ref_logits, part.response_mask).cpu())  # (rows,)
             lengths.append(rollout.lengths().float().cpu())
-            completions += self.decode(rollout)
+            completions += decode_responses(self.tokenizer, rollout)
         proxy, gold = self.score(self.eval_prompts, completions)
         metrics = {
             "reward": proxy.mean().item(),
