@@ -2,12 +2,15 @@
 
 An artifact is complete when its folder exists under its final name; it is built in a temporary
 sibling folder and renamed into place as the last step, so an interrupted build never counts as done.
+Parallel jobs (a sweep) that need the same missing artifact take turns through a file lock beside it
+(`claim`): the first builds it, the others wait and then find it complete.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -16,9 +19,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
+
 from rlhf_lab.runinfo import package_versions
 
+log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
+LOG_FILE = "log.csv"  # in a trained artifact: a copy of its CSV training log
+RESULT_FILE = "result.json"  # in a run directory: status, the artifacts used, the metrics
 
 
 def config_hash(payload: Any, length: int = 12) -> str:
@@ -33,6 +41,36 @@ def is_complete(path: Path) -> bool:
 
 def read_manifest(path: Path) -> dict:
     return json.loads((Path(path) / MANIFEST).read_text())
+
+
+def worker_rank() -> bool:
+    """True in the non-zero ranks of a distributed job (Lightning's DDP children, torchrun, SLURM tasks):
+    they share the artifact that rank 0 builds and must not wait on its lock."""
+    return any(int(os.environ.get(var, "0") or 0) > 0 for var in ("LOCAL_RANK", "RANK", "NODE_RANK"))
+
+
+@contextmanager
+def claim(final: Path) -> Iterator[None]:
+    """Hold the lock of artifact `final` (`.<name>.lock` beside it) while checking and building it.
+
+    Another process holding it is waited for, with one log line; a process that dies releases its lock
+    (an OS file lock), so a killed job never blocks the others.
+    """
+    if worker_rank():
+        yield
+        return
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(final.parent / f".{final.name}.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.info("waiting for another job building %s", final)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 @contextmanager

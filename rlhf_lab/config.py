@@ -359,13 +359,24 @@ class RLConfig(TrainConfig):
     checkpoint_every: int = setting(10, "save a resumable checkpoint every N steps", gt=0)
 
 
+@dataclass
+class EvalConfig:
+    num_prompts: int = setting(256, "held-out prompts (data.eval_prompts in order, cycled if shorter)", gt=0)
+    sampling: SamplingConfig = setting(SamplingConfig(), "how the SFT and RL policies are sampled")
+    bon: bool = setting(True, "add the best-of-n artifact's rows (its own prompts and n) to the summary")
+    ppl_rows: int = setting(512, "held-out SFT pairs on which each policy's perplexity is measured", gt=0)
+
+
 # ---------------------------------------------------------------------------------------- root
-STAGES = ["pretrain", "sft", "collect", "reward", "rl", "bon"]
+STAGES = ["pretrain", "sft", "collect", "reward", "rl", "bon", "eval"]
 
 
 @dataclass
 class Config:
     stage: str = setting("pretrain", "the stage to run (set by the `stage` group)", choices=STAGES)
+    pipeline: list[str] = setting(
+        [], "stages run in order, each reusing or building its inputs (experiment files set it); [] = stage"
+    )
     seed: int = setting(0, "seed of everything stochastic in the run")
     gold: str | None = setting(
         "vader", "gold scorer of the world (VADER sentiment); null = none", choices=["vader"]
@@ -390,6 +401,7 @@ class Config:
     algo: AlgoConfig = setting(AlgoConfig(), "the RL algorithm (set by the `algo` group)")
     rl: RLConfig = setting(RLConfig(), "stage rl: the policy against the reward with a KL penalty")
     bon: BonConfig = setting(BonConfig(), "stage bon: best-of-n reranking on held-out prompts")
+    eval: EvalConfig = setting(EvalConfig(), "stage eval: SFT vs RL vs best-of-n on held-out prompts")
 
 
 def register_configs() -> None:
@@ -459,6 +471,11 @@ def _cross_checks(cfg: Config):
             f"algo.epochs: algo={cfg.algo.name} is an on-policy estimator without an importance ratio, so it "
             "takes one update per batch (epochs=1, minibatches=1); use ppo or grpo for more"
         )
+    unknown = [name for name in cfg.pipeline if name not in STAGES]
+    if unknown:
+        yield f"pipeline: unknown stages {unknown}; the stages are {', '.join(STAGES)}"
+    if cfg.pipeline and cfg.pipeline[-1] != cfg.stage:
+        yield f"pipeline: must end with the run's stage ({cfg.stage}), got {list(cfg.pipeline)}"
     if any(n < 1 for n in cfg.bon.n):
         yield f"bon.n: every n must be >= 1, got {list(cfg.bon.n)}"
 

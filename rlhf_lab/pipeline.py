@@ -2,21 +2,32 @@
 
 `ensure(cfg, stage)` returns the artifact folder of a stage, building its upstream stages first.
 Each artifact lives at `paths.artifacts/<stage>/<key>`, where the key hashes the config that
-determines it and the keys of its inputs: a sweep over SFT settings pretrains once.
+determines it and the keys of its inputs: a sweep over SFT settings pretrains once, and parallel
+jobs that need the same missing artifact build it once (`artifacts.claim`).
+`run_pipeline(cfg)` runs the stages of `cfg.pipeline` (or `cfg.stage` alone) in order.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 from types import ModuleType
 
 import lightning as L
 
-from rlhf_lab.artifacts import building, config_hash, is_complete, read_manifest
+from rlhf_lab.artifacts import (
+    LOG_FILE,
+    RESULT_FILE,
+    building,
+    claim,
+    config_hash,
+    is_complete,
+    read_manifest,
+)
 from rlhf_lab.config import Config
-from rlhf_lab.stages import bon, collect, pretrain, reward, rl, sft
+from rlhf_lab.stages import bon, collect, evaluate, pretrain, reward, rl, sft
 from rlhf_lab.stages.common import Context
 from rlhf_lab.tracking import finish_wandb
 
@@ -30,6 +41,7 @@ STAGES: dict[str, ModuleType] = {
     "reward": reward,
     "rl": rl,
     "bon": bon,
+    "eval": evaluate,
 }
 ARTIFACT_FORMAT = 1  # bump when a stage's output changes meaning, to invalidate old artifacts
 
@@ -65,19 +77,35 @@ def ensure(cfg: Config, name: str, run_dir: Path, rebuild: bool = False) -> Path
 
     `rebuild=True` rebuilds `name` itself even when cached (upstream stages are still reused).
     """
-    artifacts: dict[str, Path] = {}
+    return ensure_with_inputs(cfg, name, run_dir, rebuild)[name]
+
+
+def ensure_with_inputs(
+    cfg: Config, name: str, run_dir: Path, rebuild: bool = False, known: dict[str, Path] | None = None
+) -> dict[str, Path]:
+    """Like `ensure`, returning the artifacts of `name` and of every stage it needs, by stage;
+    stages in `known` (already ensured by this run) are taken from it."""
+    artifacts: dict[str, Path] = dict(known or {})
     for stage in plan(cfg, name):
+        if stage in artifacts:
+            continue
         inputs = {up: artifacts[up] for up in STAGES[stage].upstream(cfg)}
         artifacts[stage] = _ensure_one(cfg, stage, run_dir, inputs, rebuild=rebuild and stage == name)
-    return artifacts[name]
+    return artifacts
 
 
 def _ensure_one(cfg: Config, name: str, run_dir: Path, inputs: dict[str, Path], rebuild: bool) -> Path:
-    stage = STAGES[name]
     out = artifact_dir(cfg, name)
-    if is_complete(out) and not rebuild:
-        log.info("%s: reusing artifact %s", name, out)
-        return out
+    with claim(out):  # a parallel job building the same artifact is waited for
+        if is_complete(out) and not rebuild:
+            log.info("%s: reusing artifact %s", name, out)
+        else:
+            _build(cfg, name, out, run_dir, inputs)
+    return out
+
+
+def _build(cfg: Config, name: str, out: Path, run_dir: Path, inputs: dict[str, Path]) -> None:
+    stage = STAGES[name]
     log.info("%s: building artifact %s", name, out)
     ctx = Context(cfg=cfg, run_dir=run_dir, inputs=inputs)
     with building(
@@ -96,16 +124,31 @@ def _ensure_one(cfg: Config, name: str, run_dir: Path, inputs: dict[str, Path], 
         finally:
             finish_wandb(failed)
         (scratch / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    return out
+        csv_log = ctx.log_dir(name) / "csv" / "metrics.csv"
+        if csv_log.is_file():  # the training curves travel with the artifact, for reports of cache hits
+            shutil.copyfile(csv_log, scratch / LOG_FILE)
 
 
-def run_stage(cfg: Config, run_dir: Path) -> dict:
-    """Run `cfg.stage` (rebuilt when `cache=false`) and record which artifacts the run used."""
-    out = ensure(cfg, cfg.stage, run_dir, rebuild=not cfg.cache)
-    manifest = read_manifest(out)
-    record = {"stage": cfg.stage, "artifact": str(out), "metrics": manifest["metrics"]}
-    (run_dir / "result.json").write_text(json.dumps(record, indent=2))
-    log.info("%s artifact: %s", cfg.stage, out)
-    for key, value in sorted(manifest["metrics"].items()):
+def stages_to_run(cfg: Config) -> list[str]:
+    return list(cfg.pipeline) or [cfg.stage]
+
+
+def run_pipeline(cfg: Config, run_dir: Path) -> dict:
+    """Run the stages of `cfg.pipeline` (or `cfg.stage`) in order, rebuilding each of them when
+    `cache=false`, and write `result.json`: every artifact the run used and each stage's metrics."""
+    artifacts: dict[str, Path] = {}
+    metrics: dict[str, dict] = {}
+    for name in stages_to_run(cfg):
+        artifacts = ensure_with_inputs(cfg, name, run_dir, rebuild=not cfg.cache, known=artifacts)
+        metrics[name] = read_manifest(artifacts[name])["metrics"]
+        log.info("%s artifact: %s", name, artifacts[name])
+    for key, value in sorted(metrics[cfg.stage].items()):
         log.info("  %s = %.4g", key, value)
+    record = {
+        "status": "completed",
+        "stage": cfg.stage,
+        "artifacts": {k: str(v) for k, v in artifacts.items()},
+        "metrics": {k: v for stage_metrics in metrics.values() for k, v in stage_metrics.items()},
+    }
+    (run_dir / RESULT_FILE).write_text(json.dumps(record, indent=2))
     return record

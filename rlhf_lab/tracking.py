@@ -14,11 +14,33 @@ from rlhf_lab.config import Config
 log = logging.getLogger(__name__)
 
 
+TAG_LENGTH = 64  # W&B's limit on a tag
+
+
 def job_overrides() -> list[str]:
     """The command-line overrides of this Hydra job (empty outside Hydra)."""
     from hydra.core.hydra_config import HydraConfig
 
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def sweep_name() -> str | None:
+    """The multirun's folder name (its launch time) inside a Hydra sweep, else None."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    return Path(HydraConfig.get().sweep.dir).name
+
+
+def wandb_group(cfg: Config, stage: str) -> str:
+    """`logger.wandb.group`, else the experiment (or stage), suffixed by the sweep's name in a multirun:
+    the jobs of one sweep, and the upstream stages they built, land in one group."""
+    if cfg.logger.wandb.group:
+        return cfg.logger.wandb.group
+    base, sweep = cfg.experiment or stage, sweep_name()
+    return f"{base}/{sweep}" if sweep else base
 
 
 def make_loggers(cfg: Config, stage: str, log_dir: Path) -> list[Logger]:
@@ -32,10 +54,10 @@ def make_loggers(cfg: Config, stage: str, log_dir: Path) -> list[Logger]:
                 entity=wb.entity,
                 offline=wb.offline,
                 save_dir=str(log_dir),
-                group=wb.group or cfg.experiment or stage,
+                group=wandb_group(cfg, stage),
                 job_type=stage,
-                name=" ".join([stage, *overrides]) if overrides else stage,
-                tags=[stage, *wb.tags, *overrides],
+                name=" ".join([stage, *overrides]),
+                tags=[tag[:TAG_LENGTH] for tag in (stage, *wb.tags, *overrides)],
                 config=dataclasses.asdict(cfg),
             )
         )

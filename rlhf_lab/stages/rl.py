@@ -43,10 +43,10 @@ from lightning.pytorch.callbacks import RichProgressBar
 from torch import nn
 
 from rlhf_lab.config import Config
+from rlhf_lab.evaluation import sample_with_kl, summarize
 from rlhf_lab.losses import (
     AdaptiveKLController,
     FixedKLController,
-    categorical_kl,
     entropy_from_logits,
     explained_variance,
     gae,
@@ -83,7 +83,6 @@ RESUMABLE = True  # checkpoints in the scratch folder survive a crash
 CHECKPOINT = Path("checkpoints") / "last.ckpt"
 TABLE_ROWS = 16  # rollouts per W&B sample table
 NOT_IN_KEY = ("samples_every", "checkpoint_every")  # rl settings that do not change the artifact
-EVAL_KL_ROWS = 32  # sequences whose full (T, V) logits are held at once for the exact KL
 
 
 def upstream(cfg: Config) -> list[str]:
@@ -492,30 +491,22 @@ class RLModule(L.LightningModule):
         """Held-out prompts, one sample each with the same seed every time: gold, proxy, exact KL to the
         reference, length, and the win rate against the starting policy's samples judged by gold."""
         generator = torch.Generator(device=self.device).manual_seed(self.cfg.seed + 10_007)
-        completions, kls, lengths = [], [], []
-        size = self.settings.sampling.batch_size
-        for start in range(0, len(self.eval_prompt_ids), size):
-            ids, mask = left_pad(self.eval_prompt_ids[start : start + size], self.tokenizer.pad_token_id)
-            rollout = self._generate(ids, mask, generator)
-            for rows in torch.arange(len(rollout), device=self.device).split(EVAL_KL_ROWS):
-                part = rollout.select(rows)
-                logits = response_logprobs(self.policy, part, self.temperature, return_logits=True).logits
-                ref_logits = self.reference(self.policy, part, self.temperature, return_logits=True).logits
-                kls.append(categorical_kl(logits, ref_logits, part.response_mask).cpu())  # (rows,)
-            lengths.append(rollout.lengths().float().cpu())
-            completions += decode_responses(self.tokenizer, rollout)
+        samples = sample_with_kl(
+            self.policy,
+            self.tokenizer,
+            self.eval_prompt_ids,
+            generate=lambda ids, mask: self._generate(ids, mask, generator),
+            reference_logits=lambda part: (
+                self.reference(self.policy, part, self.temperature, return_logits=True).logits
+            ),
+            temperature=self.temperature,
+            batch_size=self.settings.sampling.batch_size,
+        )
+        completions = samples.completions
         proxy, gold = self.score(self.eval_prompts, completions)
-        metrics = {
-            "reward": proxy.mean().item(),
-            "kl": torch.cat(kls).mean().item(),
-            "length": torch.cat(lengths).mean().item(),
-        }
-        if gold is not None:
-            gold = gold.cpu()
-            if self.sft_gold is None:
-                self.sft_gold = gold
-            wins = (gold > self.sft_gold).float() + 0.5 * (gold == self.sft_gold).float()
-            metrics |= {"gold": gold.mean().item(), "win_rate": wins.mean().item()}
+        if gold is not None and self.sft_gold is None:
+            self.sft_gold = gold.cpu()
+        metrics = summarize(samples, proxy, gold, self.sft_gold)
         self.last_eval = {f"rl/eval/{k}": v for k, v in metrics.items()}
         self._log(self.last_eval)
         log.info(

@@ -18,7 +18,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from rlhf_lab.artifacts import building, config_hash, is_complete
+from rlhf_lab.artifacts import building, claim, config_hash, is_complete
 from rlhf_lab.config import WorldConfig
 from rlhf_lab.world.corpus import corpus_stats, generate_documents, make_prompts, make_sft_pairs
 from rlhf_lab.world.model import build_tiny_llama
@@ -62,11 +62,12 @@ def build_world(cfg: WorldConfig, cache_dir: str | Path) -> World:
     """Return the world for `cfg`, generating it on first use (a few seconds to a minute)."""
     key = world_key(cfg)
     world = World(Path(cache_dir).resolve() / key)
-    if is_complete(world.root):
-        return world
-    log.info("building the tiny world %s in %s", key, world.root)
-    with building(world.root, stage="world", key=key, config=dataclasses.asdict(cfg)) as tmp:
-        _generate(cfg, World(tmp))
+    with claim(world.root):  # parallel jobs build it once
+        if is_complete(world.root):
+            return world
+        log.info("building the tiny world %s in %s", key, world.root)
+        with building(world.root, stage="world", key=key, config=dataclasses.asdict(cfg)) as tmp:
+            _generate(cfg, World(tmp))
     return world
 
 

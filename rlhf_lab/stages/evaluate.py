@@ -1,0 +1,213 @@
+"""Stage `eval`: the pipeline's summary — SFT vs RL vs best-of-n on held-out prompts.
+
+The SFT and RL policies each sample one completion per held-out prompt (the same seed for both) and
+are compared on: gold reward, proxy reward (the `reward` scorer), the exact KL to the SFT policy, the
+win rate against SFT judged by gold, and perplexity on held-out SFT pairs (what RL costs the language
+model). Best-of-n rows come from the bon artifact (its proxy and gold scores, its analytic KL).
+
+Writes `summary.json`, `summary.csv`, `summary.md` and `summary.png` (gold and proxy against √KL:
+SFT, RL and the best-of-n curve on the same axes, Gao et al. 2022).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import math
+from functools import partial
+from pathlib import Path
+
+import torch
+
+from rlhf_lab.config import Config
+from rlhf_lab.data.lm import LMDataModule, collate
+from rlhf_lab.evaluation import sample_with_kl, summarize
+from rlhf_lab.losses import token_nll
+from rlhf_lab.rollout import generate, response_logprobs
+from rlhf_lab.scorers import GoldScorer, make_scorer
+from rlhf_lab.stages.common import Context, data_key
+from rlhf_lab.tracking import log_stage_metrics
+
+log = logging.getLogger(__name__)
+COLUMNS = ["policy", "gold", "reward", "kl", "win_rate", "ppl", "length"]
+HEADERS = {
+    "policy": "policy",
+    "gold": "gold reward",
+    "reward": "proxy reward",
+    "kl": "KL to SFT (nats)",
+    "win_rate": "win rate vs SFT",
+    "ppl": "perplexity",
+    "length": "length (tokens)",
+}
+
+
+def upstream(cfg: Config) -> list[str]:
+    needs = ["sft", "rl"]
+    if cfg.eval.bon:
+        needs.append("bon")
+    if cfg.reward.kind == "rm" and cfg.reward.path is None:
+        needs.append("reward")
+    return needs
+
+
+def key_config(cfg: Config) -> dict:
+    return {
+        "eval": dataclasses.asdict(cfg.eval),
+        "reward": dataclasses.asdict(cfg.reward),
+        "gold": cfg.gold,
+        "prompts": data_key(cfg, "eval_prompts"),
+        "ppl_data": data_key(cfg, "sft"),
+        "seed": cfg.seed,
+    }
+
+
+def build(ctx: Context, out: Path) -> dict[str, float]:
+    cfg = ctx.cfg
+    prompts = ctx.prompts(cfg.data.eval_prompts, "eval_prompts", cfg.eval.num_prompts)
+    scorer = make_scorer(cfg.reward, ctx.inputs.get("reward"), device=str(ctx.device))
+    gold_scorer = GoldScorer() if cfg.gold else None
+    sft, tokenizer = ctx.load_policy(ctx.inputs["sft"])
+    ppl_rows = heldout_sft_rows(ctx, tokenizer)
+
+    rl = ctx.load_policy(ctx.inputs["rl"])[0]
+    rows, sft_gold = [], None
+    for name, policy, reference in (
+        ("sft", sft, None),
+        (f"rl ({cfg.algo.name}, β={cfg.algo.kl.beta:g})", rl, sft),
+    ):
+        samples = sample_policy(policy, reference, tokenizer, prompts, cfg, ctx.device)
+        proxy = scorer.score(prompts, samples.completions)
+        gold = gold_scorer.score(prompts, samples.completions) if gold_scorer else None
+        sft_gold = gold if sft_gold is None else sft_gold
+        metrics = summarize(samples, proxy, gold, sft_gold) | {"ppl": perplexity(policy, ppl_rows, tokenizer)}
+        rows.append({"policy": name, **metrics})
+        log.info("eval %s: %s", name, "  ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+    if "bon" in ctx.inputs:
+        rows += bon_rows(ctx.inputs["bon"])
+
+    write_summary(rows, out)
+    plot_summary(rows, out / "summary.png", cfg.reward.kind)
+    metrics = {f"eval/{_slug(r['policy'])}/{k}": v for r in rows for k, v in r.items() if k != "policy"}
+    log_stage_metrics(
+        cfg,
+        "eval",
+        ctx.log_dir("eval"),
+        metrics,
+        ("eval/summary", COLUMNS, [[r.get(c) for c in COLUMNS] for r in rows]),
+    )
+    return metrics
+
+
+def sample_policy(policy, reference, tokenizer, prompts: list[str], cfg: Config, device):
+    """One completion per prompt (seed fixed across policies) and its exact KL to `reference`."""
+    s = cfg.eval.sampling
+    generator = torch.Generator(device=device).manual_seed(cfg.seed + 10_007)
+    sample = partial(
+        generate,
+        policy,
+        max_new_tokens=s.max_new_tokens,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        temperature=s.temperature,
+        top_k=s.top_k,
+        top_p=s.top_p,
+        do_sample=s.temperature > 0,
+        generator=generator,
+    )
+    temperature = s.temperature or 1.0
+    return sample_with_kl(
+        policy,
+        tokenizer,
+        [tokenizer(p)["input_ids"] for p in prompts],
+        generate=sample,
+        reference_logits=None
+        if reference is None
+        else lambda part: response_logprobs(reference, part, temperature, return_logits=True).logits,
+        temperature=temperature,
+        batch_size=s.batch_size,
+    )
+
+
+def heldout_sft_rows(ctx: Context, tokenizer) -> list[dict]:
+    """The SFT stage's validation pairs (same split, same tokenization), at most `eval.ppl_rows`."""
+    cfg = ctx.cfg
+    data = LMDataModule(
+        cfg.data.sft, ctx.default_source(cfg.data.sft, "sft"), tokenizer, cfg.data, 1, "pairs", cfg.seed
+    )
+    data.setup()
+    return data.val_rows[: cfg.eval.ppl_rows]
+
+
+@torch.no_grad()
+def perplexity(model, rows: list[dict], tokenizer, batch_size: int = 64) -> float:
+    """exp(mean NLL of the response tokens) of `rows` (prompt tokens carry no loss)."""
+    device = next(model.parameters()).device
+    total, count = torch.zeros((), dtype=torch.float64), 0
+    for start in range(0, len(rows), batch_size):
+        batch = collate(rows[start : start + batch_size], tokenizer.pad_token_id)
+        logits = model(
+            input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
+        ).logits
+        nll, n = token_nll(logits, batch["labels"].to(device))
+        total, count = total + nll.double().cpu(), count + int(n)
+    return math.exp(total.item() / max(count, 1))
+
+
+def bon_rows(bon_dir: Path) -> list[dict]:
+    return [
+        {"policy": f"best-of-{r['n']}", "gold": r.get("gold"), "reward": r["proxy"], "kl": r["kl"]}
+        for r in json.loads((Path(bon_dir) / "bon.json").read_text())
+    ]
+
+
+def _slug(policy: str) -> str:
+    return policy.split(" ")[0].replace("best-of-", "bon_n")
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "–"
+    return value if isinstance(value, str) else f"{value:.3f}"
+
+
+def write_summary(rows: list[dict], out: Path) -> None:
+    (out / "summary.json").write_text(json.dumps(rows, indent=2))
+    with open(out / "summary.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = [
+        "| " + " | ".join(HEADERS[c] for c in COLUMNS) + " |",
+        "|" + "|".join("---" for _ in COLUMNS) + "|",
+        *("| " + " | ".join(_cell(r.get(c)) for c in COLUMNS) + " |" for r in rows),
+    ]
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+
+
+def plot_summary(rows: list[dict], path: Path, proxy_name: str) -> None:
+    """Gold (left) and proxy (right) against √KL: SFT and RL as points, best-of-n as a curve."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bon = [r for r in rows if r["policy"].startswith("best-of-")]
+    points = [r for r in rows if not r["policy"].startswith("best-of-")]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharex=True)
+    for ax, metric, label in ((axes[0], "gold", "gold reward"), (axes[1], "reward", f"proxy ({proxy_name})")):
+        if bon and bon[0].get(metric) is not None:
+            x, y = [math.sqrt(r["kl"]) for r in bon], [r[metric] for r in bon]
+            ax.plot(x, y, "o-", color="tab:gray", label="best-of-n")
+        for i, r in enumerate(points):
+            if r.get(metric) is not None:
+                ax.plot(math.sqrt(r["kl"]), r[metric], "*", ms=12, color=f"C{i}", label=r["policy"])
+        ax.set_xlabel("√KL to SFT  [√nats]")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("SFT vs RL vs best-of-n on held-out prompts")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
