@@ -6,9 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-from rlhf_lab.cli import CONF_DIR
+from rlhf_lab.api import compose_config as compose_overrides
 from rlhf_lab.config import validate
 
 # A world and trainings small enough for seconds on 2 CPU cores; the real defaults are in conf/.
@@ -55,8 +54,7 @@ def lab_home(tmp_path_factory) -> Path:
 
 def compose_config(*overrides: str, fast: bool = True):
     """The composed DictConfig, exactly as `rlhf-lab <overrides>` would see it."""
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=[*(FAST if fast else []), *overrides])
+    return compose_overrides(*(FAST if fast else []), *overrides)
 
 
 @pytest.fixture
