@@ -11,11 +11,17 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
+
+# Hydra instantiates `_target_` callables; only these module prefixes may be named, so a config file
+# from someone else cannot run arbitrary code. Extend it from the environment, which a config file
+# cannot change: RLHF_LAB_ALLOWED_TARGETS="mypackage.,other.module.".
+ALLOWED_TARGETS = ("rlhf_lab.", "lightning.", "torch.optim.")
 
 
 class ConfigError(ValueError):
@@ -480,8 +486,33 @@ def _cross_checks(cfg: Config):
         yield f"bon.n: every n must be >= 1, got {list(cfg.bon.n)}"
 
 
+def allowed_targets() -> tuple[str, ...]:
+    extra = os.environ.get("RLHF_LAB_ALLOWED_TARGETS", "")
+    return ALLOWED_TARGETS + tuple(p.strip() for p in extra.split(",") if p.strip())
+
+
+def _unsafe_targets(node: Any, path: str = ""):
+    """Yield 'key: message' for every `_target_` outside the allow-list, anywhere in a config tree."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "_target_" and not str(value).startswith(allowed_targets()):
+                yield (
+                    f"{path}{key}: {value!r} is not under an allowed module prefix "
+                    f"({', '.join(allowed_targets())}); add yours to the environment variable "
+                    "RLHF_LAB_ALLOWED_TARGETS if you trust it"
+                )
+            yield from _unsafe_targets(value, f"{path}{key}.")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _unsafe_targets(value, f"{path}{i}.")
+
+
 def validate(cfg: DictConfig) -> Config:
-    """Check ranges, choices and cross-field rules; return the typed config or raise ConfigError."""
+    """Check `_target_`s, ranges, choices and cross-field rules; return the typed config or raise
+    ConfigError naming every bad key."""
+    unsafe = list(_unsafe_targets(OmegaConf.to_container(cfg, resolve=False)))
+    if unsafe:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(unsafe))
     typed: Config = OmegaConf.to_object(cfg)
     problems = [*_problems(typed, ""), *_cross_checks(typed)]
     if problems:

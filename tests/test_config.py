@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from hydra.errors import ConfigCompositionException
@@ -78,10 +80,12 @@ def test_unknown_keys_and_wrong_types_fail_at_compose_time(override, error, name
         ("data.max_prompt_length=64 data.max_length=64", "data.max_prompt_length"),
         ("world.model.num_kv_heads=3", "world.model.num_kv_heads"),
         ("sft.lr=nan", "sft.lr: must be finite"),
+        ("pipeline=[sft,rlhf]", "pipeline: unknown stages ['rlhf']"),
+        ("stage=rl pipeline=[sft,reward]", "pipeline: must end with the run's stage (rl)"),
     ],
 )
 def test_out_of_range_values_fail_before_any_model_is_built(override, names):
-    with pytest.raises(ConfigError, match=names.replace("(", r"\(")):
+    with pytest.raises(ConfigError, match=re.escape(names)):
         validate(compose_config(*override.split()))
 
 
@@ -99,3 +103,25 @@ def test_schema_rejects_keys_in_python_too():
         cfg.sft.not_a_key = 1
     with pytest.raises(ValidationError):
         cfg.sft.max_steps = "many"
+
+
+def test_a_target_outside_the_allow_list_fails_naming_the_key(monkeypatch):
+    with pytest.raises(
+        ConfigError, match="trainer._target_: 'os.system' is not under an allowed module prefix"
+    ):
+        validate(compose_config("trainer._target_=os.system"))
+    monkeypatch.setenv("RLHF_LAB_ALLOWED_TARGETS", "os.")  # the environment, not a config file, extends it
+    assert validate(compose_config("trainer._target_=os.system")).trainer._target_ == "os.system"
+
+
+def test_quickstart_lists_every_stage_in_order():
+    typed = validate(compose_config("experiment=quickstart", fast=False))
+    assert typed.stage == "eval" and typed.pipeline == [
+        "pretrain",
+        "sft",
+        "collect",
+        "reward",
+        "rl",
+        "bon",
+        "eval",
+    ]
