@@ -178,6 +178,9 @@ class TrainConfig:
     grad_clip: float = setting(1.0, "gradient-norm clipping; 0 = off", ge=0)
     val_every: int = setting(100, "validate every N optimizer steps", gt=0)
     val_batches: int = setting(8, "validation batches per validation", gt=0)
+    max_nonfinite: int = setting(
+        5, "a non-finite loss or gradient skips its update; this many in a row: checkpoint and stop", gt=0
+    )
 
 
 @dataclass
@@ -263,6 +266,20 @@ class RewardModelConfig(TrainConfig):
     val_batches: int = setting(1000, "validation batches per validation", gt=0)
     use_margin: bool = setting(False, "subtract the row's `margin` inside the Bradley-Terry loss")
     normalize: bool = setting(True, "shift and scale rewards so the policy's samples have mean 0, std 1")
+    dropout: float = setting(
+        0.1,
+        "dropout while training only, on attention probabilities and on each decoder layer's attention "
+        "and MLP outputs (the residual branches); off in validation and in the exported model",
+        ge=0,
+        lt=1,
+    )
+    ema_decay: float | None = setting(
+        0.99,
+        "decay of an exponential moving average of the weights, started at the end of warmup; "
+        "validated and exported in place of the raw weights; null = off",
+        ge=0,
+        lt=1,
+    )
 
 
 @dataclass

@@ -12,6 +12,7 @@ import torch
 
 from rlhf_lab.config import LMTrainConfig, PeftConfig
 from rlhf_lab.data.lm import LMDataModule
+from rlhf_lab.faults import FaultGuard
 from rlhf_lab.losses import causal_lm_loss, token_nll
 from rlhf_lab.models import apply_peft, export_model, load_causal_lm, load_tokenizer
 from rlhf_lab.optim import build_optimizer
@@ -35,26 +36,34 @@ class CausalLMModule(L.LightningModule):
         cfg: LMTrainConfig,
         stage: str,
         sample_prompts: list[str],
-        samples_file: Path | None = None,
+        log_dir: Path | None = None,
         table_every: int = 1,
     ):
         super().__init__()
         self.model, self.tokenizer, self.cfg, self.stage = model, tokenizer, cfg, stage
         self.sample_prompts = sample_prompts[: cfg.samples]
-        self.samples_file, self.table_every = samples_file, table_every
+        self.samples_file = log_dir / "samples.jsonl" if log_dir else None
+        self.table_every = table_every
         self._val_nll: list[torch.Tensor] = []
         self._validations = 0
+        checkpoint = log_dir / "checkpoints" / "nonfinite.ckpt" if log_dir else None
+        self.guard = FaultGuard(stage, cfg.max_nonfinite, checkpoint)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = causal_lm_loss(self(batch), batch["labels"])
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"{self.stage}: non-finite training loss at step {self.global_step}")
+        finite = self.guard.check_loss(self, loss, self.global_step)
+        self.log(f"{self.stage}/train/skipped_updates", float(self.guard.skipped))
+        if not finite:
+            return None  # Lightning skips the backward pass and the optimizer step
         self.log(f"{self.stage}/train/loss", loss, prog_bar=True)
         self.log(f"{self.stage}/train/lr", self.optimizers().param_groups[0]["lr"])
         return loss
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        self.guard.check_grads(self, self.global_step)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         total, count = token_nll(self(batch), batch["labels"])
@@ -133,7 +142,7 @@ def train_causal_lm(
         train,
         stage,
         datamodule.val_prompts,
-        samples_file=log_dir / "samples.jsonl",
+        log_dir=log_dir,
         table_every=cfg.logger.sample_table_every,
     )
     metrics = fit(cfg, stage, train, module, datamodule, log_dir)

@@ -5,6 +5,13 @@ The SFT (or pretrained) backbone gets a scalar head read at the final token (HF'
 is trained with the K-wise ranking loss −log σ(r⁺ − r⁻) over all pairs of a prompt (Ouyang 2022).
 Afterwards its output is shifted and scaled so the policy's samples score mean 0, std 1 (Ziegler
 2019), stored in its config as `reward_mean` / `reward_std` and applied by `RewardModelScorer`.
+
+The labels are noisy by construction (Bradley–Terry draws), and the 2M-parameter tiny Llama starts
+fitting that noise after about two epochs. Two standard remedies are on by default, both for
+training only: dropout on the attention probabilities and the residual branches (Srivastava 2014;
+the placement of GPT-2's `attn_pdrop` / `resid_pdrop`), and an exponential moving average of the
+weights (Polyak & Juditsky 1992; as `torch.optim.swa_utils.get_ema_multi_avg_fn`), which is what is
+validated and exported.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from torch import nn
 
 from rlhf_lab.artifacts import read_manifest
 from rlhf_lab.config import Config, RewardModelConfig
@@ -90,11 +98,106 @@ def calibration_error(p_chosen: torch.Tensor, bins: int = 10) -> float:
     return error.item()
 
 
+def decoder_layers(model: nn.Module) -> list[nn.Module]:
+    """The transformer blocks of a HF decoder (Llama-style: `self_attn` and `mlp`), LoRA-wrapped or not."""
+    return [m for m in model.modules() if hasattr(m, "self_attn") and hasattr(m, "mlp")]
+
+
+def add_training_dropout(model: nn.Module, p: float):
+    """Dropout with probability p on attention probabilities (the attention modules' `attention_dropout`,
+    which HF applies only in train mode) and on each block's attention and MLP outputs, before they
+    are added to the residual stream (forward hooks, active only in train mode). The model's config is
+    left untouched, so nothing of this is saved. Returns a function that removes it all again."""
+    if p == 0:
+        return lambda: None
+    layers = decoder_layers(model)
+    if not layers:
+        raise ValueError("reward_model.dropout: found no decoder layers (modules with self_attn and mlp)")
+
+    def drop(module: nn.Module, args, output):
+        if not module.training:
+            return output
+        if isinstance(output, tuple):  # attention returns (hidden, weights)
+            return (nn.functional.dropout(output[0], p, training=True), *output[1:])
+        return nn.functional.dropout(output, p, training=True)
+
+    handles, attention = [], []
+    for layer in layers:
+        handles += [layer.self_attn.register_forward_hook(drop), layer.mlp.register_forward_hook(drop)]
+        if hasattr(layer.self_attn, "attention_dropout"):
+            attention.append((layer.self_attn, layer.self_attn.attention_dropout))
+            layer.self_attn.attention_dropout = p
+
+    def remove() -> None:
+        for h in handles:
+            h.remove()
+        for module, before in attention:
+            module.attention_dropout = before
+
+    return remove
+
+
+class WeightEMA:
+    """Exponential moving average of a model's trainable weights (Polyak & Juditsky 1992): after each
+    update, avg ← decay·avg + (1 − decay)·w, the first update copying w. The same rule as
+    `torch.optim.swa_utils.get_ema_multi_avg_fn(decay)`, kept as plain tensors so that it is neither
+    trained nor counted as a parameter; `swap` exchanges it with the live weights in place."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay, self.updates = decay, 0
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.average = [p.detach().clone() for p in self.params]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        weight = 1.0 if self.updates == 0 else 1 - self.decay
+        torch._foreach_lerp_(self.average, [p.detach() for p in self.params], weight)
+        self.updates += 1
+
+    @torch.no_grad()
+    def swap(self) -> None:
+        for p, a in zip(self.params, self.average, strict=True):
+            tmp = p.detach().clone()
+            p.copy_(a)
+            a.copy_(tmp)
+
+
 class RewardModule(L.LightningModule):
     def __init__(self, model, cfg: RewardModelConfig, bt_temperature: float | None):
         super().__init__()
         self.model, self.cfg, self.bt_temperature = model, cfg, bt_temperature
         self._val: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.ema = WeightEMA(model, cfg.ema_decay) if cfg.ema_decay is not None else None
+        self._ema_at = -1  # the global step of the last EMA update
+        self._swapped = False
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        """Average once per optimizer step, from the end of warmup on (the last step at the latest)."""
+        step = self.global_step  # optimizer steps taken so far
+        start = min(self.cfg.warmup_steps, self.cfg.max_steps - 1)
+        if self.ema is not None and step > start and step != self._ema_at:
+            self.ema.update()
+            self._ema_at = step
+
+    def use_average(self, on: bool) -> None:
+        """Put the EMA weights in the model (on) or the raw weights back (off); a no-op without EMA or
+        before the first average."""
+        if self.ema is not None and self.ema.updates and on != self._swapped:
+            self.ema.swap()
+            self._swapped = on
+
+    def on_validation_epoch_start(self) -> None:
+        self.use_average(True)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.ema is not None:  # the state_dict holds the raw weights; the average rides along
+            checkpoint["reward_ema"] = {"average": self.ema.average, "updates": self.ema.updates}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self.ema is not None and "reward_ema" in checkpoint:
+            for a, saved in zip(self.ema.average, checkpoint["reward_ema"]["average"], strict=True):
+                a.copy_(saved)
+            self.ema.updates = checkpoint["reward_ema"]["updates"]
 
     def rewards(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Rewards laid out as (B, K): one forward pass over every completion of the batch."""
@@ -140,6 +243,8 @@ class RewardModule(L.LightningModule):
             "loss": torch.nn.functional.softplus(-diff).mean().item(),
         }
         self.log_dict({f"reward/val/{k}": v for k, v in metrics.items()}, prog_bar=False)
+        if self.trainer.state.fn == "fit":  # keep training the raw weights; after fit the average stays
+            self.use_average(False)
 
     def configure_optimizers(self):
         return build_optimizer(self.model.named_parameters(), self.cfg)
@@ -162,8 +267,11 @@ def build(ctx: Context, out: Path) -> dict[str, float]:
         pairs, tokenizer, train.batch_size, cfg.data.max_length, cfg.data.val_size, cfg.seed
     )
     log.info("%s: %d train and %d validation prompts", name, len(data.train_groups), len(data.val_groups))
+    remove_dropout = add_training_dropout(model, train.dropout)
     module = RewardModule(model, train, temperature)
     metrics = fit(cfg, "reward", train, module, data, log_dir)
+    remove_dropout()
+    module.use_average(True)  # export the averaged weights, the ones the final metrics are of
 
     export_model(module.model, tokenizer, out, dataclasses.replace(cfg.peft, save="merged"))
     if train.normalize:

@@ -44,6 +44,7 @@ from torch import nn
 
 from rlhf_lab.config import Config
 from rlhf_lab.evaluation import sample_with_kl, summarize
+from rlhf_lab.faults import FaultGuard
 from rlhf_lab.losses import (
     AdaptiveKLController,
     FixedKLController,
@@ -245,6 +246,7 @@ class RLModule(L.LightningModule):
         self.last_train: dict[str, float] = {}
         self.last_eval: dict[str, float] = {}
         self._restored_rng: dict | None = None
+        self.guard = FaultGuard("rl", self.settings.max_nonfinite, out_dir / CHECKPOINT if out_dir else None)
 
     # ------------------------------------------------------------------------------- setup
     def _prompt_tokens(self, prompt: str) -> list[int]:
@@ -440,17 +442,20 @@ class RLModule(L.LightningModule):
         for _ in range(self.algo.epochs):
             for index in torch.randperm(n, device=self.device).split(n // self.algo.minibatches):
                 loss, stats = self.loss(experience.select(index))
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"rl: non-finite loss at step {self.step_count}")
+                if not self.guard.check_loss(self, loss, self.step_count):
+                    continue  # this minibatch's update is skipped
                 optimizer.zero_grad()
                 self.manual_backward(loss)
+                if not self.guard.check_grads(self, self.step_count):
+                    continue
                 stats["grad_norm"] = _grad_norm(optimizer)
                 self.clip_gradients(optimizer, self.settings.grad_clip or None, "norm")
                 optimizer.step()
                 for key, value in stats.items():
                     totals[key].append(value.detach().float())
         self.lr_schedulers().step()
-        return {k: torch.stack(v).mean().item() for k, v in totals.items()}
+        metrics = {k: torch.stack(v).mean().item() for k, v in totals.items()}
+        return metrics | {"skipped_updates": float(self.guard.skipped)}
 
     def loss(self, batch: Experience) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The algorithm's loss on a minibatch, with the KL in the loss when placed there, minus the

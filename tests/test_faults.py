@@ -1,0 +1,81 @@
+"""Numerical faults: non-finite losses or gradients skip their update, are counted, and too many in a
+row checkpoint and stop. Faults are injected into the real model with a forward hook."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from rlhf_lab.artifacts import is_complete, read_manifest
+from rlhf_lab.faults import NonFiniteError
+from rlhf_lab.models import load_causal_lm
+from rlhf_lab.pipeline import artifact_dir, ensure
+from rlhf_lab.stages import lm, rl
+from tests.test_rl import RL_FAST
+
+
+def inject(monkeypatch, module, faulty_calls, kind: str = "loss"):
+    """Make `module`'s loaded models return NaN logits (kind=loss) or NaN gradients (kind=gradient) on
+    the given calls of a training forward pass (grad enabled, train mode), counted from 1."""
+    calls = {"n": 0}
+
+    def hook(model, args, output):
+        if not (model.training and torch.is_grad_enabled()):
+            return output
+        calls["n"] += 1
+        if faulty_calls(calls["n"]):
+            if kind == "loss":
+                output.logits = output.logits * float("nan")
+            else:
+                output.logits.register_hook(lambda grad: grad * float("nan"))
+        return output
+
+    def loading(*args, **kwargs):
+        model = load_causal_lm(*args, **kwargs)
+        model.register_forward_hook(hook)
+        return model
+
+    monkeypatch.setattr(module, "load_causal_lm", loading)
+    return calls
+
+
+def csv_column(run_dir, stage, column) -> list[float]:
+    with open(run_dir / stage / "csv" / "metrics.csv") as f:
+        return [float(r[column]) for r in csv.DictReader(f) if r.get(column)]
+
+
+@pytest.mark.parametrize("kind", ["loss", "gradient"])
+def test_a_few_faults_skip_their_updates_and_are_counted(kind, make_cfg, tmp_path, monkeypatch):
+    cfg = make_cfg(
+        "stage=sft", "sft.max_steps=12", "sft.val_every=6", f"sft.lr={3e-4 if kind == 'loss' else 2e-4}"
+    )
+    ensure(cfg, "pretrain", tmp_path)
+    inject(monkeypatch, lm, lambda n: n in (3, 4), kind)
+    out = ensure(cfg, "sft", tmp_path)
+    assert csv_column(tmp_path, "sft", "sft/train/skipped_updates")[-1] == 2
+    weights = torch.cat([p.flatten() for p in AutoModelForCausalLM.from_pretrained(out).parameters()])
+    assert torch.isfinite(weights).all()
+
+
+def test_faults_in_a_row_save_a_checkpoint_and_stop(make_cfg, tmp_path, monkeypatch):
+    cfg = make_cfg("stage=sft", "sft.max_nonfinite=3", "sft.lr=4e-4")
+    ensure(cfg, "pretrain", tmp_path)
+    inject(monkeypatch, lm, lambda n: n >= 5)
+    with pytest.raises(
+        NonFiniteError, match=r"sft: 3 consecutive updates with a non-finite loss, up to step 6"
+    ) as info:
+        ensure(cfg, "sft", tmp_path)
+    assert "lower sft.lr" in str(info.value)
+    assert (tmp_path / "sft" / "checkpoints" / "nonfinite.ckpt").is_file()
+    assert not is_complete(artifact_dir(cfg, "sft"))
+
+
+def test_rl_skips_a_faulty_minibatch_and_counts_it(make_cfg, tmp_path, monkeypatch):
+    cfg = make_cfg(*RL_FAST, "algo=grpo", "algo.minibatches=2", "rl.max_steps=2", "rl.lr=5e-4")
+    ensure(cfg, "sft", tmp_path)
+    inject(monkeypatch, rl, lambda n: n == 2)  # the second minibatch of the first step
+    metrics = read_manifest(ensure(cfg, "rl", tmp_path))["metrics"]
+    assert metrics["rl/train/skipped_updates"] == 1
