@@ -494,6 +494,12 @@ def _cross_checks(cfg: Config):
             f"algo.epochs: algo={cfg.algo.name} is an on-policy estimator without an importance ratio, so it "
             "takes one update per batch (epochs=1, minibatches=1); use ppo or grpo for more"
         )
+    runs_rl = cfg.stage in ("rl", "eval") or "rl" in cfg.pipeline
+    if runs_rl and cfg.trainer.strategy.startswith(("fsdp", "deepspeed")):
+        yield (
+            f"trainer.strategy: {cfg.trainer.strategy} shards the policy, and generation under a sharding "
+            "strategy is not supported yet; use trainer=ddp for RL (peft=lora for large models)"
+        )
     unknown = [name for name in cfg.pipeline if name not in STAGES]
     if unknown:
         yield f"pipeline: unknown stages {unknown}; the stages are {', '.join(STAGES)}"
