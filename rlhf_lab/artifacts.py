@@ -43,6 +43,11 @@ def read_manifest(path: Path) -> dict:
     return json.loads((Path(path) / MANIFEST).read_text())
 
 
+def scratch_dir(final: Path) -> Path:
+    """Where artifact `final` is built (and resumable stages keep their state until it is complete)."""
+    return Path(final).parent / f".{Path(final).name}.partial"
+
+
 def worker_rank() -> bool:
     """True in the non-zero ranks of a distributed job (Lightning's DDP children, torchrun, SLURM tasks):
     they share the artifact that rank 0 builds and must not wait on its lock."""
@@ -83,7 +88,7 @@ def building(final: Path, resumable: bool = False, **manifest: Any) -> Iterator[
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    scratch = final.parent / f".{final.name}.partial"
+    scratch = scratch_dir(final)
     if not resumable:
         shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(exist_ok=True)

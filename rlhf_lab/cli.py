@@ -55,7 +55,8 @@ def run(cfg: DictConfig) -> float | None:
         failure["traceback"] = traceback.format_exc()
         (run_dir / RESULT_FILE).write_text(json.dumps(failure, indent=2))
         raise
-    show_summary(Path(record["artifacts"][typed.stage]), run_dir)
+    if record["status"] == "completed":
+        show_summary(Path(record["artifacts"][typed.stage]), run_dir)
     return record["metrics"].get(OBJECTIVE.get(typed.stage, ""))
 
 

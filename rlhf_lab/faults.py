@@ -30,7 +30,7 @@ class FaultGuard:
 
     def check_loss(self, module: L.LightningModule, loss: torch.Tensor, step: int) -> bool:
         """True if `loss` is finite; else count a skipped update (or stop, see the module docstring)."""
-        return self._record(module, bool(torch.isfinite(loss).all()), "loss", step)
+        return self._record(module, _everywhere(module, bool(torch.isfinite(loss).all())), "loss", step)
 
     def check_grads(self, module: L.LightningModule, step: int) -> bool:
         """True if every gradient is finite; else drop all gradients (the optimizer then skips every
@@ -38,7 +38,7 @@ class FaultGuard:
         grads = [p.grad for p in module.parameters() if p.grad is not None]
         if not grads:  # the update was already skipped (a non-finite loss): nothing to judge
             return True
-        finite = bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
+        finite = _everywhere(module, bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()))
         if not finite:
             for p in module.parameters():
                 p.grad = None
@@ -75,3 +75,8 @@ class FaultGuard:
             f"{self.section}.lr, keep gradient clipping on ({self.section}.grad_clip), or check the data; "
             f"{self.section}.max_nonfinite sets how many skips in a row are tolerated."
         )
+
+
+def _everywhere(module: L.LightningModule, finite: bool) -> bool:
+    """True only if every rank saw finite values: all ranks skip together, so their weights stay equal."""
+    return bool(module.trainer.strategy.reduce_boolean_decision(finite, all=True))

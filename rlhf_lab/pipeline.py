@@ -25,6 +25,8 @@ from rlhf_lab.artifacts import (
     config_hash,
     is_complete,
     read_manifest,
+    scratch_dir,
+    worker_rank,
 )
 from rlhf_lab.config import Config
 from rlhf_lab.stages import bon, collect, evaluate, pretrain, reward, rl, sft
@@ -96,18 +98,68 @@ def ensure_with_inputs(
 
 def _ensure_one(cfg: Config, name: str, run_dir: Path, inputs: dict[str, Path], rebuild: bool) -> Path:
     out = artifact_dir(cfg, name)
+    if _distributed() or worker_rank():
+        _ensure_distributed(cfg, name, out, run_dir, inputs, rebuild)
+        return out
     with claim(out):  # a parallel job building the same artifact is waited for
         if is_complete(out) and not rebuild:
             log.info("%s: reusing artifact %s", name, out)
         else:
             _build(cfg, name, out, run_dir, inputs)
+    if _distributed():  # its Trainer started the other ranks (Lightning DDP): they wait for the artifact
+        import torch.distributed as dist
+
+        dist.barrier()
     return out
+
+
+def _distributed() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _ensure_distributed(
+    cfg: Config, name: str, out: Path, run_dir: Path, inputs: dict[str, Path], rebuild: bool
+) -> None:
+    """One stage in a multi-process job (Lightning DDP re-runs this command on every rank).
+
+    Rank 0 decides whether to build and alone writes the artifact; the other ranks take part in the
+    stages that train (the same Trainer calls in the same order) with a private scratch folder that is
+    thrown away, and skip the inference-only stages. A barrier after each stage keeps the ranks in step
+    and lets no rank read an artifact before rank 0 has published it. Before its first Trainer call a
+    non-zero rank has no process group yet: the stages rank 0 finished before starting the group are
+    complete, and the one it is training is not.
+    """
+    import torch.distributed as dist
+
+    build = rebuild or not is_complete(out)
+    if _distributed():
+        decision = [build]
+        dist.broadcast_object_list(decision, src=0)
+        build = decision[0]
+    if not worker_rank():
+        if build:
+            _build(cfg, name, out, run_dir, inputs)
+        else:
+            log.info("%s: reusing artifact %s", name, out)
+    elif build and getattr(STAGES[name], "DISTRIBUTED", False):
+        private = out.parent / f".{out.name}.rank{dist.get_rank() if _distributed() else 'worker'}"
+        shutil.rmtree(private, ignore_errors=True)
+        private.mkdir(parents=True)
+        try:
+            ctx = Context(cfg=cfg, run_dir=run_dir, inputs=inputs, checkpoint_dir=scratch_dir(out))
+            L.seed_everything(cfg.seed, workers=True, verbose=False)
+            STAGES[name].build(ctx, private)
+        finally:
+            shutil.rmtree(private, ignore_errors=True)
+    if _distributed():
+        dist.barrier()
 
 
 def _build(cfg: Config, name: str, out: Path, run_dir: Path, inputs: dict[str, Path]) -> None:
     stage = STAGES[name]
     log.info("%s: building artifact %s", name, out)
-    ctx = Context(cfg=cfg, run_dir=run_dir, inputs=inputs)
     with building(
         out,
         resumable=getattr(stage, "RESUMABLE", False),
@@ -116,6 +168,7 @@ def _build(cfg: Config, name: str, out: Path, run_dir: Path, inputs: dict[str, P
         config=stage.key_config(cfg),
         inputs={k: str(v) for k, v in inputs.items()},
     ) as scratch:
+        ctx = Context(cfg=cfg, run_dir=run_dir, inputs=inputs, checkpoint_dir=scratch)
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         failed = True
         try:
@@ -140,8 +193,12 @@ def run_pipeline(cfg: Config, run_dir: Path) -> dict:
     metrics: dict[str, dict] = {}
     for name in stages_to_run(cfg):
         artifacts = ensure_with_inputs(cfg, name, run_dir, rebuild=not cfg.cache, known=artifacts)
+        if worker_rank():  # rank 0 records the run
+            continue
         metrics[name] = read_manifest(artifacts[name])["metrics"]
         log.info("%s artifact: %s", name, artifacts[name])
+    if worker_rank():
+        return {"status": "worker", "artifacts": {k: str(v) for k, v in artifacts.items()}, "metrics": {}}
     for key, value in sorted(metrics[cfg.stage].items()):
         log.info("  %s = %.4g", key, value)
     record = {

@@ -17,7 +17,12 @@ from rlhf_lab.scorers import KeywordScorer, LengthScorer, RewardModelScorer
 from rlhf_lab.stages.bon import best_of_n_expectation
 from rlhf_lab.stages.collect import candidate_pairs, sample_in_chunks
 from rlhf_lab.stages.common import Context
-from rlhf_lab.stages.reward import calibration_error, pairwise_metrics
+from rlhf_lab.stages.reward import (
+    WeightEMA,
+    add_training_dropout,
+    calibration_error,
+    pairwise_metrics,
+)
 
 SMALL = [
     "collect.num_prompts=48",
@@ -205,3 +210,49 @@ def test_reward_model_with_lora_exports_a_merged_sequence_classifier(reward_run,
     assert model.config.num_labels == 1
     scores = RewardModelScorer(out).score(["The film"], [" was great."])
     assert scores.shape == (1,) and torch.isfinite(scores).all()
+
+
+def test_weight_ema_is_the_hand_computed_average_and_swaps_in_place():
+    layer = torch.nn.Linear(2, 1)
+    layer.bias.requires_grad_(False)  # only trainable weights are averaged
+    ema, d = WeightEMA(layer, decay=0.9), 0.9
+    seen = [torch.tensor([[1.0, -2.0]]), torch.tensor([[3.0, 0.0]]), torch.tensor([[-1.0, 5.0]])]
+    for w in seen:
+        with torch.no_grad():
+            layer.weight.copy_(w)
+        ema.update()
+    expected = d * (d * seen[0] + (1 - d) * seen[1]) + (1 - d) * seen[2]  # the first update copies
+    assert ema.updates == 3 and len(ema.average) == 1
+    torch.testing.assert_close(ema.average[0], expected)
+    ema.swap()
+    torch.testing.assert_close(layer.weight.detach(), expected)
+    torch.testing.assert_close(ema.average[0], seen[2])
+    ema.swap()
+    torch.testing.assert_close(layer.weight.detach(), seen[2])
+
+
+def test_training_dropout_acts_only_in_train_mode_and_is_removed_without_a_trace():
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    config = LlamaConfig(
+        vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, pad_token_id=0,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = LlamaForSequenceClassification(config)
+    ids = torch.randint(1, 32, (3, 7))
+
+    def out(train: bool) -> torch.Tensor:
+        model.train(train)
+        with torch.no_grad():
+            return model(input_ids=ids).logits
+
+    clean = out(False)
+    remove = add_training_dropout(model, 0.5)
+    assert all(layer.self_attn.attention_dropout == 0.5 for layer in model.model.layers)
+    torch.testing.assert_close(out(False), clean)  # eval: no dropout
+    assert not torch.allclose(out(True), clean)  # train: dropout on
+    remove()
+    torch.testing.assert_close(out(True), clean)  # gone, even in train mode
+    assert all(layer.self_attn.attention_dropout == 0.0 for layer in model.model.layers)
+    assert model.config.attention_dropout == 0.0  # nothing of it is saved with the model

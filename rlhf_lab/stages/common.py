@@ -29,6 +29,7 @@ class Context:
     cfg: Config
     run_dir: Path
     inputs: dict[str, Path] = field(default_factory=dict)
+    checkpoint_dir: Path | None = None  # resumable state shared by every rank (default: the output folder)
 
     @cached_property
     def world(self) -> World:
@@ -125,8 +126,21 @@ def fit(
         default_root_dir=str(log_dir),
     )
     trainer.fit(module, datamodule=datamodule)
+    check_ranks_agree(trainer, module)
     final = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
     return {k: float(v) for k, v in final.items()}
+
+
+def check_ranks_agree(trainer: L.Trainer, module: torch.nn.Module) -> None:
+    """Under data parallelism every rank must end with the same weights: compare checksums of them."""
+    if trainer.world_size < 2:
+        return
+    params = [p.detach().double() for p in module.parameters()]
+    checksum = torch.stack([sum(p.sum() for p in params), sum((p * p).sum() for p in params)])  # (2,)
+    gathered = trainer.strategy.all_gather(checksum.to(trainer.strategy.root_device))  # (ranks, 2)
+    if not all(torch.equal(g, gathered[0]) for g in gathered):
+        raise RuntimeError(f"the {trainer.world_size} ranks end with different weights: {gathered.tolist()}")
+    log.info("all %d ranks end with the same weights (checksum %.6f)", trainer.world_size, checksum[0].item())
 
 
 def sample_completions(

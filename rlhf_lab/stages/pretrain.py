@@ -15,6 +15,8 @@ from rlhf_lab.scorers import GoldScorer
 from rlhf_lab.stages.common import Context, data_key, model_key, trainer_key
 from rlhf_lab.stages.lm import train_causal_lm
 
+DISTRIBUTED = True  # trains with a Lightning Trainer: under DDP every rank takes part
+
 
 def upstream(cfg: Config) -> list[str]:
     return []

@@ -76,11 +76,12 @@ from rlhf_lab.rollout import (
     response_logprobs,
 )
 from rlhf_lab.scorers import GoldScorer, make_scorer
-from rlhf_lab.stages.common import Context, data_key, model_key, trainer_key
+from rlhf_lab.stages.common import Context, check_ranks_agree, data_key, model_key, trainer_key
 from rlhf_lab.tracking import make_loggers, memory_mb
 
 log = logging.getLogger(__name__)
 RESUMABLE = True  # checkpoints in the scratch folder survive a crash
+DISTRIBUTED = True  # trains with a Lightning Trainer: under DDP every rank takes part
 CHECKPOINT = Path("checkpoints") / "last.ckpt"
 TABLE_ROWS = 16  # rollouts per W&B sample table
 NOT_IN_KEY = ("samples_every", "checkpoint_every")  # rl settings that do not change the artifact
@@ -214,6 +215,7 @@ class RLModule(L.LightningModule):
         reward_path: Path | None,
         critic: nn.Module | None = None,
         out_dir: Path | None = None,
+        checkpoint: Path | None = None,
     ):
         super().__init__()
         self.automatic_optimization = False
@@ -226,7 +228,7 @@ class RLModule(L.LightningModule):
             nn.init.normal_(self.value_head.weight, std=1 / math.sqrt(hidden + 1))
             nn.init.zeros_(self.value_head.bias)
         self.reference = Reference(policy)
-        self.reward_path, self.out_dir = reward_path, out_dir
+        self.reward_path, self.out_dir, self.checkpoint = reward_path, out_dir, checkpoint
         self.prompts, self.eval_prompts = prompts, eval_prompts
         self.prompt_ids = [self._prompt_tokens(p) for p in prompts]
         self.eval_prompt_ids = [self._prompt_tokens(p) for p in eval_prompts]
@@ -246,7 +248,7 @@ class RLModule(L.LightningModule):
         self.last_train: dict[str, float] = {}
         self.last_eval: dict[str, float] = {}
         self._restored_rng: dict | None = None
-        self.guard = FaultGuard("rl", self.settings.max_nonfinite, out_dir / CHECKPOINT if out_dir else None)
+        self.guard = FaultGuard("rl", self.settings.max_nonfinite, checkpoint)
 
     # ------------------------------------------------------------------------------- setup
     def _prompt_tokens(self, prompt: str) -> list[int]:
@@ -301,7 +303,6 @@ class RLModule(L.LightningModule):
         with timer("update"):
             experience, stats = self.experience(rollout, shaped)
             stats |= self.update(experience)
-        self.kl_ctl.update(stats["kl"], len(rollout))
         self.step_count += 1
 
         n_tokens = rollout.lengths().sum().item()
@@ -309,7 +310,6 @@ class RLModule(L.LightningModule):
             "reward": scores.mean().item(),
             "length": rollout.lengths().float().mean().item(),
             "eos_fraction": ended.float().mean().item(),
-            "beta": self.kl_ctl.value,
             "lr": self.optimizers().param_groups[0]["lr"],
             **{f"time/{k}": v for k, v in timer.seconds.items()},
             "time/step": sum(timer.seconds.values()),
@@ -319,6 +319,9 @@ class RLModule(L.LightningModule):
         }
         if gold is not None:
             stats["gold"] = gold.mean().item()
+        stats = self._mean_over_ranks(stats)
+        self.kl_ctl.update(stats["kl"], len(rollout) * self.trainer.world_size)
+        stats["beta"] = self.kl_ctl.value
         self.last_train = {f"rl/train/{k}": v for k, v in stats.items()}
         self._log(self.last_train)
         shown = ("reward", "kl", "gold") if gold is not None else ("reward", "kl")
@@ -327,6 +330,16 @@ class RLModule(L.LightningModule):
             self._log_samples(prompts, completions, scores, gold)
         if self.step_count % self.settings.eval_every == 0 or self.step_count == self.settings.max_steps:
             self._evaluate()
+
+    def _mean_over_ranks(self, stats: dict[str, float]) -> dict[str, float]:
+        """Each metric averaged over the ranks (each drew its own rollouts), in one all-reduce; the
+        adaptive β then follows the same KL on every rank."""
+        if self.trainer.world_size < 2:
+            return stats
+        keys = sorted(stats)
+        values = torch.tensor([stats[k] for k in keys], dtype=torch.float64, device=self.device)
+        values = self.trainer.strategy.reduce(values, reduce_op="mean")
+        return dict(zip(keys, values.tolist(), strict=True))
 
     def rollout(self, prompt_ids: list[list[int]]) -> Rollout:
         """algo.k samples of each prompt (rows i*k .. i*k+k−1), cut at the stop token if one is set."""
@@ -560,8 +573,8 @@ class RLModule(L.LightningModule):
             self.step_count % self.settings.checkpoint_every == 0
             and self.step_count < self.settings.max_steps
         ):
-            if self.out_dir is not None:
-                self.trainer.save_checkpoint(self.out_dir / CHECKPOINT)
+            if self.checkpoint is not None:  # written by rank 0 (every rank takes part in the call)
+                self.trainer.save_checkpoint(self.checkpoint)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["rl"] = {
@@ -664,6 +677,7 @@ def build(ctx: Context, out: Path) -> dict[str, float]:
         critic = load_reward_model(
             reward_path, model_cfg, load_tokenizer(reward_path, model_cfg), new_head=False
         )
+    checkpoint = (ctx.checkpoint_dir or out) / CHECKPOINT  # rank 0's scratch folder, also for other ranks
     module = RLModule(
         policy,
         tokenizer,
@@ -673,8 +687,8 @@ def build(ctx: Context, out: Path) -> dict[str, float]:
         reward_path,
         critic,
         out,
+        checkpoint,
     )
-    checkpoint = out / CHECKPOINT
     resume = checkpoint.is_file()
     if resume:
         log.info("rl: resuming from %s", checkpoint)
@@ -693,6 +707,7 @@ def build(ctx: Context, out: Path) -> dict[str, float]:
     )
     steps = torch.utils.data.DataLoader(_Steps(module, settings.max_steps), batch_size=None)
     trainer.fit(module, train_dataloaders=steps, ckpt_path=str(checkpoint) if resume else None)
+    check_ranks_agree(trainer, module)
     return export(module, tokenizer, out, cfg)
 
 

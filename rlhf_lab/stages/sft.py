@@ -12,6 +12,8 @@ from rlhf_lab.config import Config
 from rlhf_lab.stages.common import Context, data_key, model_key, trainer_key
 from rlhf_lab.stages.lm import train_causal_lm
 
+DISTRIBUTED = True  # trains with a Lightning Trainer: under DDP every rank takes part
+
 
 def upstream(cfg: Config) -> list[str]:
     return [] if cfg.model.name_or_path else ["pretrain"]

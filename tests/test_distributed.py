@@ -1,0 +1,56 @@
+"""Lightning DDP on CPU (gloo, 2 processes) through the CLI, as on a multi-GPU machine: the stages
+finish, every rank ends with the same weights, and one run directory and one W&B run per stage exist."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import FAST
+from tests.test_pipeline import run
+
+DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "logger=wandb"]
+RL_DDP = [
+    "stage=rl",
+    "algo=rloo",
+    "reward=length",
+    "rl.max_steps=3",
+    "rl.rollouts_per_step=8",
+    "rl.sampling.max_new_tokens=12",
+    "rl.eval_prompts=8",
+    "rl.eval_every=2",
+    "rl.checkpoint_every=1",
+]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    return tmp_path_factory.mktemp("ddp_lab")
+
+
+def check_run(home, stage: str, output: str, built: list[str]) -> dict:
+    [run_dir] = (home / "runs" / stage).iterdir()  # the ranks share one run directory
+    for name in built:
+        assert len(list((run_dir / name / "wandb").glob("offline-run-*"))) == 1  # one W&B run, rank 0's
+    # rank 0 and rank 1 each log the check once per trained stage
+    assert output.count("all 2 ranks end with the same weights") + (
+        run_dir / "train_ddp_process_1.log"
+    ).read_text().count("all 2 ranks end with the same weights") >= 2 * len(built)
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["status"] == "completed"
+    return result
+
+
+def test_sft_and_pretrain_under_ddp(lab, tmp_path):
+    code, output = run("stage=sft", *FAST, *DDP, home=lab, cwd=tmp_path)
+    assert code == 0, output[-3000:]
+    result = check_run(lab, "sft", output, ["pretrain", "sft"])
+    assert result["metrics"]["sft/val/loss"] > 0
+
+
+def test_rl_under_ddp(lab, tmp_path):
+    code, output = run(*RL_DDP, *FAST, *DDP, home=lab, cwd=tmp_path)
+    assert code == 0, output[-3000:]
+    result = check_run(lab, "rl", output, ["rl"])
+    assert {"rl/train/kl", "rl/train/reward", "rl/eval/win_rate"} <= set(result["metrics"])
