@@ -157,3 +157,10 @@ def test_pretraining_blocks_cover_the_token_stream(tmp_path, tokenizer):
     n_tokens = sum(len(tokenizer(t)["input_ids"]) + 1 for t in TEXTS)
     assert sum(len(r["input_ids"]) for r in dm.train_rows + dm.val_rows) == n_tokens
     assert next(iter(dm.train_dataloader()))["input_ids"].shape == (4, 16)
+
+
+def test_extra_columns_are_named_once_and_ignored(tmp_path, tokenizer, caplog):
+    path = write_jsonl(tmp_path / "pairs.jsonl", [dict(GOOD, id=1, source="web")] * 3)
+    examples, _ = read_examples(src(path), None, tokenizer, "error")
+    assert examples == [Example("The film", " was great.")] * 3
+    assert caplog.text.count("columns ['id', 'source'] are not part of the prompt_completion format") == 1

@@ -135,10 +135,23 @@ PARSERS: dict[str, Callable[[dict, object], Example | PreferencePair]] = {
 }
 
 
+# The columns each format reads; others are kept by the dataset but not used, and named once in the log.
+FIELDS = {
+    "text": {"text"},
+    "prompt_completion": {"prompt", "completion"},
+    "messages": {"messages"},
+    "prompt": {"prompt"},
+    "preference": {"prompt", "chosen", "rejected", "margin", "gold_chosen", "gold_rejected", "group"},
+}
+
+
 def read_examples(src: SourceConfig, default, tokenizer, on_bad_row: str) -> tuple[list, str]:
     """Load a source (`default` when its path is null) and parse its rows; also return its name."""
     ds, name = load_source(src, default)
     fmt = detect_format(ds.column_names) if src.format == "auto" else src.format
+    ignored = sorted(set(ds.column_names) - FIELDS[fmt])
+    if ignored:
+        log.warning("%s: columns %s are not part of the %s format and are ignored", name, ignored, fmt)
     return parse_rows(ds, fmt, name, tokenizer, on_bad_row), name
 
 
