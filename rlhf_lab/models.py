@@ -77,6 +77,13 @@ def apply_peft(model: PreTrainedModel, cfg: PeftConfig, task_type: str = "CAUSAL
     from peft import LoraConfig, get_peft_model
 
     targets = "all-linear" if cfg.target_modules == ["all-linear"] else list(cfg.target_modules)
+    if targets != "all-linear":  # peft accepts a list that only partly matches; every name must exist
+        leaves = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if n and not list(m.children())}
+        missing = [t for t in targets if t not in leaves]
+        if missing:
+            raise ValueError(
+                f"peft.target_modules: {missing} are not layers of this model; it has {sorted(leaves)}"
+            )
     lora = LoraConfig(
         r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets, task_type=task_type
     )

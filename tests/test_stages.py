@@ -157,3 +157,13 @@ def test_sft_from_a_local_hf_model_without_a_pad_token(make_cfg, tmp_path):
     reloaded = AutoModelForCausalLM.from_pretrained(out)
     assert reloaded.get_input_embeddings().num_embeddings == len(reloaded_tokenizer) == len(tokenizer) + 1
     assert "pretrain" not in read_manifest(out)["inputs"]  # a named model needs no tiny-world pretraining
+
+
+def test_a_lora_target_the_model_lacks_is_named(pretrained):
+    from rlhf_lab.config import ModelConfig, PeftConfig
+    from rlhf_lab.models import apply_peft, load_causal_lm, load_tokenizer
+
+    _, out, _ = pretrained
+    model = load_causal_lm(out, ModelConfig(), load_tokenizer(out, ModelConfig()))
+    with pytest.raises(ValueError, match=r"peft.target_modules: \['not_a_layer'\] are not layers of this model"):
+        apply_peft(model, PeftConfig(method="lora", target_modules=["q_proj", "not_a_layer"]))
