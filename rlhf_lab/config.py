@@ -405,6 +405,12 @@ class Config:
         "vader", "gold scorer of the world (VADER sentiment); null = none", choices=["vader"]
     )
     cache: bool = setting(True, "reuse a stage's artifact when its config hash matches; false = rebuild")
+    resume: str = setting(
+        "auto",
+        "auto: a stage that was interrupted resumes from the last checkpoint it left in its scratch "
+        "folder (rerun the same command); never: it starts over",
+        choices=["auto", "never"],
+    )
     experiment: str | None = setting(None, "name of the experiment (W&B group); set by experiment files")
     world: WorldConfig = setting(WorldConfig(), "the tiny offline world")
     paths: PathsConfig = setting(PathsConfig(), "where things are written")

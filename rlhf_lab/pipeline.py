@@ -162,7 +162,7 @@ def _build(cfg: Config, name: str, out: Path, run_dir: Path, inputs: dict[str, P
     log.info("%s: building artifact %s", name, out)
     with building(
         out,
-        resumable=getattr(stage, "RESUMABLE", False),
+        resumable=getattr(stage, "RESUMABLE", False) and cfg.resume == "auto",
         stage=name,
         key=out.name,
         config=stage.key_config(cfg),
@@ -177,6 +177,7 @@ def _build(cfg: Config, name: str, out: Path, run_dir: Path, inputs: dict[str, P
         finally:
             finish_wandb(failed)
         (scratch / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        shutil.rmtree(scratch / "checkpoints", ignore_errors=True)  # a finished artifact needs no resume
         csv_log = ctx.log_dir(name) / "csv" / "metrics.csv"
         if csv_log.is_file():  # the training curves travel with the artifact, for reports of cache hits
             shutil.copyfile(csv_log, scratch / LOG_FILE)

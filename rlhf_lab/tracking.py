@@ -64,10 +64,11 @@ def make_loggers(cfg: Config, stage: str, log_dir: Path) -> list[Logger]:
     return loggers
 
 
-def make_callbacks(cfg: Config, log_dir: Path, every_n_steps: int) -> list:
+def make_callbacks(cfg: Config, checkpoint_dir: Path, every_n_steps: int) -> list:
+    """A resumable `last.ckpt` in `checkpoint_dir` every N steps, and the progress bar."""
     callbacks = [
         ModelCheckpoint(
-            dirpath=str(log_dir / "checkpoints"),
+            dirpath=str(checkpoint_dir),
             save_last=True,
             save_top_k=0,
             every_n_train_steps=every_n_steps,

@@ -79,3 +79,34 @@ def test_rl_skips_a_faulty_minibatch_and_counts_it(make_cfg, tmp_path, monkeypat
     inject(monkeypatch, rl, lambda n: n == 2)  # the second minibatch of the first step
     metrics = read_manifest(ensure(cfg, "rl", tmp_path))["metrics"]
     assert metrics["rl/train/skipped_updates"] == 1
+
+
+def test_an_interrupted_sft_run_resumes_from_its_last_checkpoint(make_cfg, tmp_path, monkeypatch):
+    cfg = make_cfg("stage=sft", "sft.max_steps=16", "sft.val_every=8", "sft.lr=6e-4")
+    ensure(cfg, "pretrain", tmp_path)
+
+    def crash(model, args, output):
+        if model.training and torch.is_grad_enabled():
+            crash.calls += 1
+            if crash.calls == 12:  # after the step-8 checkpoint
+                raise RuntimeError("simulated crash")
+        return output
+
+    crash.calls = 0
+
+    def loading(*args, **kwargs):
+        model = load_causal_lm(*args, **kwargs)
+        model.register_forward_hook(crash)
+        return model
+
+    monkeypatch.setattr(lm, "load_causal_lm", loading)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        ensure(cfg, "sft", tmp_path / "first")
+    assert (
+        artifact_dir(cfg, "sft").parent / f".{artifact_dir(cfg, 'sft').name}.partial" / "checkpoints"
+    ).is_dir()
+    monkeypatch.undo()
+    out = ensure(cfg, "sft", tmp_path / "second")  # the same command again
+    steps = [int(float(s)) for s in csv_column(tmp_path / "second", "sft", "step")]
+    assert min(steps) >= 8  # it went on from the checkpoint, not from step 0
+    assert is_complete(out) and not (out / "checkpoints").exists()

@@ -107,10 +107,20 @@ def fit(
     module: L.LightningModule,
     datamodule: L.LightningDataModule,
     log_dir: Path,
+    checkpoint_dir: Path | None = None,
 ) -> dict[str, float]:
     """Train with a Lightning Trainer built from `cfg.trainer` for `train.max_steps` optimizer steps,
-    validating every `train.val_every`; return the metrics of a final validation."""
+    validating every `train.val_every`; return the metrics of a final validation.
+
+    A `last.ckpt` is saved in `checkpoint_dir` (default: the log folder) at each validation; with
+    `resume=auto` a run finding one there resumes from it.
+    """
     log_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint_dir = checkpoint_dir or log_dir / "checkpoints"
+    last = checkpoint_dir / "last.ckpt"
+    resume = cfg.resume == "auto" and last.is_file()
+    if resume:
+        log.info("%s: resuming from %s", stage, last)
     trainer: L.Trainer = instantiate(
         cfg.trainer,
         max_steps=train.max_steps,
@@ -122,10 +132,10 @@ def fit(
         accumulate_grad_batches=train.accumulate_grad_batches,
         gradient_clip_val=train.grad_clip or None,
         logger=make_loggers(cfg, stage, log_dir),
-        callbacks=make_callbacks(cfg, log_dir, train.val_every),
+        callbacks=make_callbacks(cfg, checkpoint_dir, train.val_every),
         default_root_dir=str(log_dir),
     )
-    trainer.fit(module, datamodule=datamodule)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
     check_ranks_agree(trainer, module)
     final = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
     return {k: float(v) for k, v in final.items()}

@@ -20,6 +20,7 @@ from rlhf_lab.rollout import generate_text
 from rlhf_lab.stages.common import fit
 
 log = logging.getLogger(__name__)
+CHECKPOINTS = "checkpoints"  # in the scratch folder, so that rerunning an interrupted command resumes
 
 
 class CausalLMModule(L.LightningModule):
@@ -145,6 +146,7 @@ def train_causal_lm(
         log_dir=log_dir,
         table_every=cfg.logger.sample_table_every,
     )
-    metrics = fit(cfg, stage, train, module, datamodule, log_dir)
+    checkpoints = ctx.checkpoint_dir / CHECKPOINTS if ctx.checkpoint_dir else None
+    metrics = fit(cfg, stage, train, module, datamodule, log_dir, checkpoints)
     export_model(module.model, tokenizer, out, peft)
     return metrics, module.model, tokenizer

@@ -27,7 +27,6 @@ import json
 import logging
 import math
 import random
-import shutil
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -689,7 +688,7 @@ def build(ctx: Context, out: Path) -> dict[str, float]:
         out,
         checkpoint,
     )
-    resume = checkpoint.is_file()
+    resume = cfg.resume == "auto" and checkpoint.is_file()
     if resume:
         log.info("rl: resuming from %s", checkpoint)
     else:  # a scratch folder left by a run killed before its first checkpoint
@@ -726,7 +725,6 @@ def export(module: RLModule, tokenizer, out: Path, cfg: Config) -> dict[str, flo
         )
     if module.critic is not None:
         module.critic.save_pretrained(out / "value", safe_serialization=True)
-    shutil.rmtree(out / CHECKPOINT.parent, ignore_errors=True)  # a finished artifact needs no resume state
     metrics = module.last_train | module.last_eval
     if module.sft_gold is not None and "rl/eval/gold" in module.last_eval:
         metrics["rl/eval/gold_gain"] = module.last_eval["rl/eval/gold"] - module.sft_gold.mean().item()

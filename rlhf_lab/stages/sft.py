@@ -13,6 +13,7 @@ from rlhf_lab.stages.common import Context, data_key, model_key, trainer_key
 from rlhf_lab.stages.lm import train_causal_lm
 
 DISTRIBUTED = True  # trains with a Lightning Trainer: under DDP every rank takes part
+RESUMABLE = True  # its checkpoints in the scratch folder survive a crash (resume=auto)
 
 
 def upstream(cfg: Config) -> list[str]:
