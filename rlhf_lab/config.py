@@ -267,16 +267,16 @@ class RewardModelConfig(TrainConfig):
     use_margin: bool = setting(False, "subtract the row's `margin` inside the Bradley-Terry loss")
     normalize: bool = setting(True, "shift and scale rewards so the policy's samples have mean 0, std 1")
     dropout: float = setting(
-        0.1,
+        0.0,
         "dropout while training only, on attention probabilities and on each decoder layer's attention "
         "and MLP outputs (the residual branches); off in validation and in the exported model",
         ge=0,
         lt=1,
     )
     ema_decay: float | None = setting(
-        0.99,
-        "decay of an exponential moving average of the weights, started at the end of warmup; "
-        "validated and exported in place of the raw weights; null = off",
+        None,
+        "decay of an exponential moving average of the weights (e.g. 0.99), started at the end of "
+        "warmup; validated and exported in place of the raw weights; null = off",
         ge=0,
         lt=1,
     )

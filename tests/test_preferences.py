@@ -202,7 +202,14 @@ def test_simple_scorers():
 
 def test_reward_model_with_lora_exports_a_merged_sequence_classifier(reward_run, make_cfg, tmp_path):
     cfg = make_cfg(
-        *SMALL, "peft=lora", "peft.r=4", "reward_model.max_steps=4", "reward_model.normalize=false"
+        *SMALL,
+        "peft=lora",
+        "peft.r=4",
+        "reward_model.max_steps=4",
+        "reward_model.warmup_steps=1",
+        "reward_model.normalize=false",
+        "reward_model.dropout=0.1",  # training-only dropout and a weight average, through a LoRA wrapper
+        "reward_model.ema_decay=0.5",
     )
     out = ensure(cfg, "reward", tmp_path)
     assert (out / "model.safetensors").is_file() and not (out / "adapter_config.json").exists()

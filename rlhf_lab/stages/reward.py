@@ -7,11 +7,13 @@ Afterwards its output is shifted and scaled so the policy's samples score mean 0
 2019), stored in its config as `reward_mean` / `reward_std` and applied by `RewardModelScorer`.
 
 The labels are noisy by construction (Bradley–Terry draws), and the 2M-parameter tiny Llama starts
-fitting that noise after about two epochs. Two standard remedies are on by default, both for
-training only: dropout on the attention probabilities and the residual branches (Srivastava 2014;
-the placement of GPT-2's `attn_pdrop` / `resid_pdrop`), and an exponential moving average of the
-weights (Polyak & Juditsky 1992; as `torch.optim.swa_utils.get_ema_multi_avg_fn`), which is what is
-validated and exported.
+fitting that noise after about two epochs. Two standard remedies can be switched on, both for
+training only: `reward_model.dropout` on the attention probabilities and the residual branches
+(Srivastava 2014; where GPT-2 puts `attn_pdrop` / `resid_pdrop`), and `reward_model.ema_decay`, an
+exponential moving average of the weights (Polyak & Juditsky 1992; the rule of
+`torch.optim.swa_utils.get_ema_multi_avg_fn`), which is then what is validated and exported. On the
+tiny world (dropout 0.1, decay 0.99) they moved held-out accuracy by about a point at most, within
+run-to-run noise, so both are off by default.
 """
 
 from __future__ import annotations
