@@ -48,10 +48,16 @@ def scratch_dir(final: Path) -> Path:
     return Path(final).parent / f".{Path(final).name}.partial"
 
 
+def process_rank() -> int:
+    """This process's rank in a distributed job, from the launcher's environment (Lightning's DDP
+    children, torchrun, SLURM tasks); 0 outside one."""
+    return max(int(os.environ.get(var, "0") or 0) for var in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+
+
 def worker_rank() -> bool:
-    """True in the non-zero ranks of a distributed job (Lightning's DDP children, torchrun, SLURM tasks):
-    they share the artifact that rank 0 builds and must not wait on its lock."""
-    return any(int(os.environ.get(var, "0") or 0) > 0 for var in ("LOCAL_RANK", "RANK", "NODE_RANK"))
+    """True in the non-zero ranks of a distributed job: they share the artifact that rank 0 builds and
+    must not wait on its lock."""
+    return process_rank() > 0
 
 
 @contextmanager

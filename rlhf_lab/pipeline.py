@@ -16,6 +16,7 @@ from pathlib import Path
 from types import ModuleType
 
 import lightning as L
+import torch.distributed as dist
 
 from rlhf_lab.artifacts import (
     LOG_FILE,
@@ -24,6 +25,7 @@ from rlhf_lab.artifacts import (
     claim,
     config_hash,
     is_complete,
+    process_rank,
     read_manifest,
     scratch_dir,
     worker_rank,
@@ -107,15 +109,11 @@ def _ensure_one(cfg: Config, name: str, run_dir: Path, inputs: dict[str, Path], 
         else:
             _build(cfg, name, out, run_dir, inputs)
     if _distributed():  # its Trainer started the other ranks (Lightning DDP): they wait for the artifact
-        import torch.distributed as dist
-
         dist.barrier()
     return out
 
 
 def _distributed() -> bool:
-    import torch.distributed as dist
-
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
@@ -131,8 +129,6 @@ def _ensure_distributed(
     non-zero rank has no process group yet: the stages rank 0 finished before starting the group are
     complete, and the one it is training is not.
     """
-    import torch.distributed as dist
-
     build = rebuild or not is_complete(out)
     if _distributed():
         decision = [build]
@@ -144,7 +140,7 @@ def _ensure_distributed(
         else:
             log.info("%s: reusing artifact %s", name, out)
     elif build and getattr(STAGES[name], "DISTRIBUTED", False):
-        private = out.parent / f".{out.name}.rank{dist.get_rank() if _distributed() else 'worker'}"
+        private = out.parent / f".{out.name}.rank{process_rank()}"
         shutil.rmtree(private, ignore_errors=True)
         private.mkdir(parents=True)
         try:
