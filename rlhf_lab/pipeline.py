@@ -32,7 +32,7 @@ from rlhf_lab.artifacts import (
 )
 from rlhf_lab.config import Config
 from rlhf_lab.stages import bon, collect, evaluate, pretrain, reward, rl, sft
-from rlhf_lab.stages.common import Context
+from rlhf_lab.stages.common import CHECKPOINTS, Context
 from rlhf_lab.tracking import finish_wandb
 
 log = logging.getLogger(__name__)
@@ -173,7 +173,7 @@ def _build(cfg: Config, name: str, out: Path, run_dir: Path, inputs: dict[str, P
         finally:
             finish_wandb(failed)
         (scratch / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        shutil.rmtree(scratch / "checkpoints", ignore_errors=True)  # a finished artifact needs no resume
+        shutil.rmtree(scratch / CHECKPOINTS, ignore_errors=True)  # a finished artifact needs no resume state
         csv_log = ctx.log_dir(name) / "csv" / "metrics.csv"
         if csv_log.is_file():  # the training curves travel with the artifact, for reports of cache hits
             shutil.copyfile(csv_log, scratch / LOG_FILE)

@@ -9,6 +9,7 @@ import pytest
 
 from tests.conftest import FAST
 from tests.test_pipeline import run
+from tests.test_preferences import SMALL
 
 DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "logger=wandb"]
 RL_DDP = [
@@ -54,3 +55,12 @@ def test_rl_under_ddp(lab, tmp_path):
     assert code == 0, output[-3000:]
     result = check_run(lab, "rl", output, ["rl"])
     assert {"rl/train/kl", "rl/train/reward", "rl/eval/win_rate"} <= set(result["metrics"])
+
+
+def test_reward_under_ddp(lab, tmp_path):
+    code, output = run("stage=reward", *FAST, *SMALL, *DDP, home=lab, cwd=tmp_path)
+    assert code == 0, output[-3000:]
+    result = check_run(lab, "reward", output, ["reward"])  # collect ran on rank 0 alone, untrained
+    assert (
+        0 <= result["metrics"]["reward/val/accuracy"] <= 1 and "reward/val/gold_accuracy" in result["metrics"]
+    )

@@ -141,7 +141,8 @@ FIELDS = {
     "prompt_completion": {"prompt", "completion"},
     "messages": {"messages"},
     "prompt": {"prompt"},
-    "preference": {"prompt", "chosen", "rejected", "margin", "gold_chosen", "gold_rejected", "group"},
+    "preference": {"prompt", "chosen", "rejected", "margin", "gold_chosen", "gold_rejected", "group"}
+    | {"labeler", "policy"},  # provenance columns written by the collect stage
 }
 
 

@@ -20,6 +20,7 @@ from rlhf_lab.tracking import make_callbacks, make_loggers
 from rlhf_lab.world import World, build_world, world_key
 
 log = logging.getLogger(__name__)
+CHECKPOINTS = "checkpoints"  # in a stage's scratch folder, so that rerunning an interrupted command resumes
 
 
 @dataclass
@@ -139,6 +140,18 @@ def fit(
     check_ranks_agree(trainer, module)
     final = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
     return {k: float(v) for k, v in final.items()}
+
+
+def gather_cat(module: L.LightningModule, x: torch.Tensor) -> torch.Tensor:
+    """A 1-D tensor of any length concatenated over the ranks (every rank gets all), e.g. the
+    validation pairs each rank scored; `x` itself outside data parallelism."""
+    if module.trainer.world_size < 2:
+        return x
+    sizes = module.all_gather(torch.tensor([x.numel()], device=module.device)).flatten()  # (ranks,)
+    padded = x.new_zeros(int(sizes.max())).to(module.device)
+    padded[: x.numel()] = x.to(module.device)
+    gathered = module.all_gather(padded)  # (ranks, max)
+    return torch.cat([g[: int(n)] for g, n in zip(gathered, sizes, strict=True)]).cpu()
 
 
 def check_ranks_agree(trainer: L.Trainer, module: torch.nn.Module) -> None:

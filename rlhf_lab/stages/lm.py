@@ -10,6 +10,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from rlhf_lab.artifacts import worker_rank
 from rlhf_lab.config import LMTrainConfig, PeftConfig
 from rlhf_lab.data.lm import LMDataModule
 from rlhf_lab.faults import FaultGuard
@@ -17,10 +18,9 @@ from rlhf_lab.losses import causal_lm_loss, token_nll
 from rlhf_lab.models import apply_peft, export_model, load_causal_lm, load_tokenizer
 from rlhf_lab.optim import build_optimizer
 from rlhf_lab.rollout import generate_text
-from rlhf_lab.stages.common import fit
+from rlhf_lab.stages.common import CHECKPOINTS, fit
 
 log = logging.getLogger(__name__)
-CHECKPOINTS = "checkpoints"  # in the scratch folder, so that rerunning an interrupted command resumes
 
 
 class CausalLMModule(L.LightningModule):
@@ -148,5 +148,6 @@ def train_causal_lm(
     )
     checkpoints = ctx.checkpoint_dir / CHECKPOINTS if ctx.checkpoint_dir else None
     metrics = fit(cfg, stage, train, module, datamodule, log_dir, checkpoints)
-    export_model(module.model, tokenizer, out, peft)
+    if not worker_rank():  # under DDP rank 0 exports
+        export_model(module.model, tokenizer, out, peft)
     return metrics, module.model, tokenizer

@@ -27,18 +27,21 @@ import lightning as L
 import torch
 from torch import nn
 
-from rlhf_lab.artifacts import read_manifest
+from rlhf_lab.artifacts import read_manifest, worker_rank
 from rlhf_lab.config import Config, RewardModelConfig
 from rlhf_lab.data.formats import read_examples
 from rlhf_lab.data.preferences import PreferenceDataModule
+from rlhf_lab.faults import FaultGuard
 from rlhf_lab.losses import ranking_loss
 from rlhf_lab.models import apply_peft, export_model, load_reward_model, load_tokenizer
 from rlhf_lab.optim import build_optimizer
 from rlhf_lab.rollout import position_ids_from_mask
 from rlhf_lab.scorers import RewardModelScorer
-from rlhf_lab.stages.common import Context, data_key, fit, model_key, trainer_key
+from rlhf_lab.stages.common import CHECKPOINTS, Context, data_key, fit, gather_cat, model_key, trainer_key
 
 log = logging.getLogger(__name__)
+DISTRIBUTED = True  # trains with a Lightning Trainer: under DDP every rank takes part
+RESUMABLE = True  # its checkpoints in the scratch folder survive a crash (resume=auto)
 GOLD_GAP = 0.5  # "clear" pairs for the gold-agreement metric
 
 
@@ -165,13 +168,17 @@ class WeightEMA:
 
 
 class RewardModule(L.LightningModule):
-    def __init__(self, model, cfg: RewardModelConfig, bt_temperature: float | None):
+    def __init__(
+        self, model, cfg: RewardModelConfig, bt_temperature: float | None, checkpoint_dir: Path | None = None
+    ):
         super().__init__()
         self.model, self.cfg, self.bt_temperature = model, cfg, bt_temperature
         self._val: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.ema = WeightEMA(model, cfg.ema_decay) if cfg.ema_decay is not None else None
         self._ema_at = -1  # the global step of the last EMA update
         self._swapped = False
+        stop_checkpoint = checkpoint_dir / "nonfinite.ckpt" if checkpoint_dir else None
+        self.guard = FaultGuard("reward", cfg.max_nonfinite, stop_checkpoint, section="reward_model")
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         """Average once per optimizer step, from the end of warmup on (the last step at the latest)."""
@@ -187,6 +194,9 @@ class RewardModule(L.LightningModule):
         if self.ema is not None and self.ema.updates and on != self._swapped:
             self.ema.swap()
             self._swapped = on
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        self.guard.check_grads(self, self.global_step)
 
     def on_validation_epoch_start(self) -> None:
         self.use_average(True)
@@ -214,8 +224,10 @@ class RewardModule(L.LightningModule):
         rewards = self.rewards(batch)  # (B, K)
         margins = batch["margins"] if self.cfg.use_margin else None
         loss = ranking_loss(rewards, batch["prefers"], margins)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"reward: non-finite training loss at step {self.global_step}")
+        finite = self.guard.check_loss(self, loss, self.global_step)
+        self.log("reward/train/skipped_updates", float(self.guard.skipped))
+        if not finite:
+            return None  # Lightning skips the backward pass and the optimizer step
         diff = (rewards.unsqueeze(-1) - rewards.unsqueeze(-2))[batch["prefers"]]  # (P,)
         self.log_dict(
             {
@@ -236,7 +248,8 @@ class RewardModule(L.LightningModule):
         self._val.append((diff.cpu(), gold_gap.cpu(), rewards[real].cpu()))
 
     def on_validation_epoch_end(self) -> None:
-        diff, gold_gap, rewards = (torch.cat(x) for x in zip(*self._val, strict=True))
+        # (P,), (P,), (N,): every rank's validation pairs, so that the metrics cover the whole split
+        diff, gold_gap, rewards = (gather_cat(self, torch.cat(x)) for x in zip(*self._val, strict=True))
         self._val.clear()
         metrics = pairwise_metrics(diff, gold_gap, self.bt_temperature)
         metrics |= {
@@ -270,8 +283,11 @@ def build(ctx: Context, out: Path) -> dict[str, float]:
     )
     log.info("%s: %d train and %d validation prompts", name, len(data.train_groups), len(data.val_groups))
     remove_dropout = add_training_dropout(model, train.dropout)
-    module = RewardModule(model, train, temperature)
-    metrics = fit(cfg, "reward", train, module, data, log_dir)
+    checkpoints = ctx.checkpoint_dir / CHECKPOINTS if ctx.checkpoint_dir else None
+    module = RewardModule(model, train, temperature, checkpoints)
+    metrics = fit(cfg, "reward", train, module, data, log_dir, checkpoints)
+    if worker_rank():  # under DDP rank 0 exports and normalizes
+        return metrics
     remove_dropout()
     module.use_average(True)  # export the averaged weights, the ones the final metrics are of
 

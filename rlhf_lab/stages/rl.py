@@ -75,13 +75,13 @@ from rlhf_lab.rollout import (
     response_logprobs,
 )
 from rlhf_lab.scorers import GoldScorer, make_scorer
-from rlhf_lab.stages.common import Context, check_ranks_agree, data_key, model_key, trainer_key
+from rlhf_lab.stages.common import CHECKPOINTS, Context, check_ranks_agree, data_key, model_key, trainer_key
 from rlhf_lab.tracking import make_loggers, memory_mb
 
 log = logging.getLogger(__name__)
 RESUMABLE = True  # checkpoints in the scratch folder survive a crash
 DISTRIBUTED = True  # trains with a Lightning Trainer: under DDP every rank takes part
-CHECKPOINT = Path("checkpoints") / "last.ckpt"
+CHECKPOINT = Path(CHECKPOINTS) / "last.ckpt"
 TABLE_ROWS = 16  # rollouts per W&B sample table
 NOT_IN_KEY = ("samples_every", "checkpoint_every")  # rl settings that do not change the artifact
 
