@@ -110,3 +110,37 @@ def test_an_interrupted_sft_run_resumes_from_its_last_checkpoint(make_cfg, tmp_p
     steps = [int(float(s)) for s in csv_column(tmp_path / "second", "sft", "step")]
     assert min(steps) >= 8  # it went on from the checkpoint, not from step 0
     assert is_complete(out) and not (out / "checkpoints").exists()
+
+
+def test_a_killed_rl_run_resumes_to_the_same_policy(tmp_path):
+    """SIGKILL mid-run, then the same command again: the policy equals an uninterrupted run's, bitwise."""
+    import os
+    import signal
+    import time
+
+    from safetensors.torch import load_file
+
+    from tests.conftest import FAST
+    from tests.test_pipeline import finish, rlhf_lab, run
+
+    home = tmp_path / "lab"
+    args = [*FAST, *RL_FAST, "algo=rloo", "rl.max_steps=6", "rl.checkpoint_every=2", "rl.eval_every=3"]
+    code, output = run("stage=sft", *FAST, home=home, cwd=tmp_path)  # upstream first, uninterrupted
+    assert code == 0, output[-2000:]
+    job = rlhf_lab(*args, home=home, cwd=tmp_path)
+    deadline = time.time() + 600
+    while not list((home / "artifacts" / "rl").glob(".*.partial/checkpoints/last.ckpt")):
+        assert job.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
+        time.sleep(0.2)
+    os.kill(job.pid, signal.SIGKILL)
+    job.wait()
+    code, output = finish(rlhf_lab(*args, home=home, cwd=tmp_path))
+    assert code == 0 and "rl: resuming from" in output, output[-2000:]
+    [artifact] = [p for p in (home / "artifacts" / "rl").iterdir() if not p.name.startswith(".")]
+    resumed = load_file(artifact / "model.safetensors")
+    evals = (artifact / "eval.jsonl").read_text()
+    code, output = run(*args, "cache=false", "resume=never", home=home, cwd=tmp_path)  # uninterrupted
+    assert code == 0 and "resuming" not in output, output[-2000:]
+    uninterrupted = load_file(artifact / "model.safetensors")
+    assert all(torch.equal(resumed[k], uninterrupted[k]) for k in uninterrupted)
+    assert evals == (artifact / "eval.jsonl").read_text()
