@@ -224,13 +224,11 @@ def plot_learning_curves(runs: list[Run], curves: dict, path: Path) -> Path:
             if band is None:
                 continue
             steps, mean, low, high = band
-            ax.plot(steps, mean, color=colors[label], label=f"{label} ({len(group)} seeds)")
+            seeds = f"{len(group)} seed{'s' if len(group) > 1 else ''}"
+            ax.plot(steps, mean, color=colors[label], label=f"{label} ({seeds})")
             if len(group) > 1:
                 ax.fill_between(steps, low, high, color=colors[label], alpha=0.2)
-        ax.set_xlabel("RL step")
-        ax.set_ylabel(name)
-        ax.set_title(name)
-        ax.grid(alpha=0.3)
+        _dress(ax, "RL step", name, name)
     axes[0].legend(fontsize=7)
     fig.suptitle("Learning curves (smoothed; band: min–max over seeds)")
     return _save(fig, path)
@@ -263,10 +261,7 @@ def plot_gold_vs_kl(runs: list[Run], path: Path) -> Path:
         )
         for x, y, _, _, beta in points:
             ax.annotate(f"β={beta:g}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
-    ax.set_xlabel("√KL(π ‖ π_SFT)  [√nats]")
-    ax.set_ylabel("gold reward (held-out)")
-    ax.set_title("Gold reward against KL")
-    ax.grid(alpha=0.3)
+    _dress(ax, "√KL(π ‖ π_SFT)  [√nats]", "gold reward (held-out)", "Gold reward against KL")
     ax.legend(title="algorithm")
     return _save(fig, path)
 
@@ -293,10 +288,7 @@ def plot_overoptimization(runs: list[Run], curves: dict, path: Path) -> Path:
     bon = _bon_table(runs)
     if bon and "gold" in bon[0]:
         ax.plot([r["proxy"] for r in bon], [r["gold"] for r in bon], "s--", color="gray", label="best-of-n")
-    ax.set_xlabel("proxy reward")
-    ax.set_ylabel("gold reward")
-    ax.set_title("Overoptimization: proxy vs gold (dot: end of training)")
-    ax.grid(alpha=0.3)
+    _dress(ax, "proxy reward", "gold reward", "Overoptimization: proxy vs gold (dot: end of training)")
     ax.legend(fontsize=7)
     return _save(fig, path)
 
@@ -325,10 +317,7 @@ def plot_bon_vs_rl(runs: list[Run], path: Path) -> Path:
                 ax.plot(
                     statistics.mean(xs), statistics.mean(ys), "*", ms=11, color=colors[label], label=label
                 )
-        ax.set_xlabel("√KL to the SFT policy  [√nats]")
-        ax.set_ylabel(name)
-        ax.set_title(name)
-        ax.grid(alpha=0.3)
+        _dress(ax, "√KL to the SFT policy  [√nats]", name, name)
     axes[0].legend(fontsize=7)
     fig.suptitle("Best-of-n vs RL")
     return _save(fig, path)
@@ -341,6 +330,13 @@ def _bon_table(runs: list[Run]) -> list[dict]:
         if table.is_file():
             return json.loads(table.read_text())
     return []
+
+
+def _dress(ax, xlabel: str, ylabel: str, title: str) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
 
 
 def _save(fig, path: Path) -> Path:
