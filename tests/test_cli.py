@@ -58,6 +58,6 @@ def test_help_lists_groups_and_options(tmp_path):
         "stage: bon, collect, eval, pretrain, reward, rl, sft",
         "algo: grpo, ppo, reinforce, rloo",
         "peft: lora, none",
-        "trainer: cpu, ddp, gpu",
+        "trainer: cpu, ddp, deepspeed_zero2, deepspeed_zero3, fsdp, gpu",
     ):
         assert line in result.stdout

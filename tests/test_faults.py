@@ -4,6 +4,7 @@ row checkpoint and stop. Faults are injected into the real model with a forward 
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import pytest
 import torch
@@ -112,7 +113,7 @@ def test_an_interrupted_sft_run_resumes_from_its_last_checkpoint(make_cfg, tmp_p
     assert is_complete(out) and not (out / "checkpoints").exists()
 
 
-def test_a_killed_rl_run_resumes_to_the_same_policy(tmp_path):
+def test_a_killed_rl_run_resumes_to_the_same_policy(make_cfg, tmp_path):
     """SIGKILL mid-run, then the same command again: the policy equals an uninterrupted run's, bitwise."""
     import os
     import signal
@@ -120,26 +121,26 @@ def test_a_killed_rl_run_resumes_to_the_same_policy(tmp_path):
 
     from safetensors.torch import load_file
 
+    from rlhf_lab.artifacts import scratch_dir
     from tests.conftest import FAST
     from tests.test_pipeline import finish, rlhf_lab, run
 
-    home = tmp_path / "lab"
-    args = [*FAST, *RL_FAST, "algo=rloo", "rl.max_steps=6", "rl.checkpoint_every=2", "rl.eval_every=3"]
-    code, output = run("stage=sft", *FAST, home=home, cwd=tmp_path)  # upstream first, uninterrupted
-    assert code == 0, output[-2000:]
-    job = rlhf_lab(*args, home=home, cwd=tmp_path)
+    home = Path(os.environ["RLHF_LAB_HOME"])  # the session's lab: its fast SFT is reused
+    args = [*RL_FAST, "algo=rloo", "rl.max_steps=6", "rl.checkpoint_every=2", "rl.eval_every=3"]
+    artifact = artifact_dir(make_cfg(*args), "rl")
+    ensure(make_cfg(*args), "sft", tmp_path)
+    job = rlhf_lab(*FAST, *args, home=home, cwd=tmp_path)
     deadline = time.time() + 600
-    while not list((home / "artifacts" / "rl").glob(".*.partial/checkpoints/last.ckpt")):
+    while not (scratch_dir(artifact) / "checkpoints" / "last.ckpt").is_file():
         assert job.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
         time.sleep(0.2)
     os.kill(job.pid, signal.SIGKILL)
     job.wait()
-    code, output = finish(rlhf_lab(*args, home=home, cwd=tmp_path))
+    code, output = finish(rlhf_lab(*FAST, *args, home=home, cwd=tmp_path))
     assert code == 0 and "rl: resuming from" in output, output[-2000:]
-    [artifact] = [p for p in (home / "artifacts" / "rl").iterdir() if not p.name.startswith(".")]
     resumed = load_file(artifact / "model.safetensors")
     evals = (artifact / "eval.jsonl").read_text()
-    code, output = run(*args, "cache=false", "resume=never", home=home, cwd=tmp_path)  # uninterrupted
+    code, output = run(*FAST, *args, "cache=false", "resume=never", home=home, cwd=tmp_path)  # uninterrupted
     assert code == 0 and "resuming" not in output, output[-2000:]
     uninterrupted = load_file(artifact / "model.safetensors")
     assert all(torch.equal(resumed[k], uninterrupted[k]) for k in uninterrupted)
