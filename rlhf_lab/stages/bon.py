@@ -8,9 +8,7 @@ Writes `bon.csv`, `bon.json` and `bon.png` (gold and proxy score against √KL).
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
 import logging
 import math
 from pathlib import Path
@@ -20,7 +18,7 @@ import torch
 from rlhf_lab.config import Config
 from rlhf_lab.losses import best_of_n_kl
 from rlhf_lab.scorers import GoldScorer, make_scorer
-from rlhf_lab.stages.common import Context, data_key, sample_completions
+from rlhf_lab.stages.common import Context, data_key, sample_completions, write_table
 from rlhf_lab.tracking import log_stage_metrics
 
 log = logging.getLogger(__name__)
@@ -86,7 +84,7 @@ def build(ctx: Context, out: Path) -> dict[str, float]:
         if gold is not None:
             row["gold"] = best_of_n_expectation(proxy, gold, n).mean().item()
         table.append(row)
-    write_table(table, out)
+    write_table(table, out, "bon")
     plot(table, out / "bon.png", cfg.reward.kind)
     metrics = {f"bon/n{r['n']}/{k}": v for r in table for k, v in r.items() if k != "n"}
     columns = list(table[0])
@@ -106,14 +104,6 @@ def build(ctx: Context, out: Path) -> dict[str, float]:
             f"{r['gold']:+.3f}" if "gold" in r else "-",
         )
     return metrics
-
-
-def write_table(table: list[dict], out: Path) -> None:
-    (out / "bon.json").write_text(json.dumps(table, indent=2))
-    with open(out / "bon.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(table[0]))
-        writer.writeheader()
-        writer.writerows(table)
 
 
 def plot(table: list[dict], path: Path, proxy_name: str) -> None:

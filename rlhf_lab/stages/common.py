@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import json
 import logging
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -99,6 +101,16 @@ def trainer_key(cfg: Config) -> dict:
         "precision": t.precision,
         "deterministic": t.deterministic,
     }
+
+
+def write_table(rows: list[dict], out: Path, name: str, columns: list[str] | None = None) -> None:
+    """`<name>.json` and `<name>.csv` of a result table (columns: the first row's keys by default;
+    a row without a column leaves its cell empty)."""
+    (out / f"{name}.json").write_text(json.dumps(rows, indent=2))
+    with open(out / f"{name}.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns or list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def fit(

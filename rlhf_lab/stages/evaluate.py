@@ -11,7 +11,6 @@ SFT, RL and the best-of-n curve on the same axes, Gao et al. 2022).
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import logging
@@ -27,7 +26,7 @@ from rlhf_lab.evaluation import sample_with_kl, summarize
 from rlhf_lab.losses import token_nll
 from rlhf_lab.rollout import generate, response_logprobs
 from rlhf_lab.scorers import GoldScorer, make_scorer
-from rlhf_lab.stages.common import Context, data_key
+from rlhf_lab.stages.common import Context, data_key, write_table
 from rlhf_lab.tracking import log_stage_metrics
 
 log = logging.getLogger(__name__)
@@ -173,11 +172,8 @@ def _cell(value) -> str:
 
 
 def write_summary(rows: list[dict], out: Path) -> None:
-    (out / "summary.json").write_text(json.dumps(rows, indent=2))
-    with open(out / "summary.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    """summary.json, summary.csv and summary.md (the table the run prints)."""
+    write_table(rows, out, "summary", COLUMNS)
     lines = [
         "| " + " | ".join(HEADERS[c] for c in COLUMNS) + " |",
         "|" + "|".join("---" for _ in COLUMNS) + "|",
