@@ -38,7 +38,9 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
 VENV = HERE / ".venv-trl"
+LAB_VENV = HERE / ".venv-rlhf_lab"
 RESULTS = HERE / "results" / "rl_step.json"
 TORCH_VERSION = "2.13.0"  # the CPU build on disk; an unpinned torch would pull CUDA wheels
 TRL_VERSION = "0.29.0"
@@ -108,6 +110,32 @@ def trl_python() -> Path:
     return python
 
 
+def lab_python() -> Path:
+    """The interpreter of a virtual environment with rlhf_lab's core install (`pip install -e .`: no
+    optional extras) and the same torch as TRL's, created on the first call. Measured in environments
+    of the same kind, the two sides' memory differs by what each framework loads, not by what else
+    happens to be installed (e.g. scipy, pulled in by the sweep extra, which torchmetrics imports
+    whenever it is present)."""
+    python = LAB_VENV / "bin" / "python"
+    if python.exists() and _probe_ok(python, "import rlhf_lab"):
+        return python
+    print(f"creating the rlhf_lab environment {LAB_VENV}", flush=True)
+    _run([sys.executable, "-m", "venv", str(LAB_VENV)])
+    _run([str(python), "-m", "pip", "install", f"torch=={TORCH_VERSION}"])
+    _run([str(python), "-m", "pip", "install", "-e", str(REPO)])
+    if not _probe_ok(python, "import rlhf_lab"):
+        raise SystemExit(f"rlhf_lab did not install in {LAB_VENV}")
+    return python
+
+
+def _probe_ok(python: Path, code: str) -> bool:
+    try:
+        _probe(python, code)
+    except subprocess.CalledProcessError:
+        return False
+    return True
+
+
 def _has_trl(python: Path) -> bool:
     probe = "import trl, vaderSentiment, torch; print(trl.__version__, torch.__version__)"
     try:
@@ -153,11 +181,16 @@ def rlhf_lab_side(algo: str, inputs: dict, args, workdir: Path, env: dict) -> di
     ]
     if algo == "ppo":
         overrides.append(f"reward.path={inputs['reward_model']}")
-    command = [sys.executable, "-m", "rlhf_lab.cli", *overrides]  # = `rlhf-lab <overrides>`
+    command = [str(lab_python()), "-m", "rlhf_lab.cli", *overrides]  # = `rlhf-lab <overrides>`
     peak = run_measured(command, workdir, f"rlhf_lab_{algo}", env)
     seconds, lengths, at_start = read_rl_metrics(workdir / "run" / "rl" / "csv" / "metrics.csv")
     tokens = [length * ROLLOUTS_PER_STEP for length in lengths]
-    return {**summarize(seconds, tokens, args.warmup), **memory(peak, at_start)}
+    return {
+        "step_seconds": seconds,
+        "tokens_per_step": tokens,
+        "peak_rss_mb": peak,
+        "rss_at_start_mb": at_start,
+    }
 
 
 def read_rl_metrics(path: Path) -> tuple[list[float], list[float], float]:
@@ -169,12 +202,6 @@ def read_rl_metrics(path: Path) -> tuple[list[float], list[float], float]:
     seconds = [float(r["rl/train/time/step"]) for r in rows]
     lengths = [float(r["rl/train/length"]) for r in rows]
     return seconds, lengths, float(rows[0]["rl/train/memory/at_start_mb"])
-
-
-def memory(peak_mb: float, at_start_mb: float) -> dict:
-    """Peak resident memory, and the part of it that training added: peak − memory at the first step
-    (the libraries and the loaded models are in the second)."""
-    return {"peak_rss_mb": peak_mb, "rss_at_start_mb": at_start_mb, "training_mb": peak_mb - at_start_mb}
 
 
 def trl_side(algo: str, inputs: dict, args, workdir: Path, env: dict) -> dict:
@@ -194,23 +221,40 @@ def trl_side(algo: str, inputs: dict, args, workdir: Path, env: dict) -> dict:
         command.append(f"--reward-model={inputs['reward_model']}")
     peak = run_measured(command, workdir, f"trl_{algo}", env)
     reported = json.loads(out.read_text())
-    result = summarize(reported["step_seconds"], reported["tokens_per_step"], args.warmup)
-    return {**result, **memory(peak, reported["rss_at_start_mb"]), "trl_version": reported["trl_version"]}
+    return {
+        "step_seconds": reported["step_seconds"],
+        "tokens_per_step": reported["tokens_per_step"],
+        "peak_rss_mb": peak,
+        "rss_at_start_mb": reported["rss_at_start_mb"],
+        "trl_version": reported["trl_version"],
+    }
 
 
-def summarize(seconds: list[float], tokens: list[float], warmup: int) -> dict:
-    """Median step time after `warmup` steps; completion tokens/s = mean tokens per step / median."""
-    if len(seconds) <= warmup or len(tokens) < len(seconds):
-        raise SystemExit(f"got {len(seconds)} step times and {len(tokens)} token counts; need > {warmup}")
-    median = statistics.median(seconds[warmup:])
-    mean_tokens = statistics.fmean(tokens[warmup : len(seconds)])
+def summarize(rounds: list[dict], warmup: int) -> dict:
+    """One side's runs pooled: the median step time over every run's steps after its first `warmup`;
+    completion tokens/s = mean completion tokens per step / that median. Memory: the largest peak
+    resident memory of a run, and the largest part of a peak that training added (peak − resident
+    memory at the first step, when libraries and models are loaded)."""
+    seconds, tokens = [], []
+    for run in rounds:
+        if len(run["step_seconds"]) <= warmup or len(run["tokens_per_step"]) < len(run["step_seconds"]):
+            raise SystemExit(
+                f"got {len(run['step_seconds'])} step times and {len(run['tokens_per_step'])} token counts;"
+                f" need > {warmup}"
+            )
+        seconds += run["step_seconds"][warmup:]
+        tokens += run["tokens_per_step"][warmup : len(run["step_seconds"])]
+    median = statistics.median(seconds)
+    mean_tokens = statistics.fmean(tokens)
     return {
         "median_step_s": median,
         "completion_tokens_per_s": mean_tokens / median,
         "mean_completion_tokens": mean_tokens,
-        "steps_measured": len(seconds) - warmup,
-        "step_seconds": seconds,
-        "tokens_per_step": tokens[: len(seconds)],
+        "steps_measured": len(seconds),
+        "peak_rss_mb": max(run["peak_rss_mb"] for run in rounds),
+        "rss_at_start_mb": max(run["rss_at_start_mb"] for run in rounds),
+        "training_mb": max(run["peak_rss_mb"] - run["rss_at_start_mb"] for run in rounds),
+        "rounds": rounds,
     }
 
 
@@ -227,7 +271,8 @@ def ratios(ours: dict, trl: dict) -> dict:
 def print_table(results: dict, args) -> None:
     print(
         f"\n{ROLLOUTS_PER_STEP} completions/step, <=48 new tokens, T=1, beta 0.05, 1 epoch; "
-        f"median of {args.steps - args.warmup} steps after {args.warmup} warmup; CPU"
+        f"median of {args.rounds} x {args.steps - args.warmup} steps after {args.warmup} warmup each; CPU, "
+        f"{args.threads or torch_threads()} threads"
     )
     print(
         f"{'algo':6s} {'side':10s} {'s/step':>8s} {'tok/s':>8s} {'tok/step':>9s} {'peak RSS MB':>12s}"
@@ -248,6 +293,13 @@ def print_table(results: dict, args) -> None:
         )
 
 
+def torch_threads() -> int:
+    """torch's default thread count on this machine (what both sides use without --threads)."""
+    import torch
+
+    return torch.get_num_threads()
+
+
 def child_env(args) -> dict:
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", TRL_EXPERIMENTAL_SILENCE="1")
     if args.threads:
@@ -261,7 +313,10 @@ def main() -> None:
     )
     parser.add_argument("--algos", default="rloo,ppo", help="comma-separated: rloo, ppo")
     parser.add_argument("--steps", type=int, default=12, help="RL steps per run, warmup included")
-    parser.add_argument("--warmup", type=int, default=2, help="first steps left out of the median")
+    parser.add_argument("--warmup", type=int, default=2, help="first steps of a run left out of the median")
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="runs per side, alternating rlhf_lab and TRL (default 2)"
+    )
     parser.add_argument(
         "--home",
         default=os.environ.get("RLHF_LAB_HOME", "lab"),
@@ -285,16 +340,20 @@ def main() -> None:
     if args.steps <= args.warmup:
         parser.error("--steps must exceed --warmup")
 
-    trl_python()  # create the environment first: a failure costs no training
+    trl_python(), lab_python()  # create the environments first: a failure costs no training
     inputs = tiny_world_inputs(Path(args.home).resolve())
     env = child_env(args)
     results = {}
+    sides = {"rlhf_lab": rlhf_lab_side, "trl": trl_side}
     for algo in algos:
-        with tempfile.TemporaryDirectory(prefix=f"rl_step_{algo}_") as tmp:
-            print(f"{algo}: rlhf_lab, {args.steps} steps ...", flush=True)
-            ours = rlhf_lab_side(algo, inputs, args, Path(tmp), env)
-            print(f"{algo}: TRL, {args.steps} steps ...", flush=True)
-            trl = trl_side(algo, inputs, args, Path(tmp), env)
+        runs: dict[str, list[dict]] = {side: [] for side in sides}
+        for round_ in range(1, args.rounds + 1):  # alternate the sides: drifts of a shared machine even out
+            for side, run_side in sides.items():
+                print(f"{algo}: {side}, round {round_}/{args.rounds}, {args.steps} steps ...", flush=True)
+                with tempfile.TemporaryDirectory(prefix=f"rl_step_{algo}_") as tmp:
+                    runs[side].append(run_side(algo, inputs, args, Path(tmp), env))
+        ours, trl = (summarize(runs[side], args.warmup) for side in sides)
+        trl["trl_version"] = runs["trl"][0]["trl_version"]
         results[algo] = {"rlhf_lab": ours, "trl": trl, "ratio": ratios(ours, trl)}
 
     print_table(results, args)
@@ -303,6 +362,7 @@ def main() -> None:
         "settings": {
             "steps": args.steps,
             "warmup": args.warmup,
+            "rounds": args.rounds,
             "completions_per_step": ROLLOUTS_PER_STEP,
             "max_new_tokens": 48,
             "temperature": 1.0,
@@ -310,7 +370,7 @@ def main() -> None:
             "epochs": 1,
             "minibatches": 1,
             "lr": args.lr,
-            "threads": args.threads,
+            "threads": args.threads or torch_threads(),
         },
         "inputs": {k: str(v) for k, v in inputs.items()},
         "machine": {

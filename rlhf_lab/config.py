@@ -376,6 +376,13 @@ class RLConfig(TrainConfig):
         64, "completions per RL step: rollouts_per_step / algo.k prompts, each sampled algo.k times", gt=0
     )
     sampling: SamplingConfig = setting(SamplingConfig(), "how rollouts are sampled")
+    micro_batch_tokens: int = setting(
+        1024,
+        "most prompt + response tokens in one forward pass of the update (gradients of the micro-batches "
+        "add up to the minibatch's: same update, less memory) and of the scoring passes before it; "
+        "raise it on a GPU; 0 = a whole minibatch at once",
+        ge=0,
+    )
     eval_every: int = setting(10, "evaluate on held-out prompts every N steps (and at the end)", gt=0)
     eval_prompts: int = setting(256, "held-out prompts per evaluation", gt=0)
     samples_every: int = setting(10, "log a W&B table of rollouts every N steps", gt=0)

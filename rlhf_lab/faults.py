@@ -32,17 +32,22 @@ class FaultGuard:
         """True if `loss` is finite; else count a skipped update (or stop, see the module docstring)."""
         return self._record(module, _everywhere(module, bool(torch.isfinite(loss).all())), "loss", step)
 
-    def check_grads(self, module: L.LightningModule, step: int) -> bool:
-        """True if every gradient is finite; else drop all gradients (the optimizer then skips every
-        parameter) and count a skipped update."""
+    def check_grads(self, module: L.LightningModule, step: int) -> torch.Tensor | None:
+        """The total gradient norm if every gradient is finite; else None, after dropping all gradients
+        (the optimizer then skips every parameter) and counting a skipped update.
+
+        One norm over all gradients decides: it is non-finite iff some gradient is (or so large that
+        its square overflows, which counts as diverged too).
+        """
         grads = [p.grad for p in module.parameters() if p.grad is not None]
         if not grads:  # the update was already skipped (a non-finite loss): nothing to judge
-            return True
-        finite = _everywhere(module, bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()))
+            return torch.zeros(())
+        norm = torch.nn.utils.get_total_norm(grads)  # ()
+        finite = _everywhere(module, bool(torch.isfinite(norm)))
         if not finite:
             for p in module.parameters():
                 p.grad = None
-        return self._record(module, finite, "gradient", step)
+        return norm if self._record(module, finite, "gradient", step) else None
 
     def _record(self, module: L.LightningModule, finite: bool, what: str, step: int) -> bool:
         if finite:

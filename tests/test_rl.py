@@ -186,6 +186,65 @@ def test_tokens_after_eos_or_a_stop_token_carry_nothing():
     assert adv[junk].eq(0).all() and ret[junk].eq(0).all()
 
 
+@pytest.mark.parametrize("algo", ["ppo", "reinforce", "rloo", "grpo"])
+def test_micro_batches_add_up_to_the_minibatch_gradient(algo, make_cfg):
+    """Each loss term is a mean over tokens or over sequences; weighted by the micro-batch's share of
+    either, the micro-batch gradients sum to the gradient of the whole minibatch."""
+    placement = "loss" if algo != "ppo" else "reward"  # the KL term in the loss where it can be
+    cfg = make_cfg(
+        "stage=rl",
+        f"algo={algo}",
+        f"algo.kl.placement={placement}",
+        "algo.kl.beta=0.3",
+        "algo.entropy_coef=0.1",
+    )
+    module = rl.RLModule(_tiny_llama(), None, cfg, [], [], None)
+    ids, mask = left_pad([[1, 5, 6], [1, 7], [1, 9, 9, 4], [1, 3]] * 2, pad_token_id=0)
+    g = torch.Generator().manual_seed(0)
+    rollout = generate(
+        module.policy, ids, mask, max_new_tokens=8, eos_token_id=2, pad_token_id=0, generator=g
+    )
+    n, width = rollout.response_ids.shape
+    assert rollout.lengths().unique().numel() > 1, "the test needs ragged responses"
+    noise = torch.randn(n, width, generator=g)
+    experience = rl.Experience(
+        rollout,
+        old_logprobs=rollout.logprobs + 0.1 * noise,
+        ref_logprobs=rollout.logprobs - 0.2 * noise,
+        advantages=torch.randn(n, width, generator=g) if algo == "ppo" else torch.randn(n, generator=g),
+        old_values=torch.randn(n, width, generator=g) if algo == "ppo" else None,
+        returns=torch.randn(n, width, generator=g) if algo == "ppo" else None,
+    )
+    params = [p for p in module.parameters() if p.requires_grad]
+
+    def grads(loss):
+        return torch.autograd.grad(loss, params, allow_unused=True)
+
+    whole = grads(module.loss(experience)[0])
+    lengths = rollout.attention_mask.sum(1)
+    parts = rl.micro_batches(lengths, budget=-(-int(lengths.sum()) // 3))
+    assert len(parts) == 3 and sorted(torch.cat(parts).tolist()) == list(range(n))
+    summed = [torch.zeros_like(p) for p in params]
+    response_mask = rollout.response_mask
+    for index in parts:
+        share = rl.Share(tokens=response_mask[index].sum() / response_mask.sum(), rows=len(index) / n)
+        for total, part in zip(summed, grads(module.loss(experience.select(index), share)[0]), strict=True):
+            total += 0 if part is None else part
+    for a, b in zip(whole, summed, strict=True):
+        torch.testing.assert_close(torch.zeros_like(b) if a is None else a, b, atol=1e-6, rtol=1e-4)
+
+
+def test_micro_batches_balance_tokens_and_respect_the_budget():
+    lengths = torch.tensor([30, 5, 12, 40, 8, 25, 9, 11])  # 140 tokens
+    assert len(rl.micro_batches(lengths, 0)) == 1
+    parts = rl.micro_batches(lengths, 50)
+    assert len(parts) == 3  # ceil(140 / 50)
+    loads = sorted(int(lengths[p].sum()) for p in parts)
+    assert loads[-1] - loads[0] <= int(lengths.max()) and sum(loads) == 140
+    assert len(rl.micro_batches(lengths, 50, agree=lambda count: count + 2)) == 5  # e.g. another rank's count
+    assert len(rl.micro_batches(lengths, 1)) == len(lengths)  # never more groups than rows
+
+
 def test_prompt_stream_is_a_function_of_the_step():
     stream = PromptStream(num_prompts=10, per_step=4, seed=3)
     assert stream.batch(5) == PromptStream(10, 4, 3).batch(5)

@@ -21,8 +21,10 @@ from rlhf_lab.rollout import (
     generate,
     generate_text,
     left_pad,
+    pack,
     position_ids_from_mask,
     response_logprobs,
+    response_states,
 )
 
 VOCAB, PAD, EOS = 97, 0, 1
@@ -188,6 +190,63 @@ def test_response_logprobs_trains() -> None:
     (-(logp * r.response_mask).sum()).backward()
     assert model.lm_head.weight.grad is not None
     assert model.model.layers[0].self_attn.q_proj.weight.grad.abs().sum() > 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Padding-free passes
+# ----------------------------------------------------------------------------------------------
+
+
+def test_pack_lays_each_sequence_out_once_and_points_at_its_response() -> None:
+    r = gen(make_llama(), make_prompts(), generator=torch.Generator().manual_seed(0))
+    packed = pack(r)
+    flat_ids, flat_pos = packed.input_ids.flatten(), packed.position_ids.flatten()
+    mask = r.response_mask.bool()  # (B, T)
+    real = int(r.attention_mask.sum())
+    assert int((flat_pos > 0).sum()) == real - len(r)  # every real token once (position 0 starts each)
+    # The state at `predicts` is followed by the response token it predicts, at the next position.
+    assert torch.equal(flat_ids[packed.predicts + 1][mask], r.response_ids[mask])
+    assert torch.equal(
+        flat_pos[packed.predicts][mask], (r.prompt_lengths()[:, None] - 1 + torch.arange(12))[mask]
+    )
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "neox"])
+def test_packed_pass_equals_the_padded_batch(arch: str, monkeypatch) -> None:
+    model = MODELS[arch]()
+    r = gen(model, make_prompts(), temperature=0.8, generator=torch.Generator().manual_seed(1))
+    packed = response_logprobs(model, r, 0.8, return_entropy=True, return_hidden=True)
+    monkeypatch.setattr("rlhf_lab.rollout._packing_works", lambda run, model: False)
+    padded = response_logprobs(model, r, 0.8, return_entropy=True, return_hidden=True)
+    mask = r.response_mask.bool()
+    torch.testing.assert_close(packed.logprobs, padded.logprobs, atol=1e-5, rtol=0)
+    torch.testing.assert_close(packed.entropy, padded.entropy, atol=1e-5, rtol=0)
+    torch.testing.assert_close(packed.hidden[mask], padded.hidden[mask], atol=1e-5, rtol=0)
+
+
+class IgnoresPositions(torch.nn.Module):
+    """A causal LM that drops position ids: it cannot tell packed sequences apart."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = make_llama()
+
+    def forward(self, input_ids, position_ids=None, **kwargs):
+        return self.inner(input_ids=input_ids, **kwargs)
+
+
+def test_a_model_that_cannot_pack_gets_the_padded_batch() -> None:
+    model = IgnoresPositions()
+    r = gen(model.inner, make_prompts(), generator=torch.Generator().manual_seed(0))
+    calls = []
+
+    def run(input_ids, position_ids, attention_mask, keep):
+        calls.append(attention_mask is not None)
+        return (model(input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask).logits,)
+
+    (logits,) = response_states(run, r, model)
+    assert calls == [False, False, True]  # the probe's two calls, then one padded batch
+    assert logits.shape == (*r.response_ids.shape, VOCAB)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import NamedTuple
 
 import lightning as L
 import numpy as np
@@ -47,7 +48,6 @@ from rlhf_lab.faults import FaultGuard
 from rlhf_lab.losses import (
     AdaptiveKLController,
     FixedKLController,
-    entropy_from_logits,
     explained_variance,
     gae,
     grpo_advantages,
@@ -71,8 +71,8 @@ from rlhf_lab.rollout import (
     decode_responses,
     generate,
     left_pad,
-    position_ids_from_mask,
     response_logprobs,
+    response_states,
 )
 from rlhf_lab.scorers import GoldScorer, make_scorer
 from rlhf_lab.stages.common import CHECKPOINTS, Context, check_ranks_agree, data_key, model_key, trainer_key
@@ -83,7 +83,8 @@ RESUMABLE = True  # checkpoints in the scratch folder survive a crash
 DISTRIBUTED = True  # trains with a Lightning Trainer: under DDP every rank takes part
 CHECKPOINT = Path(CHECKPOINTS) / "last.ckpt"
 TABLE_ROWS = 16  # rollouts per W&B sample table
-NOT_IN_KEY = ("samples_every", "checkpoint_every")  # rl settings that do not change the artifact
+NOT_IN_KEY = ("samples_every", "checkpoint_every", "micro_batch_tokens")  # rl settings that do not change
+# the artifact (micro-batches change only the order of float sums)
 
 
 def upstream(cfg: Config) -> list[str]:
@@ -169,6 +170,32 @@ class Experience:
         return self.rollout.response_mask  # (N, T)
 
 
+class Share(NamedTuple):
+    """A micro-batch's fraction of its minibatch's response tokens and of its sequences."""
+
+    tokens: torch.Tensor | float
+    rows: float
+
+
+def micro_batches(lengths: torch.Tensor, budget: int, agree=lambda count: count) -> list[torch.Tensor]:
+    """Row indices in groups of about `budget` tokens at most (lengths (N,): tokens of each row), as even
+    as the rows allow: ceil(total / budget) groups (`agree` may raise that count, e.g. to the largest
+    over DDP ranks), filled longest row first, each into the group with the fewest tokens. budget 0 =
+    one group."""
+    n = len(lengths)
+    count = 1 if budget == 0 else -(-int(lengths.sum()) // budget)
+    count = max(1, min(agree(count), n))
+    if count == 1:
+        return [torch.arange(n, device=lengths.device)]
+    groups: list[list[int]] = [[] for _ in range(count)]
+    load = [0] * count
+    for i in lengths.argsort(descending=True, stable=True).tolist():
+        g = load.index(min(load))
+        groups[g].append(i)
+        load[g] += int(lengths[i])
+    return [torch.tensor(sorted(g), device=lengths.device) for g in groups]
+
+
 class Reference:
     """π_ref: a frozen copy of the starting policy, or the LoRA policy with its adapter disabled.
 
@@ -193,11 +220,13 @@ class Reference:
 def critic_values(critic: nn.Module, rollout: Rollout) -> torch.Tensor:
     """(N, T) values of a sequence-classification model (the reward model's shape) at every position
     that predicts a response token: its scalar head applied to each hidden state (Stiennon 2020)."""
-    num_resp, mask = rollout.response_ids.shape[1], rollout.attention_mask
-    hidden = critic.base_model(
-        input_ids=rollout.sequences, attention_mask=mask, position_ids=position_ids_from_mask(mask)
-    ).last_hidden_state  # (N, P+T, d)
-    return critic.score(hidden[:, -(num_resp + 1) : -1]).squeeze(-1).float()  # (N, T)
+
+    def run(input_ids, position_ids, attention_mask, keep):
+        out = critic.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+        return (out.last_hidden_state,)  # (R, L, d)
+
+    (hidden,) = response_states(run, rollout.to(next(critic.parameters()).device), critic.base_model)
+    return critic.score(hidden).squeeze(-1).float()  # (N, T)
 
 
 # ---------------------------------------------------------------------------------------- module
@@ -389,14 +418,14 @@ class RLModule(L.LightningModule):
         return scores  # (N,)
 
     def forward(self, rollout: Rollout) -> tuple[ResponseStats, torch.Tensor | None]:
-        """Log-probs, logits (and entropy when it is in the loss) of the response tokens under the policy,
-        and values (N, T) if any."""
+        """Log-probs and entropy of the response tokens under the policy (the entropy differentiable only
+        when it is in the loss), and values (N, T) if any."""
         stats = response_logprobs(
             self.policy,
             rollout,
             self.temperature,
-            return_entropy=self.algo.entropy_coef > 0,
-            return_logits=True,
+            return_entropy=True,
+            entropy_grad=self.algo.entropy_coef > 0,
             return_hidden=self.value_head is not None,
         )
         if self.value_head is not None:
@@ -410,12 +439,19 @@ class RLModule(L.LightningModule):
         """Old log-probs, reference log-probs, KL-penalized rewards and advantages of a batch."""
         algo, mask = self.algo, rollout.response_mask  # (N, T)
         if self.value_head is not None or self.temperature != self.settings.sampling.temperature:
-            old, values = self.forward(rollout)
-            old_logprobs = old.logprobs  # (N, T) a fresh pass: also gives the value head's values
+            # A fresh pass (it also gives the value head's values); else generation's own log-probs,
+            # which equal a fresh pass.
+            old_logprobs, values = self._in_parts(rollout, lambda part: self._logprobs_and_values(part))
         else:
-            old_logprobs = rollout.logprobs  # (N, T) generation's own: equal to a fresh pass
-            values = critic_values(self.critic, rollout) if self.critic is not None else None
-        ref_logprobs = self.reference(self.policy, rollout, self.temperature)  # (N, T)
+            old_logprobs = rollout.logprobs  # (N, T)
+            values = (
+                self._in_parts(rollout, lambda part: critic_values(self.critic, part))
+                if self.critic
+                else None
+            )
+        ref_logprobs = self._in_parts(  # (N, T)
+            rollout, lambda part: self.reference(self.policy, part, self.temperature)
+        )
         beta = self.kl_ctl.value if algo.kl.placement == "reward" else 0.0
         rewards = kl_penalized_rewards(scores, old_logprobs, ref_logprobs, mask, beta, algo.kl.estimator)
         if algo.whiten_rewards:
@@ -431,6 +467,26 @@ class RLModule(L.LightningModule):
             adv_mask = mask if advantages.dim() == 2 else torch.ones_like(advantages)
             advantages = masked_whiten(advantages, adv_mask)
         return Experience(rollout, old_logprobs, ref_logprobs, advantages, values, returns), stats
+
+    def _logprobs_and_values(self, rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor | None]:
+        stats, values = self.forward(rollout)
+        return stats.logprobs, values  # (n, T), (n, T) or None
+
+    def _in_parts(self, rollout: Rollout, fn):
+        """fn(rollout) computed over micro-batches of rows and reassembled in row order: (N, ...) tensors,
+        or a tuple of them (None entries stay None)."""
+        parts = micro_batches(rollout.attention_mask.sum(1), self.settings.micro_batch_tokens)
+        if len(parts) == 1:
+            return fn(rollout)
+        outputs = [fn(rollout.select(index)) for index in parts]
+        order = torch.cat(parts).argsort()  # (N,) where each row landed
+
+        def join(pieces):
+            return None if pieces[0] is None else torch.cat(pieces)[order]
+
+        if isinstance(outputs[0], tuple):
+            return tuple(join(list(pieces)) for pieces in zip(*outputs, strict=True))
+        return join(outputs)
 
     def sequence_advantages(self, returns: torch.Tensor) -> torch.Tensor:
         """(N,) advantages of whole completions from their returns (N,)."""
@@ -448,19 +504,18 @@ class RLModule(L.LightningModule):
         return returns - baseline
 
     def update(self, experience: Experience) -> dict[str, float]:
-        """algo.epochs passes of algo.minibatches optimizer steps; the scheduler steps once per RL step."""
+        """algo.epochs passes of algo.minibatches optimizer steps, each accumulating the gradients of its
+        micro-batches; the scheduler steps once per RL step."""
         optimizer, n = self.optimizers(), len(experience.rollout)
         totals: dict[str, list[torch.Tensor]] = defaultdict(list)
         for _ in range(self.algo.epochs):
             for index in torch.randperm(n, device=self.device).split(n // self.algo.minibatches):
-                loss, stats = self.loss(experience.select(index))
-                if not self.guard.check_loss(self, loss, self.step_count):
-                    continue  # this minibatch's update is skipped
-                optimizer.zero_grad()
-                self.manual_backward(loss)
-                if not self.guard.check_grads(self, self.step_count):
+                stats = self.accumulate(experience.select(index))
+                if stats is None:
+                    continue  # a non-finite loss: this minibatch's update is skipped
+                if (grad_norm := self.guard.check_grads(self, self.step_count)) is None:
                     continue
-                stats["grad_norm"] = _grad_norm(optimizer)
+                stats["grad_norm"] = grad_norm
                 self.clip_gradients(optimizer, self.settings.grad_clip or None, "norm")
                 optimizer.step()
                 for key, value in stats.items():
@@ -469,37 +524,66 @@ class RLModule(L.LightningModule):
         metrics = {k: torch.stack(v).mean().item() for k, v in totals.items()}
         return metrics | {"skipped_updates": float(self.guard.skipped)}
 
-    def loss(self, batch: Experience) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The algorithm's loss on a minibatch, with the KL in the loss when placed there, minus the
-        entropy bonus."""
+    def accumulate(self, minibatch: Experience) -> dict[str, torch.Tensor] | None:
+        """The minibatch's gradient, one micro-batch at a time (each loss weighted by its share of the
+        minibatch, so the sum is the minibatch's loss); its metrics (token-weighted means), or None if a
+        loss was non-finite. Every rank runs the same number of micro-batches (their backward passes
+        synchronize under DDP)."""
+        self.optimizers().zero_grad()
+        lengths = minibatch.rollout.attention_mask.sum(1)  # (b,) prompt + response tokens
+        parts = micro_batches(lengths, self.settings.micro_batch_tokens, self._max_over_ranks)
+        mask = minibatch.mask  # (b, T)
+        stats: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=self.device))
+        for index in parts:
+            share = Share(tokens=mask[index].sum() / mask.sum().clamp(min=1), rows=len(index) / len(lengths))
+            loss, part_stats = self.loss(minibatch.select(index), share)
+            if not self.guard.check_loss(self, loss, self.step_count):
+                self.optimizers().zero_grad()
+                return None
+            self.manual_backward(loss)
+            for key, value in part_stats.items():
+                stats[key] += (value if key == "loss" else share.tokens * value).detach()
+        return dict(stats)
+
+    def _max_over_ranks(self, count: int) -> int:
+        if self.trainer.world_size < 2:
+            return count
+        return int(self.trainer.strategy.reduce(torch.tensor(count, device=self.device), reduce_op="max"))
+
+    def loss(
+        self, batch: Experience, share: Share | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The algorithm's loss on a micro-batch, with the KL in the loss when placed there, minus the
+        entropy bonus, scaled to the micro-batch's `share` of the minibatch: terms that are means over
+        tokens by its share of tokens, terms that are means over sequences by its share of sequences."""
         algo, mask = self.algo, batch.mask
+        tokens, rows = share or Share(1.0, 1.0)
         out, values = self.forward(batch.rollout)
         logprobs = out.logprobs  # (b, T)
         beta = self.kl_ctl.value if algo.kl.placement == "loss" else 0.0
-        if algo.name == "ppo":
+        if algo.name == "ppo":  # token means
             loss, stats = ppo_policy_loss(logprobs, batch.old_logprobs, batch.advantages, mask, algo.clip)
             v_loss, v_stats = value_loss(values, batch.old_values, batch.returns, mask, algo.value.clip)
-            loss = loss + algo.value.coef * v_loss
+            loss = tokens * (loss + algo.value.coef * v_loss)
             stats |= v_stats | {
                 "value_loss": v_loss.detach(),
                 "explained_variance": explained_variance(values, batch.returns, mask),
             }
-        elif algo.name == "grpo":
+        elif algo.name == "grpo":  # a mean over sequences of per-sequence means
             loss, stats = grpo_loss(
                 logprobs, batch.old_logprobs, batch.ref_logprobs, batch.advantages, mask, algo.clip, beta
             )
+            loss = rows * loss
             stats["kl_loss"] = stats.pop("kl")
-        else:
+        else:  # a sum over tokens over the number of sequences
             loss, stats = reinforce_loss(logprobs, batch.advantages, mask)
+            loss = rows * loss
         if beta and algo.name != "grpo":
-            kl = kl_loss(logprobs, batch.ref_logprobs, mask)
-            loss, stats["kl_loss"] = loss + beta * kl, kl.detach()
+            kl = kl_loss(logprobs, batch.ref_logprobs, mask)  # a mean over sequences
+            loss, stats["kl_loss"] = loss + rows * beta * kl, kl.detach()
+        entropy = masked_mean(out.entropy, mask)
         if algo.entropy_coef:
-            entropy = masked_mean(out.entropy, mask)
-            loss = loss - algo.entropy_coef * entropy
-        else:  # only a metric: computed outside the autograd graph
-            with torch.no_grad():
-                entropy = masked_mean(entropy_from_logits(out.logits), mask)
+            loss = loss - tokens * algo.entropy_coef * entropy
         return loss, stats | {"loss": loss.detach(), "entropy": entropy.detach()}
 
     # ----------------------------------------------------------------------------- evaluation
@@ -622,16 +706,6 @@ def _truncate_evals(path: Path, last_step: int) -> None:
     if path.is_file():
         rows = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= last_step]
         path.write_text("".join(row + "\n" for row in rows))
-
-
-def _grad_norm(optimizer) -> torch.Tensor:
-    grads = [
-        p.grad.detach().float().norm()
-        for g in optimizer.param_groups
-        for p in g["params"]
-        if p.grad is not None
-    ]
-    return torch.linalg.vector_norm(torch.stack(grads)) if grads else torch.zeros(())
 
 
 def _rng_state(generator: torch.Generator) -> dict:
