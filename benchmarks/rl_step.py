@@ -1,27 +1,32 @@
 """RL step throughput: rlhf_lab's `stage=rl` against TRL's RLOOTrainer and its last PPOTrainer
 (`trl.experimental.ppo`, TRL 0.29), on the tiny world's SFT policy, prompts and reward.
 
-    python benchmarks/rl_step.py                             # rloo and ppo, 12 steps, the world in ./lab
-    RLHF_LAB_HOME=/tmp/lab python benchmarks/rl_step.py --algos rloo --steps 6 --warmup 1
-    python benchmarks/rl_step.py --threads 1                 # one core a side: steadier on a busy machine
+    python benchmarks/rl_step.py                             # rloo and ppo, 2 rounds of 12 steps a side
+    RLHF_LAB_HOME=/tmp/lab python benchmarks/rl_step.py --algos rloo --steps 6 --warmup 1 --rounds 1
+    python benchmarks/rl_step.py --threads 1                 # one core a side
 
 Both sides run the same settings, each in its own process: 32 completions per step (RLOO: 8 prompts
 x 4; PPO: 32 prompts x 1), up to 48 new tokens, temperature 1, β 0.05 (KL in the reward), one update
-epoch of one minibatch, CPU, fp32, no logging service. RLOO is rewarded by the gold scorer (VADER
-compound); PPO by the world's reward model, with a value model initialized from it. The learning rate
-(`--lr`, default 1e-6) is the same on both sides and small, so that both policies stay at SFT and
-sample completions of the same lengths: the two sides then do the same work per step (a step costs
-the same at any learning rate; at 2e-4 the policies drift apart and so do their completion lengths).
+epoch of one minibatch, CPU, fp32, torch's default threads (every core), no logging service. RLOO is
+rewarded by the gold scorer (VADER compound); PPO by the world's reward model, with a value model
+initialized from it. The learning rate (`--lr`, default 1e-6) is the same on both sides and small, so
+that both policies stay at SFT and sample completions of the same lengths: the two sides then do the
+same work per step (a step costs the same at any learning rate; at 2e-4 the policies drift apart and
+so do their completion lengths). rlhf_lab runs with its defaults otherwise (padding-free passes,
+micro-batches of `rl.micro_batch_tokens`), TRL with one micro-batch of 32.
 
-Prints, for each algorithm and side, the median seconds per step (after `--warmup` steps), completion
-tokens per second (mean completion tokens per step over that median), the peak resident memory of
-the process, its resident memory when training began (libraries and models loaded) and the
-difference (what training added), then the ratios rlhf_lab / TRL; writes it all to
-benchmarks/results/rl_step.json.
+The sides alternate (`--rounds` runs each: rlhf_lab, TRL, rlhf_lab, TRL, ...), so that a drift in a
+shared machine's speed reaches both. Prints, for each algorithm and side, the median seconds per step
+over every run's steps after its first `--warmup`, completion tokens per second (mean completion
+tokens per step over that median), the peak resident memory of the process, its resident memory when
+training began (libraries and models loaded) and the difference (what training added), then the
+ratios rlhf_lab / TRL; writes it all to benchmarks/results/rl_step.json. Do not run anything else on
+the machine meanwhile: with every core in use, one more busy thread slows a step several-fold.
 
 The SFT policy and reward model come from rlhf_lab's pipeline (built once, then cached below the
-lab's home: `--home`, else $RLHF_LAB_HOME, else ./lab). TRL runs in its own virtual environment,
-created on the first run at benchmarks/.venv-trl (torch 2.13.0, trl 0.29.0, vaderSentiment).
+lab's home: `--home`, else $RLHF_LAB_HOME, else ./lab). Each side runs in its own virtual environment
+with the same torch, created on the first run: benchmarks/.venv-trl (torch 2.13.0, trl 0.29.0,
+vaderSentiment) and benchmarks/.venv-rlhf_lab (torch 2.13.0 and `pip install -e .`, no extras).
 """
 
 from __future__ import annotations

@@ -377,7 +377,7 @@ class RLConfig(TrainConfig):
     )
     sampling: SamplingConfig = setting(SamplingConfig(), "how rollouts are sampled")
     micro_batch_tokens: int = setting(
-        1024,
+        512,
         "most prompt + response tokens in one forward pass of the update (gradients of the micro-batches "
         "add up to the minibatch's: same update, less memory) and of the scoring passes before it; "
         "raise it on a GPU; 0 = a whole minibatch at once",

@@ -337,11 +337,6 @@ def categorical_kl(logits: torch.Tensor, ref_logits: torch.Tensor, mask: torch.T
     return masked_sum(per_token, mask, dim=-1)  # (B,)
 
 
-def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
-    """Entropy −Σ p log p of softmax(logits), (..., V) -> (...); stable for large and −inf logits."""
-    return entropy_from_logprobs(torch.log_softmax(logits, dim=-1))
-
-
 def entropy_from_logprobs(logp: torch.Tensor) -> torch.Tensor:
     """Entropy −Σ p log p from normalized log-probs (..., V) -> (...); 0 where p = 0 (log p = −inf)."""
     finite_logp = logp.clamp(min=torch.finfo(logp.dtype).min)  # (..., V): p = 0 gives 0·min = 0

@@ -12,7 +12,7 @@ from rlhf_lab.losses import (
     FixedKLController,
     best_of_n_kl,
     bradley_terry_loss,
-    entropy_from_logits,
+    entropy_from_logprobs,
     explained_variance,
     gae,
     grpo_advantages,
@@ -338,7 +338,11 @@ def test_grpo_loss_clips_like_ppo():
 # ------------------------------------------------------------------ diagnostics
 
 
-def test_entropy_from_logits():
+def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    return entropy_from_logprobs(torch.log_softmax(logits, dim=-1))
+
+
+def test_entropy_from_logprobs():
     g = torch.Generator().manual_seed(8)
     logits = torch.randn(2, 3, 5, generator=g)
     p = torch.softmax(logits, -1)
