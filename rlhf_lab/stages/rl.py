@@ -441,14 +441,11 @@ class RLModule(L.LightningModule):
         if self.value_head is not None or self.temperature != self.settings.sampling.temperature:
             # A fresh pass (it also gives the value head's values); else generation's own log-probs,
             # which equal a fresh pass.
-            old_logprobs, values = self._in_parts(rollout, lambda part: self._logprobs_and_values(part))
+            old_logprobs, values = self._in_parts(rollout, self._logprobs_and_values)  # (N, T) each
         else:
-            old_logprobs = rollout.logprobs  # (N, T)
-            values = (
-                self._in_parts(rollout, lambda part: critic_values(self.critic, part))
-                if self.critic
-                else None
-            )
+            old_logprobs, values = rollout.logprobs, None  # (N, T)
+            if self.critic is not None:
+                values = self._in_parts(rollout, functools.partial(critic_values, self.critic))  # (N, T)
         ref_logprobs = self._in_parts(  # (N, T)
             rollout, lambda part: self.reference(self.policy, part, self.temperature)
         )
