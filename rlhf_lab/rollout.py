@@ -5,12 +5,14 @@ Works for any HF causal LM (Llama, GPT-2, GPT-NeoX, ...) and for a peft ``PeftMo
 
 Conventions: prompts are LEFT-padded, responses RIGHT-padded; position ids are always
 ``cumsum(mask) - 1`` (0 on left padding), in prefill, in decode steps and in the fresh forward
-pass of :func:`response_logprobs`, so a sequence gets the same numbers whatever its batch.
+passes of :func:`response_logprobs` (which lay the sequences end to end without padding where the
+model allows, :func:`pack`), so a sequence gets the same numbers whatever its batch.
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from typing import Any, NamedTuple
@@ -19,6 +21,8 @@ import torch
 from torch import nn
 
 from rlhf_lab.losses import entropy_from_logprobs
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "ResponseStats",
@@ -530,6 +534,8 @@ def _packing_works(run: Callable, model: nn.Module) -> bool:
             packed = run(torch.tensor(ids, device=device), torch.tensor(positions, device=device), None, 0)[0]
             alone = run(torch.tensor([ids[0][4:]], device=device), None, None, 0)[0]
         _PACKING_WORKS[key] = torch.allclose(packed[0, 4:].float(), alone[0].float(), atol=1e-4, rtol=1e-3)
+        if not _PACKING_WORKS[key]:
+            log.info("%s (%s attention) does not separate packed sequences: padded batches", *key)
     return _PACKING_WORKS[key]
 
 
