@@ -97,57 +97,53 @@ def tiny_world_inputs(home: Path) -> dict[str, Path]:
     }
 
 
-# ----------------------------------------------------------------------------- TRL venv
+# ---------------------------------------------------------------------------- environments
 def trl_python() -> Path:
-    """The TRL environment's interpreter, creating the environment on the first call."""
-    python = VENV / "bin" / "python"
-    if python.exists() and _has_trl(python):
-        return python
-    print(f"creating the TRL environment {VENV}", flush=True)
-    _run([sys.executable, "-m", "venv", str(VENV)])
-    _run([str(python), "-m", "pip", "install", f"torch=={TORCH_VERSION}"])
-    _run([str(python), "-m", "pip", "install", f"trl=={TRL_VERSION}", "vaderSentiment"])
-    torch_version = _probe(python, "import torch; print(torch.__version__)")
-    if not torch_version.startswith(TORCH_VERSION):
-        raise SystemExit(f"the TRL environment got torch {torch_version}, not {TORCH_VERSION}")
-    if not _has_trl(python):
-        raise SystemExit(f"trl {TRL_VERSION} or vaderSentiment did not install in {VENV}")
-    return python
+    """The TRL environment's interpreter: trl and vaderSentiment over the pinned torch."""
+    return venv_python(VENV, [f"trl=={TRL_VERSION}", "vaderSentiment"], _has_trl)
 
 
 def lab_python() -> Path:
-    """The interpreter of a virtual environment with rlhf_lab's core install (`pip install -e .`: no
-    optional extras) and the same torch as TRL's, created on the first call. Measured in environments
-    of the same kind, the two sides' memory differs by what each framework loads, not by what else
-    happens to be installed (e.g. scipy, pulled in by the sweep extra, which torchmetrics imports
-    whenever it is present)."""
-    python = LAB_VENV / "bin" / "python"
-    if python.exists() and _probe_ok(python, "import rlhf_lab"):
+    """The interpreter of an environment with rlhf_lab's core install (`pip install -e .`: no optional
+    extras) over the same torch as TRL's. Measured in environments of the same kind, the two sides'
+    memory differs by what each framework loads, not by what else happens to be installed (e.g.
+    scipy, pulled in by the sweep extra, which torchmetrics imports whenever it is present)."""
+    return venv_python(LAB_VENV, ["-e", str(REPO)], _has_lab)
+
+
+def venv_python(folder: Path, packages: list[str], ready) -> Path:
+    """The interpreter of the virtual environment `folder`, created on the first call: the pinned torch
+    first (an unpinned one would pull CUDA wheels), then `packages`; `ready(python)` tells whether the
+    environment holds the right versions."""
+    python = folder / "bin" / "python"
+    if python.exists() and ready(python):
         return python
-    print(f"creating the rlhf_lab environment {LAB_VENV}", flush=True)
-    _run([sys.executable, "-m", "venv", str(LAB_VENV)])
+    print(f"creating the environment {folder}", flush=True)
+    _run([sys.executable, "-m", "venv", str(folder)])
     _run([str(python), "-m", "pip", "install", f"torch=={TORCH_VERSION}"])
-    _run([str(python), "-m", "pip", "install", "-e", str(REPO)])
-    if not _probe_ok(python, "import rlhf_lab"):
-        raise SystemExit(f"rlhf_lab did not install in {LAB_VENV}")
+    _run([str(python), "-m", "pip", "install", *packages])
+    if not ready(python):
+        raise SystemExit(f"{' '.join(packages)} with torch {TORCH_VERSION} did not install in {folder}")
     return python
 
 
-def _probe_ok(python: Path, code: str) -> bool:
-    try:
-        _probe(python, code)
-    except subprocess.CalledProcessError:
-        return False
-    return True
-
-
 def _has_trl(python: Path) -> bool:
-    probe = "import trl, vaderSentiment, torch; print(trl.__version__, torch.__version__)"
+    code = "import trl, vaderSentiment, torch; print(trl.__version__, torch.__version__)"
+    versions = _versions(python, code)
+    return versions is not None and versions[0] == TRL_VERSION and versions[1].startswith(TORCH_VERSION)
+
+
+def _has_lab(python: Path) -> bool:
+    versions = _versions(python, "import rlhf_lab, torch; print(torch.__version__)")
+    return versions is not None and versions[0].startswith(TORCH_VERSION)
+
+
+def _versions(python: Path, code: str) -> list[str] | None:
+    """What `code` prints, split into words; None if it fails (a package is missing)."""
     try:
-        trl_version, torch_version = _probe(python, probe).split()
-    except (subprocess.CalledProcessError, ValueError):
-        return False
-    return trl_version == TRL_VERSION and torch_version.startswith(TORCH_VERSION)
+        return _probe(python, code).split()
+    except subprocess.CalledProcessError:
+        return None
 
 
 def _probe(python: Path, code: str) -> str:

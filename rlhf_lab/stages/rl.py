@@ -530,9 +530,10 @@ class RLModule(L.LightningModule):
         lengths = minibatch.rollout.attention_mask.sum(1)  # (b,) prompt + response tokens
         parts = micro_batches(lengths, self.settings.micro_batch_tokens, self._max_over_ranks)
         mask = minibatch.mask  # (b, T)
+        tokens = mask.sum().clamp(min=1)  # () response tokens of the minibatch
         stats: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=self.device))
         for index in parts:
-            share = Share(tokens=mask[index].sum() / mask.sum().clamp(min=1), rows=len(index) / len(lengths))
+            share = Share(tokens=mask[index].sum() / tokens, rows=len(index) / len(lengths))
             loss, part_stats = self.loss(minibatch.select(index), share)
             if not self.guard.check_loss(self, loss, self.step_count):
                 self.optimizers().zero_grad()
