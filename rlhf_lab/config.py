@@ -264,6 +264,13 @@ class RewardModelConfig(TrainConfig):
     batch_size: int = setting(16, "prompts per step; each brings all its ranked completions", gt=0)
     val_every: int = setting(100, "validate every N optimizer steps", gt=0)
     val_batches: int = setting(1000, "validation batches per validation", gt=0)
+    pool: str = setting(
+        "last",
+        "how the scalar head reads a text: last (at the final token, HF's read-out) or sum (applied to "
+        "every completion token and summed, a per-token reward; the exported folder then needs "
+        "rlhf_lab's scorer, which reads `reward_pool` from its config)",
+        choices=["last", "sum"],
+    )
     use_margin: bool = setting(False, "subtract the row's `margin` inside the Bradley-Terry loss")
     normalize: bool = setting(True, "shift and scale rewards so the policy's samples have mean 0, std 1")
     dropout: float = setting(

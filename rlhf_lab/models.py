@@ -116,12 +116,19 @@ def export_model(
 
 # ------------------------------------------------------------------------------- reward models
 def load_reward_model(
-    path: str | Path, model_cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, new_head: bool
+    path: str | Path,
+    model_cfg: ModelConfig,
+    tokenizer: PreTrainedTokenizerBase,
+    new_head: bool,
+    pool: str = "last",
 ) -> PreTrainedModel:
-    """A causal-LM backbone with a scalar head read at the last non-pad token.
+    """A causal-LM backbone with a scalar head (HF's `AutoModelForSequenceClassification`, num_labels=1),
+    read as `reward_logits` says: at the last non-pad token, or summed over the completion.
 
-    `new_head=True` starts the head from N(0, 1/sqrt(d_model + 1)) (Stiennon 2020) on top of an LM
-    folder; `False` loads a trained reward model as saved.
+    `new_head=True` puts a fresh head on an LM folder and records `pool` in the config as
+    `reward_pool`: N(0, 1/sqrt(d_model + 1)) for the last token (Stiennon 2020); zeros for the sum,
+    which adds the head up over ~25 tokens and so starts ~5x as loud (in the tiny world a random head
+    stalled it for ~150 steps). `new_head=False` loads a trained reward model as saved.
     """
     dtype = model_cfg.dtype if model_cfg.dtype == "auto" else getattr(torch, model_cfg.dtype)
     model = AutoModelForSequenceClassification.from_pretrained(
@@ -136,18 +143,62 @@ def load_reward_model(
     model.config.pad_token_id = tokenizer.pad_token_id
     if new_head:
         head = model.score  # the scalar head of HF's *ForSequenceClassification (Llama, GPT-2, NeoX)
-        torch.nn.init.normal_(head.weight, std=1 / (model.config.hidden_size + 1) ** 0.5)
+        std = 1 / (model.config.hidden_size + 1) ** 0.5 if pool == "last" else 0.0
+        torch.nn.init.normal_(head.weight, std=std)
         if head.bias is not None:
             torch.nn.init.zeros_(head.bias)
+        model.config.reward_pool = pool
     disable_dropout(model)
     return model
 
 
-def reward_input_ids(
+def reward_inputs(
     tokenizer: PreTrainedTokenizerBase, prompts: list[str], completions: list[str], max_length: int
-) -> list[list[int]]:
-    """Token ids of prompt + completion in the reward model's own tokenizer, cut to `max_length`, ending
-    in EOS: the reward is read at that final token whatever the completion, so the policy's tokenizer
-    never matters (its text is re-tokenized here)."""
-    ids = tokenizer([p + c for p, c in zip(prompts, completions, strict=True)])["input_ids"]
-    return [x[: max_length - 1] + [tokenizer.eos_token_id] for x in ids]
+) -> dict[str, torch.Tensor]:
+    """A left-padded batch of prompt + completion in the reward model's own tokenizer, cut to
+    `max_length` and ending in EOS, so the policy's tokenizer never matters (its text is re-tokenized).
+
+    input_ids, attention_mask, position_ids (N, L); completion_mask (N, L): the tokens after the
+    prompt's own (the longest prefix shared with the prompt tokenized alone), EOS included.
+    """
+    from rlhf_lab.rollout import left_pad, position_ids_from_mask
+
+    joint = tokenizer([p + c for p, c in zip(prompts, completions, strict=True)])["input_ids"]
+    ids = [x[: max_length - 1] + [tokenizer.eos_token_id] for x in joint]
+    input_ids, mask = left_pad(ids, tokenizer.pad_token_id)  # (N, L)
+    prompt_tokens = [
+        min(shared_prefix(alone, x), len(x) - 1)  # at least the EOS is the completion's
+        for alone, x in zip(tokenizer(prompts)["input_ids"], ids, strict=True)
+    ]
+    first = torch.tensor([mask.shape[1] - len(x) + n for x, n in zip(ids, prompt_tokens, strict=True)])
+    completion_mask = torch.arange(mask.shape[1])[None, :] >= first[:, None]  # (N, L)
+    return {
+        "input_ids": input_ids,
+        "attention_mask": mask,
+        "position_ids": position_ids_from_mask(mask),
+        "completion_mask": completion_mask,
+    }
+
+
+def shared_prefix(a: list[int], b: list[int]) -> int:
+    """How many leading tokens a and b share."""
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+def reward_logits(model: torch.nn.Module, inputs: dict[str, torch.Tensor], pool: str) -> torch.Tensor:
+    """(N,) raw rewards of a sequence-classification model on a `reward_inputs` batch.
+
+    pool="last": the head at the final token, HF's own read-out (Stiennon 2020, Ouyang 2022).
+    pool="sum": the head applied to every hidden state and summed over the completion's tokens, a
+    per-token reward; a bag of contextual word scores, as lexicon scorers like VADER are built.
+    """
+    model_inputs = {k: inputs[k] for k in ("input_ids", "attention_mask", "position_ids")}
+    if pool == "last":
+        return model(**model_inputs).logits[:, 0]
+    classifier = model.get_base_model() if hasattr(model, "get_base_model") else model  # unwrap peft
+    hidden = classifier.base_model(**model_inputs).last_hidden_state  # (N, L, d)
+    per_token = classifier.score(hidden)[..., 0]  # (N, L)
+    return (per_token * inputs["completion_mask"]).sum(-1)  # (N,)

@@ -47,8 +47,8 @@ class KeywordScorer:
 
 class RewardModelScorer:
     """A trained reward-model folder: re-tokenizes the text with its own tokenizer, reads the scalar
-    head at the final token, and applies the normalization stored in its config (mean 0, std 1 on
-    the samples of the policy it was normalized on)."""
+    head as its config's `reward_pool` says (the final token by default), and applies the
+    normalization stored in its config (mean 0, std 1 on the samples of the policy it was normalized on)."""
 
     def __init__(
         self,
@@ -64,27 +64,20 @@ class RewardModelScorer:
         self.batch_size, self.max_length = batch_size, max_length
         self.mean = float(getattr(self.model.config, "reward_mean", 0.0))
         self.std = float(getattr(self.model.config, "reward_std", 1.0))
+        self.pool = getattr(self.model.config, "reward_pool", "last")  # a hub reward model: HF's read-out
 
     @torch.no_grad()
     def raw_score(self, prompts: list[str], completions: list[str]) -> torch.Tensor:
         """Unnormalized head outputs, (B,)."""
-        from rlhf_lab.models import reward_input_ids
-        from rlhf_lab.rollout import left_pad, position_ids_from_mask
+        from rlhf_lab.models import reward_inputs, reward_logits
 
         device = next(self.model.parameters()).device
         out = []
         for i in range(0, len(prompts), self.batch_size):
-            ids = reward_input_ids(
-                self.tokenizer,
-                prompts[i : i + self.batch_size],
-                completions[i : i + self.batch_size],
-                self.max_length,
-            )
-            input_ids, mask = (t.to(device) for t in left_pad(ids, self.tokenizer.pad_token_id))  # (b, L)
-            logits = self.model(
-                input_ids=input_ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)
-            ).logits  # (b, 1)
-            out.append(logits[:, 0].float().cpu())
+            batch = slice(i, i + self.batch_size)
+            inputs = reward_inputs(self.tokenizer, prompts[batch], completions[batch], self.max_length)
+            inputs = {k: t.to(device) for k, t in inputs.items()}  # (b, L)
+            out.append(reward_logits(self.model, inputs, self.pool).float().cpu())  # (b,)
         return torch.cat(out) if out else torch.zeros(0)
 
     def score(self, prompts: list[str], completions: list[str]) -> torch.Tensor:

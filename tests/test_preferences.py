@@ -113,25 +113,71 @@ def test_reward_model_reloads_normalized_on_policy_samples(reward_run):
         assert 0 <= metrics[key] <= 1
 
 
-def test_reward_score_ignores_padding_side_and_batch_composition(reward_run):
-    from rlhf_lab.models import reward_input_ids
+@pytest.fixture(scope="module")
+def sum_reward_run(tmp_path_factory):
+    """The reward artifact of the fast config with the head summed over the completion's tokens."""
+    from rlhf_lab.config import validate
+    from tests.conftest import compose_config
 
-    _, rm_dir, _ = reward_run
+    cfg = validate(compose_config(*SMALL, "reward_model.pool=sum"))
+    return cfg, ensure(cfg, "reward", tmp_path_factory.mktemp("run"))
+
+
+def test_reward_inputs_mark_the_completion_and_its_eos(reward_run):
+    from rlhf_lab.models import load_tokenizer, reward_inputs
+
+    cfg, rm_dir, _ = reward_run
+    tokenizer = load_tokenizer(rm_dir, cfg.model)
+    prompts, completions = ["The film", "The acting in this long movie was"], [" was great.", " dull."]
+    inputs = reward_inputs(tokenizer, prompts, completions, 512)
+    for ids, mask, completion, real in zip(
+        inputs["input_ids"], inputs["completion_mask"], completions, inputs["attention_mask"], strict=True
+    ):
+        assert tokenizer.decode(ids[mask]) == completion + tokenizer.eos_token
+        assert not (mask & ~real.bool()).any()  # never a pad token
+    cut = reward_inputs(tokenizer, ["The acting in this long movie was"], [" dull."], 4)  # prompt cut short
+    assert cut["completion_mask"][0].tolist() == [False, False, False, True]  # the EOS is still scored
+
+
+@pytest.mark.parametrize("run", ["reward_run", "sum_reward_run"])
+def test_reward_score_ignores_padding_side_and_batch_composition(run, request):
+    from rlhf_lab.models import reward_inputs
+
+    rm_dir = request.getfixturevalue(run)[1]
     scorer = RewardModelScorer(rm_dir, batch_size=8)
     prompts = ["The film", "The acting in this long movie was", "I"]
     completions = [" was great.", " dull and slow, but the score was lovely.", " hated it."]
     together = scorer.raw_score(prompts, completions)
     alone = torch.cat([scorer.raw_score([p], [c]) for p, c in zip(prompts, completions, strict=True)])
     torch.testing.assert_close(together, alone, atol=1e-5, rtol=0)
-    # right padding, as a user's own code might do, reads the same final token
-    ids = reward_input_ids(scorer.tokenizer, prompts, completions, 512)
-    length = max(map(len, ids))
-    right = torch.tensor([x + [scorer.tokenizer.pad_token_id] * (length - len(x)) for x in ids])
+    # right padding, as a user's own code might do, scores the same tokens
+    inputs = reward_inputs(scorer.tokenizer, prompts, completions, 512)
+    real = inputs["attention_mask"].bool()  # (B, L)
+
+    def right(t):  # (B, L) moved from left to right padding
+        return torch.stack([torch.cat([row[m], row[~m]]) for row, m in zip(t, real, strict=True)])
+
+    input_ids, mask = right(inputs["input_ids"]), right(real).long()
     with torch.no_grad():
-        logits = scorer.model(
-            input_ids=right, attention_mask=(right != scorer.tokenizer.pad_token_id).long()
-        ).logits
-    torch.testing.assert_close(logits[:, 0], together, atol=1e-5, rtol=0)
+        if scorer.pool == "last":  # HF's own read-out finds the final real token
+            expected = scorer.model(input_ids=input_ids, attention_mask=mask).logits[:, 0]
+        else:
+            hidden = scorer.model.base_model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+            per_token = scorer.model.score(hidden)[..., 0]  # (B, L)
+            expected = (per_token * right(inputs["completion_mask"])).sum(-1)
+    torch.testing.assert_close(expected, together, atol=1e-5, rtol=0)
+
+
+def test_a_summed_head_starts_at_zero_and_is_recorded_for_the_scorer(sum_reward_run, reward_run):
+    from rlhf_lab.models import load_reward_model, load_tokenizer
+
+    cfg, rm_dir = sum_reward_run
+    sft = read_manifest(rm_dir)["inputs"]["sft"]
+    fresh = load_reward_model(sft, cfg.model, load_tokenizer(sft, cfg.model), new_head=True, pool="sum")
+    assert fresh.config.reward_pool == "sum" and not fresh.score.weight.any()
+    assert RewardModelScorer(reward_run[1]).pool == "last"
+    trained = RewardModelScorer(rm_dir).model
+    assert trained.config.reward_pool == "sum" and trained.score.weight.abs().sum() > 0  # it learned
 
 
 def test_pairwise_metrics_and_calibration():
@@ -210,13 +256,15 @@ def test_reward_model_with_lora_exports_a_merged_sequence_classifier(reward_run,
         "reward_model.normalize=false",
         "reward_model.dropout=0.1",  # training-only dropout and a weight average, through a LoRA wrapper
         "reward_model.ema_decay=0.5",
+        "reward_model.pool=sum",  # the summed head of a peft model, exported merged
     )
     out = ensure(cfg, "reward", tmp_path)
     assert (out / "model.safetensors").is_file() and not (out / "adapter_config.json").exists()
     model = AutoModelForSequenceClassification.from_pretrained(out)
     assert model.config.num_labels == 1
-    scores = RewardModelScorer(out).score(["The film"], [" was great."])
-    assert scores.shape == (1,) and torch.isfinite(scores).all()
+    scorer = RewardModelScorer(out)
+    scores = scorer.score(["The film"], [" was great."])
+    assert scorer.pool == "sum" and scores.shape == (1,) and torch.isfinite(scores).all()
 
 
 def test_weight_ema_is_the_hand_computed_average_and_swaps_in_place():

@@ -16,8 +16,7 @@ from torch.utils.data import DataLoader
 
 from rlhf_lab.data.formats import PreferencePair
 from rlhf_lab.data.lm import Rows
-from rlhf_lab.models import reward_input_ids
-from rlhf_lab.rollout import left_pad
+from rlhf_lab.models import reward_inputs
 
 
 @dataclass
@@ -49,13 +48,12 @@ def group_by_prompt(pairs: list[PreferencePair]) -> list[RankGroup]:
 def collate_groups(groups: list[RankGroup], tokenizer, max_length: int) -> dict[str, torch.Tensor]:
     """Flatten the completions of B prompts into one left-padded batch and lay the pairs out as (B, K, K).
 
-    input_ids, attention_mask (N, L); slot (N,) = b*K + i places reward n at rewards[b, i];
+    The `reward_inputs` of the N completions (N, L); slot (N,) = b*K + i places reward n at rewards[b, i];
     prefers, margins (B, K, K); gold (B, K) with NaN where unknown.
     """
     k = max(len(g.completions) for g in groups)
     texts = [(g.prompt, c) for g in groups for c in g.completions]
-    ids = reward_input_ids(tokenizer, [p for p, _ in texts], [c for _, c in texts], max_length)
-    input_ids, mask = left_pad(ids, tokenizer.pad_token_id)  # (N, L)
+    inputs = reward_inputs(tokenizer, [p for p, _ in texts], [c for _, c in texts], max_length)  # (N, L)
     slot = torch.tensor([b * k + i for b, g in enumerate(groups) for i in range(len(g.completions))])
     prefers = torch.zeros(len(groups), k, k, dtype=torch.bool)  # (B, K, K)
     margins = torch.zeros(len(groups), k, k)  # (B, K, K)
@@ -64,9 +62,7 @@ def collate_groups(groups: list[RankGroup], tokenizer, max_length: int) -> dict[
         for i, j, m in g.pairs:
             prefers[b, i, j], margins[b, i, j] = True, m
         gold[b, : len(g.gold)] = torch.tensor([float("nan") if x is None else x for x in g.gold])
-    return {
-        "input_ids": input_ids,
-        "attention_mask": mask,
+    return inputs | {
         "slot": slot,
         "prefers": prefers,
         "margins": margins,

@@ -5,6 +5,8 @@ The SFT (or pretrained) backbone gets a scalar head read at the final token (HF'
 is trained with the K-wise ranking loss −log σ(r⁺ − r⁻) over all pairs of a prompt (Ouyang 2022).
 Afterwards its output is shifted and scaled so the policy's samples score mean 0, std 1 (Ziegler
 2019), stored in its config as `reward_mean` / `reward_std` and applied by `RewardModelScorer`.
+`reward_model.pool=sum` instead sums the head over the completion's tokens, a per-token reward with
+the shape of a lexicon scorer such as VADER; it is stored as `reward_pool` for the scorer.
 
 The labels are noisy by construction (Bradley–Terry draws), and the 2M-parameter tiny Llama starts
 fitting that noise after about two epochs. Two standard remedies can be switched on, both for
@@ -33,9 +35,8 @@ from rlhf_lab.data.formats import read_examples
 from rlhf_lab.data.preferences import PreferenceDataModule
 from rlhf_lab.faults import FaultGuard
 from rlhf_lab.losses import ranking_loss
-from rlhf_lab.models import apply_peft, export_model, load_reward_model, load_tokenizer
+from rlhf_lab.models import apply_peft, export_model, load_reward_model, load_tokenizer, reward_logits
 from rlhf_lab.optim import build_optimizer
-from rlhf_lab.rollout import position_ids_from_mask
 from rlhf_lab.scorers import RewardModelScorer
 from rlhf_lab.stages.common import CHECKPOINTS, Context, data_key, fit, gather_cat, model_key, trainer_key
 
@@ -213,10 +214,7 @@ class RewardModule(L.LightningModule):
 
     def rewards(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Rewards laid out as (B, K): one forward pass over every completion of the batch."""
-        mask = batch["attention_mask"]
-        flat = self.model(
-            input_ids=batch["input_ids"], attention_mask=mask, position_ids=position_ids_from_mask(mask)
-        ).logits[:, 0]  # (N,)
+        flat = reward_logits(self.model, batch, self.cfg.pool)  # (N,)
         b, k = batch["gold"].shape
         return flat.new_zeros(b * k).index_copy(0, batch["slot"], flat.float()).view(b, k)  # (B, K)
 
@@ -275,7 +273,7 @@ def build(ctx: Context, out: Path) -> dict[str, float]:
     temperature = read_manifest(collected)["metrics"].get("collect/bt_temperature") if collected else None
 
     tokenizer = load_tokenizer(init, dataclasses.replace(cfg.model, tokenizer=None))
-    model = load_reward_model(init, cfg.model, tokenizer, new_head=True)
+    model = load_reward_model(init, cfg.model, tokenizer, new_head=True, pool=train.pool)
     model = apply_peft(model, cfg.peft, task_type="SEQ_CLS")
     model.train()
     data = PreferenceDataModule(
