@@ -143,8 +143,10 @@ def load_reward_model(
     model.config.pad_token_id = tokenizer.pad_token_id
     if new_head:
         head = model.score  # the scalar head of HF's *ForSequenceClassification (Llama, GPT-2, NeoX)
-        std = 1 / (model.config.hidden_size + 1) ** 0.5 if pool == "last" else 0.0
-        torch.nn.init.normal_(head.weight, std=std)
+        if pool == "last":
+            torch.nn.init.normal_(head.weight, std=1 / (model.config.hidden_size + 1) ** 0.5)
+        else:
+            torch.nn.init.zeros_(head.weight)
         if head.bias is not None:
             torch.nn.init.zeros_(head.bias)
         model.config.reward_pool = pool
