@@ -75,7 +75,9 @@ class RewardModelScorer:
         out = []
         for i in range(0, len(prompts), self.batch_size):
             batch = slice(i, i + self.batch_size)
-            inputs = reward_inputs(self.tokenizer, prompts[batch], completions[batch], self.max_length)
+            inputs = reward_inputs(
+                self.tokenizer, prompts[batch], completions[batch], self.max_length, self.pool == "sum"
+            )
             inputs = {k: t.to(device) for k, t in inputs.items()}  # (b, L)
             out.append(reward_logits(self.model, inputs, self.pool).float().cpu())  # (b,)
         return torch.cat(out) if out else torch.zeros(0)
