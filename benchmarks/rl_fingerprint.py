@@ -1,0 +1,86 @@
+"""Fingerprints of short RL runs, one per algorithm: a checksum of the final weights and of eval.jsonl.
+
+A refactor that should not change what RL computes is checked by running this before and after it
+(same machine, same threads) and comparing the two JSON files:
+
+    python benchmarks/rl_fingerprint.py --out before.json     # on the old commit
+    python benchmarks/rl_fingerprint.py --out after.json      # on the new one
+    diff before.json after.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+# A small world and short trainings (the test suite's fast settings), a small reward model.
+FAST = [
+    "world.n_documents=3000", "world.vocab_size=512", "world.eval_prompts=64",
+    "world.model.hidden_size=64", "world.model.num_layers=2", "world.model.intermediate_size=128",
+    "data.max_length=64", "data.max_prompt_length=24", "data.val_size=64",
+    "pretrain.max_steps=40", "pretrain.batch_size=16", "pretrain.val_every=20", "pretrain.val_batches=2",
+    "pretrain.warmup_steps=5", "sft.max_steps=20", "sft.batch_size=8", "sft.val_every=10",
+    "sft.val_batches=2", "sft.warmup_steps=2", "trainer.enable_progress_bar=false", "logger=csv",
+    "collect.num_prompts=48", "collect.k=3", "collect.chunk=16", "collect.sampling.max_new_tokens=16",
+    "labeler.temperature=0.2", "reward_model.max_steps=12", "reward_model.val_every=6", "reward_model.batch_size=8",
+]
+RL = [
+    "stage=rl", "rl.max_steps=3", "rl.rollouts_per_step=8", "rl.sampling.max_new_tokens=12",
+    "rl.eval_prompts=8", "rl.eval_every=3", "rl.lr=1e-3", "rl.warmup_steps=0", "rl.micro_batch_tokens=128",
+]
+RUNS = {
+    "ppo": ["algo=ppo"],
+    "ppo-critic": ["algo=ppo", "algo.value.model=critic"],
+    "reinforce": ["algo=reinforce"],
+    "rloo": ["algo=rloo"],
+    "grpo": ["algo=grpo"],
+    "rloo-lora": ["algo=rloo", "peft=lora"],
+}
+
+
+def tensors_sha(folder: Path) -> str:
+    """sha256 over every tensor of every safetensors file in `folder` (names sorted)."""
+    from safetensors.torch import load_file
+
+    digest = hashlib.sha256()
+    for file in sorted(folder.rglob("*.safetensors")):
+        tensors = load_file(file)
+        for name in sorted(tensors):
+            digest.update(f"{file.relative_to(folder)}:{name}".encode())
+            digest.update(tensors[name].contiguous().view(-1).view(dtype=__import__("torch").uint8).numpy())
+    return digest.hexdigest()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--home", default=None, help="RLHF_LAB_HOME (default: a fresh temporary folder)")
+    parser.add_argument("--only", nargs="*", default=list(RUNS))
+    args = parser.parse_args()
+    os.environ["RLHF_LAB_HOME"] = args.home or tempfile.mkdtemp(prefix="fingerprint-")
+    os.environ.setdefault("WANDB_MODE", "offline")
+    import torch
+
+    torch.set_num_threads(2)
+    from rlhf_lab import api
+
+    result = {}
+    for name in args.only:
+        cfg = api.compose(*FAST, *RL, *RUNS[name])
+        record = api.run(cfg)
+        out = Path(record["artifacts"]["rl"])
+        result[name] = {
+            "weights": tensors_sha(out),
+            "eval": hashlib.sha256((out / "eval.jsonl").read_bytes()).hexdigest(),
+            "eval_rows": [json.loads(line) for line in (out / "eval.jsonl").read_text().splitlines()],
+        }
+        print(name, result[name]["weights"][:16], result[name]["eval"][:16], flush=True)
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
