@@ -14,12 +14,20 @@ import torch
 from torch import nn
 
 from rlhf_lab.losses import categorical_kl
-from rlhf_lab.rollout import Rollout, decode_responses, left_pad, response_logprobs
+from rlhf_lab.rollout import Rollout, decode_responses, response_logprobs
+from rlhf_lab.seeds import derive_seed
+from rlhf_lab.tensors import left_pad
 
 KL_ROWS = 32  # sequences whose full (T, V) logits are held at once for the exact KL
 
 Generate = Callable[[torch.Tensor, torch.Tensor], Rollout]  # (left-padded ids, mask) -> rollout
 ReferenceLogits = Callable[[Rollout], torch.Tensor]  # rollout -> (B, T, V) reference logits
+
+
+def held_out_generator(seed: int, device: torch.device | str) -> torch.Generator:
+    """The sampler of held-out evaluation: the same draws at every evaluation of a run, and the same in
+    RL's evaluations and the eval stage's."""
+    return torch.Generator(device=device).manual_seed(derive_seed(seed, "held_out"))
 
 
 @dataclass

@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-IGNORE = -100  # label of tokens that carry no loss (prompt, padding)
+from rlhf_lab.tensors import IGNORE, last_token_mask
 
 
 def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,31 +77,25 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) 
 
 
 def bradley_terry_loss(
-    chosen: torch.Tensor, rejected: torch.Tensor, margin: torch.Tensor | None = None
+    diff: torch.Tensor, margin: torch.Tensor | None = None, pairs: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Bradley–Terry preference loss mean −log σ(r⁺ − r⁻ − margin) (Christiano 2017; Stiennon 2020).
+    """Bradley–Terry preference loss: mean over pairs of −log σ(r⁺ − r⁻ − margin) (Christiano 2017;
+    Stiennon 2020), the one preference loss of rlhf_lab (reward training and validation).
 
-    chosen, rejected (B,) rewards; margin (B,) or scalar, optional (a required reward gap).
+    diff: r⁺ − r⁻ of each pair, any shape; margin: a required gap, same shape or scalar, optional;
+    pairs: bool mask of the entries that are pairs (all if None). InstructGPT's K-wise ranking loss
+    (Ouyang 2022) is this loss over the (B, K, K) differences r_i − r_j with pairs[b, i, j] when i is
+    preferred to j: all pairs of a batch averaged together.
     """
-    diff = chosen - rejected  # (B,)
     if margin is not None:
-        diff = diff - margin  # (B,)
-    return -F.logsigmoid(diff).mean()  # ()
+        diff = diff - margin
+    nll = -F.logsigmoid(diff)  # same shape as diff
+    return nll.mean() if pairs is None else masked_mean(nll, pairs)  # ()
 
 
-def ranking_loss(
-    rewards: torch.Tensor, prefers: torch.Tensor, margins: torch.Tensor | None = None
-) -> torch.Tensor:
-    """K-wise ranking loss of InstructGPT (Ouyang 2022): mean −log σ(r_i − r_j − m_ij) over preferred pairs.
-
-    rewards (B, K) for K responses per prompt; prefers (B, K, K) bool with prefers[b, i, j] when i is
-    preferred to j; optional margins (B, K, K). All true pairs of the batch are averaged together (one
-    batch element per prompt, which is Ouyang's 1/C(K,2) normalisation when every prompt has all pairs).
-    """
-    diff = rewards.unsqueeze(-1) - rewards.unsqueeze(-2)  # (B, K, K): r_i − r_j
-    if margins is not None:
-        diff = diff - margins
-    return masked_mean(-F.logsigmoid(diff), prefers)  # ()
+def pairwise_differences(rewards: torch.Tensor) -> torch.Tensor:
+    """(B, K, K) r_i − r_j of K rewards per prompt (B, K)."""
+    return rewards.unsqueeze(-1) - rewards.unsqueeze(-2)  # (B, K, K)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -123,12 +117,6 @@ def kl_estimate(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: s
     if estimator == "k3":
         return torch.expm1(log_r) - log_r  # (B, T)
     raise ValueError(f"unknown KL estimator {estimator!r}; expected 'k1', 'k2' or 'k3'")
-
-
-def last_token_mask(mask: torch.Tensor) -> torch.Tensor:
-    """Bool (B, T), true only at the last real token of each row (all false for an empty row)."""
-    m = mask.long()  # (B, T)
-    return (m.cumsum(-1) == m.sum(-1, keepdim=True)) & mask.bool()  # (B, T)
 
 
 def kl_penalized_rewards(

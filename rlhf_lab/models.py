@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -18,6 +19,12 @@ from rlhf_lab.config import ModelConfig, PeftConfig
 
 log = logging.getLogger(__name__)
 PAD_TOKEN = "<|pad|>"
+
+
+def folder_settings(model_cfg: ModelConfig) -> ModelConfig:
+    """The model settings for loading a folder that carries its own tokenizer (an artifact, a reward
+    model): the run's settings (dtype, attention, trust_remote_code) without its tokenizer override."""
+    return dataclasses.replace(model_cfg, tokenizer=None)
 
 
 def load_tokenizer(path: str | Path, model_cfg: ModelConfig) -> PreTrainedTokenizerBase:
@@ -152,44 +159,6 @@ def load_reward_model(
         model.config.reward_pool = pool
     disable_dropout(model)
     return model
-
-
-def reward_inputs(
-    tokenizer: PreTrainedTokenizerBase,
-    prompts: list[str],
-    completions: list[str],
-    max_length: int,
-    mark_completion: bool = True,
-) -> dict[str, torch.Tensor]:
-    """A left-padded batch of prompt + completion in the reward model's own tokenizer, cut to
-    `max_length` and ending in EOS, so the policy's tokenizer never matters (its text is re-tokenized).
-
-    input_ids, attention_mask, position_ids (N, L); with `mark_completion`, completion_mask (N, L):
-    the tokens after the prompt's own (the longest prefix shared with the prompt tokenized alone),
-    EOS included. Only pool="sum" reads it; leaving it out spares tokenizing the prompts again.
-    """
-    from rlhf_lab.rollout import left_pad, position_ids_from_mask
-
-    joint = tokenizer([p + c for p, c in zip(prompts, completions, strict=True)])["input_ids"]
-    ids = [x[: max_length - 1] + [tokenizer.eos_token_id] for x in joint]
-    input_ids, mask = left_pad(ids, tokenizer.pad_token_id)  # (N, L)
-    inputs = {"input_ids": input_ids, "attention_mask": mask, "position_ids": position_ids_from_mask(mask)}
-    if mark_completion:
-        prompt_tokens = [
-            min(shared_prefix(alone, x), len(x) - 1)  # at least the EOS is the completion's
-            for alone, x in zip(tokenizer(prompts)["input_ids"], ids, strict=True)
-        ]
-        first = torch.tensor([mask.shape[1] - len(x) + n for x, n in zip(ids, prompt_tokens, strict=True)])
-        inputs["completion_mask"] = torch.arange(mask.shape[1])[None, :] >= first[:, None]  # (N, L)
-    return inputs
-
-
-def shared_prefix(a: list[int], b: list[int]) -> int:
-    """How many leading tokens a and b share."""
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    return n
 
 
 def reward_logits(model: torch.nn.Module, inputs: dict[str, torch.Tensor], pool: str) -> torch.Tensor:

@@ -30,14 +30,16 @@ from rlhf_lab.artifacts import (
     scratch_dir,
     worker_rank,
 )
-from rlhf_lab.config import Config
-from rlhf_lab.stages import bon, collect, evaluate, pretrain, reward, rl, sft
+from rlhf_lab.config import Config, ConfigError
+from rlhf_lab.rl import stage as rl
+from rlhf_lab.stages import bon, collect, evaluate, pretrain, reward, sft
 from rlhf_lab.stages.common import CHECKPOINTS, Context
 from rlhf_lab.tracking import finish_wandb
 
 log = logging.getLogger(__name__)
 
-# Each stage module provides upstream(cfg), key_config(cfg) and build(ctx, out) -> metrics.
+# Each stage module provides upstream(cfg), key_config(cfg) and build(ctx, out) -> metrics, and may
+# provide check(cfg) -> 'key: message' problems, asked before anything is built.
 STAGES: dict[str, ModuleType] = {
     "pretrain": pretrain,
     "sft": sft,
@@ -89,6 +91,7 @@ def ensure_with_inputs(
 ) -> dict[str, Path]:
     """Like `ensure`, returning the artifacts of `name` and of every stage it needs, by stage;
     stages in `known` (already ensured by this run) are taken from it."""
+    check(cfg, name)
     artifacts: dict[str, Path] = dict(known or {})
     for stage in plan(cfg, name):
         if stage in artifacts:
@@ -96,6 +99,13 @@ def ensure_with_inputs(
         inputs = {up: artifacts[up] for up in STAGES[stage].upstream(cfg)}
         artifacts[stage] = _ensure_one(cfg, stage, run_dir, inputs, rebuild=rebuild and stage == name)
     return artifacts
+
+
+def check(cfg: Config, name: str) -> None:
+    """Raise ConfigError naming every setting that a stage of `name`'s plan cannot run with."""
+    found = [p for stage in plan(cfg, name) for p in getattr(STAGES[stage], "check", lambda cfg: ())(cfg)]
+    if found:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(found))
 
 
 def _ensure_one(cfg: Config, name: str, run_dir: Path, inputs: dict[str, Path], rebuild: bool) -> Path:

@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
+from rlhf_lab.config import SamplingConfig
+from rlhf_lab.data.prompts import encode_prompts
 from rlhf_lab.losses import entropy_from_logprobs
+from rlhf_lab.tensors import chunks, left_pad, position_ids_from_mask
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +33,8 @@ __all__ = [
     "decode_responses",
     "generate",
     "generate_text",
-    "left_pad",
+    "generation_args",
     "pack",
-    "position_ids_from_mask",
     "response_logprobs",
     "response_states",
 ]
@@ -125,28 +127,6 @@ class ResponseStats(NamedTuple):
     logits: torch.Tensor | None  # (B, T, V) float32 logits / temperature, or None if not asked for
     hidden: torch.Tensor | None = None  # (B, T, d) last hidden state at the positions predicting
     # each response token (the states a value head reads), or None if not asked for
-
-
-# ----------------------------------------------------------------------------------------------
-# Padding and positions
-# ----------------------------------------------------------------------------------------------
-
-
-def left_pad(sequences: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids (B, L), mask (B, L)) left-padded, as torch.long."""
-    width = max((len(s) for s in sequences), default=0)
-    ids = [[pad_token_id] * (width - len(s)) + list(s) for s in sequences]
-    mask = [[0] * (width - len(s)) + [1] * len(s) for s in sequences]
-    shape = (len(sequences), width)
-    return (
-        torch.tensor(ids, dtype=torch.long).reshape(shape),  # (B, L)
-        torch.tensor(mask, dtype=torch.long).reshape(shape),  # (B, L)
-    )
-
-
-def position_ids_from_mask(mask: torch.Tensor) -> torch.Tensor:
-    """(B, L) position ids cumsum(mask) - 1, clamped at 0 on left padding."""
-    return (mask.long().cumsum(dim=-1) - 1).clamp_(min=0)  # (B, L)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -291,6 +271,11 @@ def _decode_loop(
 
     positions = position_ids_from_mask(prompt_mask)  # (B, P)
     extra = {"logits_to_keep": 1} if _accepts_logits_to_keep(model) else {}
+    try:  # transformers 5 calls the KV cache `cache` (argument and output); 4.x and remote code, past_key_values
+        takes_cache = "cache" in inspect.signature(_unwrap(model).forward).parameters
+    except (TypeError, ValueError):
+        takes_cache = False
+    cache_name = "cache" if takes_cache else "past_key_values"
     out = model(
         input_ids=prompt_ids,
         attention_mask=prompt_mask,
@@ -298,7 +283,7 @@ def _decode_loop(
         use_cache=True,
         **extra,
     )
-    cache = out.past_key_values
+    cache = out[cache_name]
     next_pos = positions[:, -1:] + 1  # (B, 1) prompts are left-padded: last column is real
     steps = 0
     for t in range(max_new_tokens):
@@ -318,8 +303,8 @@ def _decode_loop(
             input_ids=token.unsqueeze(1),  # (A, 1)
             attention_mask=mask[:, : plen + steps],  # (A, P+t+1)
             position_ids=next_pos,  # (A, 1)
-            past_key_values=cache,
             use_cache=True,
+            **{cache_name: cache},
         )
         next_pos = next_pos + 1  # (A, 1)
     return response[:, :steps], alive[:, :steps].to(prompt_mask.dtype), logprobs[:, :steps]
@@ -544,15 +529,22 @@ def _packing_works(run: Callable, model: nn.Module) -> bool:
 # ----------------------------------------------------------------------------------------------
 
 
-def _batches(items: list[Any], size: int) -> Iterator[list[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 def decode_responses(tokenizer: Any, rollout: Rollout) -> list[str]:
     """Each row's response as text: its real tokens (up to and including EOS), special tokens skipped."""
     rows, lengths = rollout.response_ids.tolist(), rollout.lengths().tolist()
     return [tokenizer.decode(row[:n], skip_special_tokens=True) for row, n in zip(rows, lengths, strict=True)]
+
+
+def generation_args(sampling: SamplingConfig) -> dict[str, Any]:
+    """The arguments of :func:`generate` that a `SamplingConfig` sets (greedy at temperature 0): the one
+    place where sampling settings become generation arguments."""
+    return dict(
+        max_new_tokens=sampling.max_new_tokens,
+        temperature=sampling.temperature,
+        top_k=sampling.top_k,
+        top_p=sampling.top_p,
+        do_sample=sampling.temperature > 0,
+    )
 
 
 def generate_text(
@@ -560,22 +552,24 @@ def generate_text(
     tokenizer: Any,
     prompts: list[str],
     *,
+    max_prompt_length: int | None = None,
     batch_size: int = 64,
     max_new_tokens: int = 48,
     **sampling: Any,
 ) -> list[str]:
     """Generate a response string per prompt (special tokens skipped), in batches.
 
-    Each prompt is tokenized as ``tokenizer(prompt)`` does (BOS etc. included, no padding) and
-    left-padded with ``tokenizer.pad_token_id`` (EOS if there is none). `sampling` goes to
-    :func:`generate` (temperature, top_k, top_p, do_sample, generator, eos_token_id, ...).
+    Prompts are encoded by the long-prompt rule (`data.prompts.encode_prompts`: as ``tokenizer(prompt)``
+    frames them, the last `max_prompt_length` tokens kept) and left-padded with ``tokenizer.pad_token_id``
+    (EOS if there is none). `sampling` goes to :func:`generate` (temperature, top_k, top_p, do_sample,
+    generator, eos_token_id, ...; :func:`generation_args` of a `SamplingConfig`).
     """
     eos = sampling.pop("eos_token_id", tokenizer.eos_token_id)
     pad = sampling.pop("pad_token_id", tokenizer.pad_token_id)
     pad = eos if pad is None else pad
     texts: list[str] = []
-    for chunk in _batches(prompts, batch_size):
-        ids, mask = left_pad([tokenizer(p)["input_ids"] for p in chunk], pad)  # (b, P), (b, P)
+    for chunk in chunks(encode_prompts(tokenizer, prompts, max_prompt_length), batch_size):
+        ids, mask = left_pad(list(chunk), pad)  # (b, P), (b, P)
         rollout = generate(
             model, ids, mask, max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=pad, **sampling
         )

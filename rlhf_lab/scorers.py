@@ -11,7 +11,9 @@ from typing import Protocol
 
 import torch
 
-from rlhf_lab.config import ModelConfig, ScorerConfig
+from rlhf_lab.config import Config, ModelConfig
+from rlhf_lab.data.reward_inputs import reward_inputs
+from rlhf_lab.models import folder_settings, load_reward_model, load_tokenizer, reward_logits
 from rlhf_lab.world.corpus import gold_score
 
 
@@ -38,7 +40,7 @@ class KeywordScorer:
 
     def __init__(self, keywords: list[str]):
         if not keywords:
-            raise ValueError("reward.keywords: the keyword scorer needs at least one keyword")
+            raise ValueError("objective.keywords: the keyword scorer needs at least one keyword")
         self.pattern = re.compile(r"\b(" + "|".join(map(re.escape, keywords)) + r")\b", re.IGNORECASE)
 
     def score(self, prompts: list[str], completions: list[str]) -> torch.Tensor:
@@ -48,19 +50,20 @@ class KeywordScorer:
 class RewardModelScorer:
     """A trained reward-model folder: re-tokenizes the text with its own tokenizer, reads the scalar
     head as its config's `reward_pool` says (the final token by default), and applies the
-    normalization stored in its config (mean 0, std 1 on the samples of the policy it was normalized on)."""
+    normalization stored in its config (mean 0, std 1 on the samples of the policy it was normalized on).
+    It loads with the run's model settings (dtype, attention, trust_remote_code) and scores in float32."""
 
     def __init__(
         self,
         path: str | Path,
+        model: ModelConfig | None = None,
         device: str | torch.device = "cpu",
         batch_size: int = 256,
         max_length: int = 512,
     ):
-        from rlhf_lab.models import load_reward_model, load_tokenizer
-
-        self.tokenizer = load_tokenizer(path, ModelConfig())
-        self.model = load_reward_model(path, ModelConfig(), self.tokenizer, new_head=False).to(device).eval()
+        settings = folder_settings(model or ModelConfig())
+        self.tokenizer = load_tokenizer(path, settings)
+        self.model = load_reward_model(path, settings, self.tokenizer, new_head=False).to(device).eval()
         self.batch_size, self.max_length = batch_size, max_length
         self.mean = float(getattr(self.model.config, "reward_mean", 0.0))
         self.std = float(getattr(self.model.config, "reward_std", 1.0))
@@ -69,8 +72,6 @@ class RewardModelScorer:
     @torch.no_grad()
     def raw_score(self, prompts: list[str], completions: list[str]) -> torch.Tensor:
         """Unnormalized head outputs, (B,)."""
-        from rlhf_lab.models import reward_inputs, reward_logits
-
         device = next(self.model.parameters()).device
         out = []
         for i in range(0, len(prompts), self.batch_size):
@@ -86,15 +87,34 @@ class RewardModelScorer:
         return (self.raw_score(prompts, completions) - self.mean) / self.std
 
 
-def make_scorer(cfg: ScorerConfig, rm_path: str | Path | None = None, device: str = "cpu") -> Scorer:
-    """The scorer of the `reward` group; `rm_path` is the reward artifact when `reward.path` is null."""
-    if cfg.kind == "gold":
+# ------------------------------------------------------------------ the run's objective and gold
+def needs_reward_stage(cfg: Config) -> bool:
+    """Whether the objective is this config's own reward artifact (objective=rm, no path): a stage that
+    scores with it (rl, bon, eval) then has the `reward` stage upstream."""
+    return cfg.objective.kind == "rm" and cfg.objective.path is None
+
+
+def reward_model_path(cfg: Config, inputs: dict[str, Path]) -> Path | None:
+    """The reward-model folder the objective scores with (objective.path, else the reward artifact in
+    `inputs`); None when the objective is not a reward model."""
+    if cfg.objective.kind != "rm":
+        return None
+    return Path(cfg.objective.path) if cfg.objective.path else Path(inputs["reward"])
+
+
+def objective_scorer(cfg: Config, inputs: dict[str, Path], device: str | torch.device = "cpu") -> Scorer:
+    """The score RL and best-of-n maximize, and eval reports as the proxy: the `objective` group."""
+    kind = cfg.objective.kind
+    if kind == "gold":
         return GoldScorer()
-    if cfg.kind == "length":
+    if kind == "length":
         return LengthScorer()
-    if cfg.kind == "keyword":
-        return KeywordScorer(list(cfg.keywords))
-    path = cfg.path or rm_path
-    if path is None:
-        raise ValueError("reward.path: reward=rm needs a reward-model folder")
-    return RewardModelScorer(path, device=device, batch_size=cfg.batch_size)
+    if kind == "keyword":
+        return KeywordScorer(list(cfg.objective.keywords))
+    path = reward_model_path(cfg, inputs)
+    return RewardModelScorer(path, cfg.model, device=device, batch_size=cfg.objective.batch_size)
+
+
+def gold_scorer(cfg: Config) -> GoldScorer | None:
+    """The world's gold scorer (`gold`), or None when the config has none."""
+    return GoldScorer() if cfg.gold else None

@@ -11,9 +11,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from rlhf_lab.config import DataConfig, SourceConfig
-from rlhf_lab.data.formats import Example, read_examples, report_skipped
+from rlhf_lab.data.formats import Example, read_examples
+from rlhf_lab.data.prompts import encode_prompts
 from rlhf_lab.data.sources import DataError
-from rlhf_lab.losses import IGNORE
+from rlhf_lab.tensors import IGNORE
 
 log = logging.getLogger(__name__)
 
@@ -21,25 +22,16 @@ log = logging.getLogger(__name__)
 def tokenize_pairs(examples: list[Example], tokenizer, data: DataConfig, source: str) -> list[dict]:
     """Tokenize prompt/completion pairs; labels cover the completion and EOS only.
 
-    Truncation rule: a prompt longer than `data.max_prompt_length` tokens is a bad row; a completion
-    is cut so that prompt + completion + EOS fits in `data.max_length`.
+    Truncation: a prompt follows the long-prompt rule of every stage (`data.prompts.encode_prompts`:
+    its last `data.max_prompt_length` tokens are kept); a completion is cut so that prompt +
+    completion + EOS fits in `data.max_length`.
     """
-    prompts = tokenizer([e.prompt for e in examples])["input_ids"]
+    prompts = encode_prompts(tokenizer, [e.prompt for e in examples], data.max_prompt_length, source)
     completions = tokenizer([e.completion for e in examples], add_special_tokens=False)["input_ids"]
-    rows, skipped, first_error = [], 0, None
-    for i, (p, c) in enumerate(zip(prompts, completions, strict=False)):
-        if len(p) > data.max_prompt_length:
-            message = (
-                f"{source}: row {i}, field 'prompt': {len(p)} tokens > "
-                f"data.max_prompt_length={data.max_prompt_length}"
-            )
-            if data.on_bad_row == "error":
-                raise DataError(message + "  (data.on_bad_row=skip skips such rows)")
-            skipped, first_error = skipped + 1, first_error or message
-            continue
+    rows = []
+    for p, c in zip(prompts, completions, strict=True):
         c = c[: data.max_length - len(p) - 1] + [tokenizer.eos_token_id]
         rows.append({"input_ids": p + c, "labels": [IGNORE] * len(p) + c})
-    report_skipped(source, skipped, len(examples), first_error)
     return rows
 
 

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 
 from rlhf_lab.data.formats import PreferencePair
 from rlhf_lab.data.lm import Rows
-from rlhf_lab.models import reward_inputs
+from rlhf_lab.data.reward_inputs import reward_inputs
 
 
 @dataclass

@@ -17,24 +17,23 @@ import torch
 
 from rlhf_lab.config import Config
 from rlhf_lab.losses import best_of_n_kl
-from rlhf_lab.scorers import GoldScorer, make_scorer
+from rlhf_lab.scorers import gold_scorer, needs_reward_stage, objective_scorer
+from rlhf_lab.seeds import derive_seed
 from rlhf_lab.stages.common import Context, data_key, sample_completions, write_table
+from rlhf_lab.tensors import repeat_each
 from rlhf_lab.tracking import log_stage_metrics
 
 log = logging.getLogger(__name__)
 
 
 def upstream(cfg: Config) -> list[str]:
-    needs = [] if cfg.bon.policy else ["sft"]
-    if cfg.reward.kind == "rm" and cfg.reward.path is None:
-        needs.append("reward")
-    return needs
+    return ([] if cfg.bon.policy else ["sft"]) + (["reward"] if needs_reward_stage(cfg) else [])
 
 
 def key_config(cfg: Config) -> dict:
     return {
         "bon": dataclasses.asdict(cfg.bon),
-        "reward": dataclasses.asdict(cfg.reward),
+        "objective": dataclasses.asdict(cfg.objective),
         "gold": cfg.gold,
         "prompts": data_key(cfg, "eval_prompts"),
         "seed": cfg.seed,
@@ -71,12 +70,15 @@ def build(ctx: Context, out: Path) -> dict[str, float]:
     ns, big_n = sorted(set(cfg.bon.n)), max(cfg.bon.n)
     prompts = ctx.prompts(cfg.data.eval_prompts, "eval_prompts", cfg.bon.num_prompts)
     model, tokenizer = ctx.load_policy(cfg.bon.policy or ctx.inputs["sft"])
-    completions = sample_completions(model, tokenizer, prompts, big_n, cfg.bon.sampling, cfg.seed)
-    repeated = [p for p in prompts for _ in range(big_n)]  # prompt i at rows i*N .. i*N+N-1
+    seed = derive_seed(cfg.seed, "best_of_n")
+    completions = sample_completions(
+        model, tokenizer, prompts, big_n, cfg.bon.sampling, seed, cfg.data.max_prompt_length
+    )
+    repeated = repeat_each(prompts, big_n)  # prompt i at rows i*N .. i*N+N-1
     del model
-    scorer = make_scorer(cfg.reward, ctx.inputs.get("reward"), device=str(ctx.device))
-    proxy = scorer.score(repeated, completions).view(len(prompts), big_n)  # (B, N)
-    gold = GoldScorer().score(repeated, completions).view(len(prompts), big_n) if cfg.gold else None
+    proxy = objective_scorer(cfg, ctx.inputs, ctx.device).score(repeated, completions).view(len(prompts), big_n)
+    gold = gold_scorer(cfg)
+    gold = gold.score(repeated, completions).view(len(prompts), big_n) if gold else None  # (B, N)
 
     table = []
     for n in ns:
@@ -85,7 +87,7 @@ def build(ctx: Context, out: Path) -> dict[str, float]:
             row["gold"] = best_of_n_expectation(proxy, gold, n).mean().item()
         table.append(row)
     write_table(table, out, "bon")
-    plot(table, out / "bon.png", cfg.reward.kind)
+    plot(table, out / "bon.png", cfg.objective.kind)
     metrics = {f"bon/n{r['n']}/{k}": v for r in table for k, v in r.items() if k != "n"}
     columns = list(table[0])
     log_stage_metrics(

@@ -27,7 +27,9 @@ from rich.progress import track
 from rlhf_lab.config import Config, SamplingConfig
 from rlhf_lab.labelers import Comparison, bt_ceiling, make_labeler, temperature_for_ceiling
 from rlhf_lab.scorers import GoldScorer
+from rlhf_lab.seeds import derive_seed
 from rlhf_lab.stages.common import Context, data_key, sample_completions
+from rlhf_lab.tensors import repeat_each
 from rlhf_lab.tracking import log_stage_metrics
 
 log = logging.getLogger(__name__)
@@ -72,7 +74,7 @@ def build(ctx: Context, out: Path) -> dict[str, float]:
 
 def sample_in_chunks(ctx: Context, policy: str, prompts: list[str], chunk_dir: Path) -> list[dict]:
     """K samples per prompt, gold-scored, one JSONL file per chunk of prompts; finished chunks are reused."""
-    cfg, k, size = ctx.cfg, ctx.cfg.collect.k, ctx.cfg.collect.chunk
+    cfg, k, size = ctx.cfg, ctx.cfg.collect.samples_per_prompt, ctx.cfg.collect.chunk
     chunk_dir.mkdir(exist_ok=True)
     n_chunks = -(-len(prompts) // size)
     todo = [i for i in range(n_chunks) if not (chunk_dir / f"{i:05d}.jsonl").exists()]
@@ -88,7 +90,8 @@ def sample_in_chunks(ctx: Context, policy: str, prompts: list[str], chunk_dir: P
                 chunk,
                 k,
                 cfg.collect.sampling,
-                seed=cfg.seed * 100_003 + i,
+                seed=derive_seed(cfg.seed, "collect_chunk", i),
+                max_prompt_length=cfg.data.max_prompt_length,
                 gold=cfg.gold is not None,
             )
             tmp = chunk_dir / f".{i:05d}.tmp"
@@ -98,10 +101,17 @@ def sample_in_chunks(ctx: Context, policy: str, prompts: list[str], chunk_dir: P
 
 
 def sample_chunk(
-    model, tokenizer, prompts: list[str], k: int, sampling: SamplingConfig, seed: int, gold: bool
+    model,
+    tokenizer,
+    prompts: list[str],
+    k: int,
+    sampling: SamplingConfig,
+    seed: int,
+    gold: bool,
+    max_prompt_length: int,
 ) -> list[dict]:
-    completions = sample_completions(model, tokenizer, prompts, k, sampling, seed)
-    repeated = [p for p in prompts for _ in range(k)]  # (N*K,) prompt i at rows i*K .. i*K+K-1
+    completions = sample_completions(model, tokenizer, prompts, k, sampling, seed, max_prompt_length)
+    repeated = repeat_each(prompts, k)  # (N*K,) prompt i at rows i*K .. i*K+K-1
     scores = GoldScorer().score(repeated, completions).view(len(prompts), k).tolist() if gold else None
     return [
         {"prompt": p, "completions": completions[i * k : (i + 1) * k], "gold": scores[i] if gold else None}

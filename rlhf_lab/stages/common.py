@@ -16,8 +16,9 @@ from hydra.utils import instantiate
 
 from rlhf_lab.config import Config, SamplingConfig, SourceConfig, TrainConfig
 from rlhf_lab.data.formats import read_examples
-from rlhf_lab.models import load_causal_lm, load_tokenizer
-from rlhf_lab.rollout import generate_text
+from rlhf_lab.models import folder_settings, load_causal_lm, load_tokenizer
+from rlhf_lab.rollout import generate_text, generation_args
+from rlhf_lab.tensors import repeat_each
 from rlhf_lab.tracking import make_callbacks, make_loggers
 from rlhf_lab.world import World, build_world, world_key
 
@@ -71,7 +72,7 @@ class Context:
 
     def load_policy(self, path: str | Path):
         """(model on `device`, tokenizer) of a policy folder, each loaded from the folder itself."""
-        model_cfg = dataclasses.replace(self.cfg.model, tokenizer=None)
+        model_cfg = folder_settings(self.cfg.model)
         tokenizer = load_tokenizer(path, model_cfg)
         return load_causal_lm(path, model_cfg, tokenizer).to(self.device), tokenizer
 
@@ -179,20 +180,16 @@ def check_ranks_agree(trainer: L.Trainer, module: torch.nn.Module) -> None:
 
 
 def sample_completions(
-    model, tokenizer, prompts: list[str], k: int, sampling: SamplingConfig, seed: int
+    model, tokenizer, prompts: list[str], k: int, sampling: SamplingConfig, seed: int, max_prompt_length: int
 ) -> list[str]:
     """k completions of each prompt, flat: those of prompt i are at i*k .. i*k+k-1."""
-    repeated = [p for p in prompts for _ in range(k)]  # (N*k,)
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     return generate_text(
         model,
         tokenizer,
-        repeated,
+        repeat_each(prompts, k),  # (N*k,)
+        max_prompt_length=max_prompt_length,
         batch_size=sampling.batch_size,
-        max_new_tokens=sampling.max_new_tokens,
-        temperature=sampling.temperature,
-        do_sample=sampling.temperature > 0,
-        top_k=sampling.top_k,
-        top_p=sampling.top_p,
         generator=generator,
+        **generation_args(sampling),
     )

@@ -1,7 +1,7 @@
 """Stage `eval`: the pipeline's summary — SFT vs RL vs best-of-n on held-out prompts.
 
 The SFT and RL policies each sample one completion per held-out prompt (the same seed for both) and
-are compared on: gold reward, proxy reward (the `reward` scorer), the exact KL to the SFT policy, the
+are compared on: gold reward, proxy reward (the `objective` scorer), the exact KL to the SFT policy, the
 win rate against SFT judged by gold, and perplexity on held-out SFT pairs (what RL costs the language
 model). Best-of-n rows come from the bon artifact (its proxy and gold scores, its analytic KL).
 
@@ -22,10 +22,11 @@ import torch
 
 from rlhf_lab.config import Config
 from rlhf_lab.data.lm import LMDataModule, collate
-from rlhf_lab.evaluation import sample_with_kl, summarize
+from rlhf_lab.evaluation import held_out_generator, sample_with_kl, summarize
 from rlhf_lab.losses import token_nll
-from rlhf_lab.rollout import generate, response_logprobs
-from rlhf_lab.scorers import GoldScorer, make_scorer
+from rlhf_lab.data.prompts import encode_prompts
+from rlhf_lab.rollout import generate, generation_args, response_logprobs
+from rlhf_lab.scorers import gold_scorer, needs_reward_stage, objective_scorer
 from rlhf_lab.stages.common import Context, data_key, write_table
 from rlhf_lab.tracking import log_stage_metrics
 
@@ -46,15 +47,13 @@ def upstream(cfg: Config) -> list[str]:
     needs = ["sft", "rl"]
     if cfg.eval.bon:
         needs.append("bon")
-    if cfg.reward.kind == "rm" and cfg.reward.path is None:
-        needs.append("reward")
-    return needs
+    return needs + (["reward"] if needs_reward_stage(cfg) else [])
 
 
 def key_config(cfg: Config) -> dict:
     return {
         "eval": dataclasses.asdict(cfg.eval),
-        "reward": dataclasses.asdict(cfg.reward),
+        "objective": dataclasses.asdict(cfg.objective),
         "gold": cfg.gold,
         "prompts": data_key(cfg, "eval_prompts"),
         "ppl_data": data_key(cfg, "sft"),
@@ -65,8 +64,7 @@ def key_config(cfg: Config) -> dict:
 def build(ctx: Context, out: Path) -> dict[str, float]:
     cfg = ctx.cfg
     prompts = ctx.prompts(cfg.data.eval_prompts, "eval_prompts", cfg.eval.num_prompts)
-    scorer = make_scorer(cfg.reward, ctx.inputs.get("reward"), device=str(ctx.device))
-    gold_scorer = GoldScorer() if cfg.gold else None
+    scorer, gold = objective_scorer(cfg, ctx.inputs, ctx.device), gold_scorer(cfg)
     sft, tokenizer = ctx.load_policy(ctx.inputs["sft"])
     ppl_rows = heldout_sft_rows(ctx, tokenizer)
 
@@ -78,16 +76,16 @@ def build(ctx: Context, out: Path) -> dict[str, float]:
     ):
         samples = sample_policy(policy, reference, tokenizer, prompts, cfg, ctx.device)
         proxy = scorer.score(prompts, samples.completions)
-        gold = gold_scorer.score(prompts, samples.completions) if gold_scorer else None
-        sft_gold = gold if sft_gold is None else sft_gold
-        metrics = summarize(samples, proxy, gold, sft_gold) | {"ppl": perplexity(policy, ppl_rows, tokenizer)}
+        golds = gold.score(prompts, samples.completions) if gold else None
+        sft_gold = golds if sft_gold is None else sft_gold
+        metrics = summarize(samples, proxy, golds, sft_gold) | {"ppl": perplexity(policy, ppl_rows, tokenizer)}
         rows.append({"policy": name, **metrics})
         log.info("eval %s: %s", name, "  ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
     if "bon" in ctx.inputs:
         rows += bon_rows(ctx.inputs["bon"])
 
     write_summary(rows, out)
-    plot_summary(rows, out / "summary.png", cfg.reward.kind)
+    plot_summary(rows, out / "summary.png", cfg.objective.kind)
     metrics = {f"eval/{_slug(r['policy'])}/{k}": v for r in rows for k, v in r.items() if k != "policy"}
     log_stage_metrics(
         cfg,
@@ -102,24 +100,19 @@ def build(ctx: Context, out: Path) -> dict[str, float]:
 def sample_policy(policy, reference, tokenizer, prompts: list[str], cfg: Config, device):
     """One completion per prompt (seed fixed across policies) and its exact KL to `reference`."""
     s = cfg.eval.sampling
-    generator = torch.Generator(device=device).manual_seed(cfg.seed + 10_007)
     sample = partial(
         generate,
         policy,
-        max_new_tokens=s.max_new_tokens,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        temperature=s.temperature,
-        top_k=s.top_k,
-        top_p=s.top_p,
-        do_sample=s.temperature > 0,
-        generator=generator,
+        generator=held_out_generator(cfg.seed, device),
+        **generation_args(s),
     )
     temperature = s.temperature or 1.0
     return sample_with_kl(
         policy,
         tokenizer,
-        [tokenizer(p)["input_ids"] for p in prompts],
+        encode_prompts(tokenizer, prompts, cfg.data.max_prompt_length, "eval prompts"),
         generate=sample,
         reference_logits=None
         if reference is None

@@ -50,7 +50,12 @@ def build(ctx: Context, out: Path) -> dict[str, float]:
     if cfg.pretrain.gold_samples:
         prompts = ctx.prompts(cfg.data.eval_prompts, "eval_prompts", cfg.pretrain.gold_samples)
         completions = generate_text(
-            model, tokenizer, prompts, max_new_tokens=cfg.pretrain.sample_tokens, temperature=1.0
+            model,
+            tokenizer,
+            prompts,
+            max_prompt_length=cfg.data.max_prompt_length,
+            max_new_tokens=cfg.pretrain.sample_tokens,
+            temperature=1.0,
         )
         gold = GoldScorer().score(prompts, completions)
         metrics |= {

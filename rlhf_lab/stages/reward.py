@@ -34,7 +34,7 @@ from rlhf_lab.config import Config, RewardModelConfig
 from rlhf_lab.data.formats import read_examples
 from rlhf_lab.data.preferences import PreferenceDataModule
 from rlhf_lab.faults import FaultGuard
-from rlhf_lab.losses import ranking_loss
+from rlhf_lab.losses import bradley_terry_loss, pairwise_differences
 from rlhf_lab.models import apply_peft, export_model, load_reward_model, load_tokenizer, reward_logits
 from rlhf_lab.optim import build_optimizer
 from rlhf_lab.scorers import RewardModelScorer
@@ -221,12 +221,12 @@ class RewardModule(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         rewards = self.rewards(batch)  # (B, K)
         margins = batch["margins"] if self.cfg.use_margin else None
-        loss = ranking_loss(rewards, batch["prefers"], margins)
+        loss = bradley_terry_loss(pairwise_differences(rewards), margins, batch["prefers"])
         finite = self.guard.check_loss(self, loss, self.global_step)
         self.log("reward/train/skipped_updates", float(self.guard.skipped))
         if not finite:
             return None  # Lightning skips the backward pass and the optimizer step
-        diff = (rewards.unsqueeze(-1) - rewards.unsqueeze(-2))[batch["prefers"]]  # (P,)
+        diff = pairwise_differences(rewards)[batch["prefers"]]  # (P,)
         self.log_dict(
             {
                 "reward/train/loss": loss,
@@ -239,8 +239,8 @@ class RewardModule(L.LightningModule):
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         rewards, prefers, gold = self.rewards(batch), batch["prefers"], batch["gold"]
-        diff = (rewards.unsqueeze(-1) - rewards.unsqueeze(-2))[prefers]  # (P,)
-        gold_gap = (gold.unsqueeze(-1) - gold.unsqueeze(-2))[prefers]  # (P,)
+        diff = pairwise_differences(rewards)[prefers]  # (P,)
+        gold_gap = pairwise_differences(gold)[prefers]  # (P,)
         real = torch.zeros(gold.numel(), dtype=torch.bool, device=gold.device)
         real = real.index_fill(0, batch["slot"], True).view_as(gold)  # (B, K) slots holding a completion
         self._val.append((diff.cpu(), gold_gap.cpu(), rewards[real].cpu()))
@@ -253,7 +253,7 @@ class RewardModule(L.LightningModule):
         metrics |= {
             "reward_mean": rewards.mean().item(),
             "reward_std": rewards.std().item(),
-            "loss": torch.nn.functional.softplus(-diff).mean().item(),
+            "loss": bradley_terry_loss(diff).item(),
         }
         self.log_dict({f"reward/val/{k}": v for k, v in metrics.items()}, prog_bar=False)
         if self.trainer.state.fn == "fit":  # keep training the raw weights; after fit the average stays

@@ -1,0 +1,167 @@
+"""What the RL stage measures and logs: rl/train/* every step, rl/eval/* on held-out prompts.
+
+The held-out evaluation samples one response per prompt with the same draws every time
+(`evaluation.held_out_generator`) and reports gold, proxy, the exact KL to the reference, length, and
+the win rate against the starting policy's samples judged by gold. Rank 0 appends each evaluation to
+`eval.jsonl` in the artifact's folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from rlhf_lab.evaluation import held_out_generator, sample_with_kl, summarize
+from rlhf_lab.rollout import Rollout
+from rlhf_lab.tracking import memory_mb
+
+log = logging.getLogger("rlhf_lab.rl")
+TABLE_ROWS = 16  # rollouts per W&B sample table
+EVALS = "eval.jsonl"
+
+
+class Timer:
+    """Wall seconds per phase; waits for the GPU so that each phase is charged its own kernels."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.seconds = device, {}
+
+    @contextmanager
+    def __call__(self, phase: str):
+        self._sync()
+        start = time.perf_counter()
+        yield
+        self._sync()
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+class Metrics:
+    """The RL stage's metrics of one run: the last train and eval metrics, and the starting policy's
+    held-out gold (the baseline of the win rate; checkpointed)."""
+
+    def __init__(self, out_dir: Path | None):
+        self.out_dir = out_dir
+        self.sft_gold: torch.Tensor | None = None
+        self.last_train: dict[str, float] = {}
+        self.last_eval: dict[str, float] = {}
+        self.memory_at_start = 0.0
+
+    def start(self, module) -> None:
+        self.memory_at_start = memory_mb(module.device)[0]  # models loaded, nothing run yet
+        if module.step_count == 0 and self.sft_gold is None:
+            self.evaluate(module)  # the starting (SFT) policy: the baseline of the gains and the win rate
+
+    def step_stats(self, module, rollout: Rollout, scores, gold, ended, stats: dict, timer: Timer) -> dict:
+        """A step's metrics, averaged over the ranks."""
+        seconds = sum(timer.seconds.values())
+        stats = stats | {
+            "reward": scores.mean().item(),
+            "length": rollout.lengths().float().mean().item(),
+            "eos_fraction": ended.float().mean().item(),
+            "lr": module.optimizers().param_groups[0]["lr"],
+            **{f"time/{k}": v for k, v in timer.seconds.items()},
+            "time/step": seconds,
+            "tokens_per_second": rollout.lengths().sum().item() / max(seconds, 1e-9),
+            "memory/peak_mb": memory_mb(module.device)[1],
+            "memory/at_start_mb": self.memory_at_start,
+        }
+        if gold is not None:
+            stats["gold"] = gold.mean().item()
+        return _mean_over_ranks(module, stats)
+
+    def log_step(self, module, stats: dict, samples: tuple[list[str], list[str]], scores, gold) -> None:
+        """Log a step's metrics (the progress bar shows a few); a sample table every rl.samples_every
+        steps; a held-out evaluation every rl.eval_every steps and after the last."""
+        settings, step = module.settings, module.step_count
+        self.last_train = {f"rl/train/{k}": v for k, v in stats.items()}
+        _log(module, self.last_train)
+        shown = ("reward", "kl", "gold") if gold is not None else ("reward", "kl")
+        module.log_dict({k: stats[k] for k in shown}, prog_bar=True, logger=False)
+        if step % settings.samples_every == 0:
+            _log_samples(module, *samples, scores, gold)
+        if step % settings.eval_every == 0 or step == settings.max_steps:
+            self.evaluate(module)
+
+    @torch.no_grad()
+    def evaluate(self, module) -> None:
+        """Held-out prompts, one sample each with the same draws every time: gold, proxy, exact KL to the
+        reference, length, and the win rate against the starting policy's samples judged by gold."""
+        generator = held_out_generator(module.cfg.seed, module.device)
+        samples = sample_with_kl(
+            module.policy,
+            module.tokenizer,
+            module.eval_prompt_ids,
+            generate=lambda ids, mask: module.generate(ids, mask, generator),
+            reference_logits=module.reference_logits,
+            temperature=module.temperature,
+            batch_size=module.settings.sampling.batch_size,
+        )
+        proxy, gold = module.score(module.eval_prompts, samples.completions)
+        if gold is not None and self.sft_gold is None:
+            self.sft_gold = gold.cpu()
+        metrics = summarize(samples, proxy, gold, self.sft_gold)
+        self.last_eval = {f"rl/eval/{k}": v for k, v in metrics.items()}
+        _log(module, self.last_eval)
+        shown = "  ".join(f"{k} {v:+.3f}" if k != "length" else f"{k} {v:.1f}" for k, v in metrics.items())
+        log.info("rl eval @%d: %s", module.step_count, shown)
+        if self.out_dir is not None and module.trainer.is_global_zero:
+            with open(self.out_dir / EVALS, "a") as f:
+                f.write(json.dumps({"step": module.step_count, **metrics}) + "\n")
+            rows = [{"prompt": p, "completion": c} for p, c in zip(module.eval_prompts, samples.completions, strict=True)]
+            (self.out_dir / "eval_samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def keep_evals_until(self, step: int) -> None:
+        """Drop the evaluations after `step` (a resumed run redoes them)."""
+        path = None if self.out_dir is None else self.out_dir / EVALS
+        if path is not None and path.is_file():
+            rows = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
+            path.write_text("".join(row + "\n" for row in rows))
+
+    def final(self) -> dict[str, float]:
+        """The last train and eval metrics, and the held-out gold gained over the starting policy."""
+        metrics = self.last_train | self.last_eval
+        if self.sft_gold is not None and "rl/eval/gold" in self.last_eval:
+            metrics["rl/eval/gold_gain"] = self.last_eval["rl/eval/gold"] - self.sft_gold.mean().item()
+        return metrics
+
+
+def _mean_over_ranks(module, stats: dict[str, float]) -> dict[str, float]:
+    """Each metric averaged over the ranks (each drew its own rollouts), in one all-reduce; the
+    adaptive β then follows the same KL on every rank."""
+    if module.trainer.world_size < 2:
+        return stats
+    keys = sorted(stats)
+    values = torch.tensor([stats[k] for k in keys], dtype=torch.float64, device=module.device)
+    values = module.trainer.strategy.reduce(values, reduce_op="mean")
+    return dict(zip(keys, values.tolist(), strict=True))
+
+
+def _log(module, metrics: dict[str, float]) -> None:
+    """Log at x = the RL step (not Lightning's global step, which counts optimizer steps)."""
+    if module.trainer.is_global_zero:
+        for logger in module.loggers:
+            logger.log_metrics(metrics, step=module.step_count)
+
+
+def _log_samples(module, prompts, completions, scores, gold) -> None:
+    if not module.trainer.is_global_zero:
+        return
+    golds = gold[:TABLE_ROWS].tolist() if gold is not None else [None] * TABLE_ROWS
+    rows = [
+        [module.step_count, p, c, s, g]
+        for p, c, s, g in zip(prompts[:TABLE_ROWS], completions[:TABLE_ROWS], scores[:TABLE_ROWS].tolist(), golds,
+                              strict=False)
+    ]
+    for logger in module.loggers:
+        if hasattr(logger, "log_table"):  # one key per step: W&B tables logged under one key overwrite
+            logger.log_table(key=f"rl/samples/step_{module.step_count:06d}",
+                             columns=["step", "prompt", "completion", "reward", "gold"], data=rows)

@@ -1,0 +1,290 @@
+"""The RL LightningModule: one RL step per batch, manual optimization.
+
+`training_step` reads top to bottom: rollout → score → experience → update → log. What differs
+between algorithms is one entry of `rl.algorithms.ALGORITHMS`; nothing here branches on its name.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch import nn
+
+from rlhf_lab.config import Config
+from rlhf_lab.data.prompts import encode_prompts
+from rlhf_lab.faults import FaultGuard
+from rlhf_lab.losses import AdaptiveKLController, FixedKLController, kl_loss, masked_mean
+from rlhf_lab.optim import build_optimizer
+from rlhf_lab.rl.algorithms import ALGORITHMS, MovingAverage
+from rlhf_lab.rl.experience import (
+    WHOLE,
+    Experience,
+    PromptStream,
+    Reference,
+    Share,
+    assemble,
+    critic_values,
+    in_parts,
+    micro_batches,
+)
+from rlhf_lab.rl.metrics import Metrics, Timer
+from rlhf_lab.rollout import ResponseStats, Rollout, decode_responses, generate, generation_args, response_logprobs
+from rlhf_lab.scorers import gold_scorer, objective_scorer
+from rlhf_lab.seeds import derive_seed, rng_state, set_rng_state
+from rlhf_lab.tensors import left_pad, repeat_each
+
+
+class RLModule(L.LightningModule):
+    """Policy (and value) training against a scorer with a KL penalty to the reference."""
+
+    def __init__(self, policy: nn.Module, tokenizer, cfg: Config, prompts: list[str], eval_prompts: list[str],
+                 inputs: dict, critic: nn.Module | None = None, out_dir: Path | None = None,
+                 checkpoint: Path | None = None):
+        super().__init__()
+        self.automatic_optimization = False
+        self.policy, self.tokenizer, self.critic = policy, tokenizer, critic
+        self.cfg, self.algo, self.settings = cfg, cfg.algo, cfg.rl
+        self.algorithm = ALGORITHMS[self.algo.name]
+        self.value_head = self._value_head(policy) if self.algo.value.model == "head" else None
+        self.reference = Reference(policy)
+        self.inputs = inputs  # upstream artifacts: the objective's reward model, if any
+        max_prompt = cfg.data.max_prompt_length
+        self.prompts, self.eval_prompts = prompts, eval_prompts
+        self.prompt_ids = encode_prompts(tokenizer, prompts, max_prompt, "RL prompts")
+        self.eval_prompt_ids = encode_prompts(tokenizer, eval_prompts, max_prompt, "RL eval prompts")
+        k = self.algo.samples_per_prompt
+        self.stream = PromptStream(len(prompts), self.settings.rollouts_per_step // k, cfg.seed)
+        kl = self.algo.kl
+        self.kl_ctl = AdaptiveKLController(kl.beta, kl.target, kl.horizon) if kl.adaptive else FixedKLController(kl.beta)
+        self.temperature = self.settings.sampling.temperature if self.algo.scale_logprobs else 1.0  # of every log-prob
+        self.stop_token_id = self._stop_token_id(self.algo.stop_token)
+        self.step_count = 0  # RL steps done: the position in the prompt stream
+        self.baseline = MovingAverage(self.algo.baseline_decay)  # reinforce's
+        self.metrics = Metrics(out_dir)
+        self.checkpoint, self._restored_rng = checkpoint, None
+        self.guard = FaultGuard("rl", self.settings.max_nonfinite, checkpoint)
+
+    @staticmethod
+    def _value_head(policy: nn.Module) -> nn.Linear:
+        hidden = policy.config.hidden_size
+        head = nn.Linear(hidden, 1)
+        nn.init.normal_(head.weight, std=1 / math.sqrt(hidden + 1))
+        nn.init.zeros_(head.bias)
+        return head
+
+    def _stop_token_id(self, text: str | None) -> int | None:
+        if text is None:
+            return None
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(ids) != 1:
+            raise ValueError(f"algo.stop_token={text!r} is {len(ids)} tokens for this tokenizer; it must be 1")
+        return ids[0]
+
+    def configure_optimizers(self):
+        params = [("policy." + n, p) for n, p in self.policy.named_parameters()]
+        for name, part in (("value_head", self.value_head), ("critic", self.critic)):
+            if part is not None:
+                params += [(f"{name}.{n}", p) for n, p in part.named_parameters()]
+        return build_optimizer(params, self.settings)
+
+    def on_fit_start(self) -> None:
+        self.scorer = objective_scorer(self.cfg, self.inputs, str(self.device))
+        self.gold = gold_scorer(self.cfg)
+        seed = derive_seed(self.cfg.seed, "rollouts", self.global_rank)
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+
+    def on_train_start(self) -> None:
+        for part in (self.policy, self.critic):  # train mode is harmless: dropout is already off
+            if part is not None:
+                part.train()
+        self.metrics.start(self)
+
+    # --------------------------------------------------------------------------- the RL step
+    def training_step(self, step: int, batch_idx: int) -> None:
+        if self._restored_rng is not None:  # here, after Lightning's own setup has drawn its seeds
+            set_rng_state(self._restored_rng, self.generator)
+            self._restored_rng = None
+        timer = Timer(self.device)
+        with timer("generation"):
+            index = self.stream.batch(self.step_count, self.global_rank, self.trainer.world_size)
+            rollout = self.rollout([self.prompt_ids[i] for i in index])  # N = prompts × k rows
+        with timer("scoring"):
+            prompts = repeat_each([self.prompts[i] for i in index], self.algo.samples_per_prompt)  # (N,)
+            completions = decode_responses(self.tokenizer, rollout)
+            scores, gold = self.score(prompts, completions)  # (N,) each; gold may be None
+            ended = self.ended(rollout)  # (N,)
+        with timer("update"):
+            experience, stats = self.experience(rollout, self.shape(scores, ended))
+            stats |= self.update(experience)
+        self.step_count += 1
+        stats = self.metrics.step_stats(self, rollout, scores, gold, ended, stats, timer)  # over ranks
+        self.kl_ctl.update(stats["kl"], len(rollout) * self.trainer.world_size)
+        self.metrics.log_step(self, stats | {"beta": self.kl_ctl.value}, (prompts, completions), scores, gold)
+
+    def rollout(self, prompt_ids: list[list[int]]) -> Rollout:
+        """algo.samples_per_prompt samples of each prompt (rows i*k .. i*k+k−1)."""
+        ids, mask = left_pad(repeat_each(prompt_ids, self.algo.samples_per_prompt), self.tokenizer.pad_token_id)
+        return self.generate(ids, mask, self.generator)  # ids, mask (N, P)
+
+    def generate(self, ids: torch.Tensor, mask: torch.Tensor, generator: torch.Generator) -> Rollout:
+        """Sampled responses to left-padded prompts (N, P), cut at the stop token if one is set."""
+        pad = self.tokenizer.pad_token_id
+        rollout = generate(self.policy, ids, mask, eos_token_id=self.tokenizer.eos_token_id, pad_token_id=pad,
+                           generator=generator, **generation_args(self.settings.sampling))
+        return rollout if self.stop_token_id is None else rollout.truncate_after(self.stop_token_id, pad)
+
+    def ended(self, rollout: Rollout) -> torch.Tensor:
+        """(N,) bool: the response ended by itself (EOS or the stop token), not cut at max_new_tokens."""
+        ended = rollout.ends_with_eos  # (N,)
+        if self.stop_token_id is not None:
+            last = (rollout.lengths() - 1).clamp(min=0).unsqueeze(1)  # (N, 1)
+            ended = ended | (rollout.response_ids.gather(1, last).squeeze(1) == self.stop_token_id)
+        return ended
+
+    def score(self, prompts: list[str], completions: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(objective scores (N,), gold scores (N,) or None), on the module's device."""
+        scores = self.scorer.score(prompts, completions).to(self.device)  # (N,)
+        if self.gold is None:
+            return scores, None
+        same = type(self.scorer) is type(self.gold)
+        return scores, scores if same else self.gold.score(prompts, completions).to(self.device)  # (N,)
+
+    def shape(self, scores: torch.Tensor, ended: torch.Tensor) -> torch.Tensor:
+        """Scores as the algorithm sees them: clipped to ±algo.reward_clip, and replaced by
+        algo.missing_eos_penalty when the response never ended (Huang et al. 2024's EOS trick)."""
+        if self.algo.reward_clip is not None:
+            scores = scores.clamp(-self.algo.reward_clip, self.algo.reward_clip)  # (N,)
+        if self.algo.missing_eos_penalty is not None:
+            scores = torch.where(ended, scores, torch.full_like(scores, self.algo.missing_eos_penalty))
+        return scores  # (N,)
+
+    def forward(self, rollout: Rollout) -> tuple[ResponseStats, torch.Tensor | None]:
+        """Log-probs and entropy of the response tokens under the policy (the entropy differentiable only
+        when it is in the loss), and values (N, T) if any."""
+        stats = response_logprobs(self.policy, rollout, self.temperature, return_entropy=True,
+                                  entropy_grad=self.algo.entropy_coef > 0,
+                                  return_hidden=self.value_head is not None)
+        if self.value_head is not None:
+            return stats, self.value_head(stats.hidden.float()).squeeze(-1)  # (N, T)
+        if self.critic is not None:
+            return stats, critic_values(self.critic, rollout)  # (N, T)
+        return stats, None
+
+    @torch.no_grad()
+    def experience(self, rollout: Rollout, scores: torch.Tensor) -> tuple[Experience, dict[str, float]]:
+        """Old and reference log-probs (N, T), values, then `experience.assemble`."""
+        budget = self.settings.micro_batch_tokens
+        if self.value_head is not None or self.temperature != self.settings.sampling.temperature:
+            # A fresh pass (it also gives the value head's values); else generation's own log-probs,
+            # which equal a fresh pass.
+            old_logprobs, values = in_parts(rollout, self._logprobs_and_values, budget)  # (N, T) each
+        else:
+            old_logprobs, values = rollout.logprobs, None  # (N, T)
+            if self.critic is not None:
+                values = in_parts(rollout, functools.partial(critic_values, self.critic), budget)  # (N, T)
+        ref_logprobs = in_parts(rollout, lambda part: self.reference(self.policy, part, self.temperature), budget)
+        advantages_of = functools.partial(self.algorithm.advantages, algo=self.algo, baseline=self.baseline)
+        return assemble(rollout, scores, old_logprobs, ref_logprobs, values, self.algo, advantages_of,
+                        self.kl_ctl.value)
+
+    def _logprobs_and_values(self, rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor | None]:
+        stats, values = self.forward(rollout)
+        return stats.logprobs, values  # (n, T), (n, T) or None
+
+    # ----------------------------------------------------------------------------------- update
+    def update(self, experience: Experience) -> dict[str, float]:
+        """algo.epochs passes of algo.minibatches optimizer steps, each accumulating the gradients of its
+        micro-batches; the scheduler steps once per RL step."""
+        optimizer, n = self.optimizers(), len(experience.rollout)
+        totals: dict[str, list[torch.Tensor]] = defaultdict(list)
+        for _ in range(self.algo.epochs):
+            for index in torch.randperm(n, device=self.device).split(n // self.algo.minibatches):
+                stats = self.accumulate(experience.select(index))
+                if stats is None:
+                    continue  # a non-finite loss: this minibatch's update is skipped
+                if (grad_norm := self.guard.check_grads(self, self.step_count)) is None:
+                    continue
+                stats["grad_norm"] = grad_norm
+                self.clip_gradients(optimizer, self.settings.grad_clip or None, "norm")
+                optimizer.step()
+                for key, value in stats.items():
+                    totals[key].append(value.detach().float())
+        self.lr_schedulers().step()
+        metrics = {k: torch.stack(v).mean().item() for k, v in totals.items()}
+        return metrics | {"skipped_updates": float(self.guard.skipped)}
+
+    def accumulate(self, minibatch: Experience) -> dict[str, torch.Tensor] | None:
+        """The minibatch's gradient, one micro-batch at a time (each loss weighted by its share of the
+        minibatch, so the sum is the minibatch's loss); its metrics (token-weighted means), or None if a
+        loss was non-finite. Every rank runs the same number of micro-batches (their backward passes
+        synchronize under DDP)."""
+        self.optimizers().zero_grad()
+        lengths = minibatch.rollout.attention_mask.sum(1)  # (b,) prompt + response tokens
+        parts = micro_batches(lengths, self.settings.micro_batch_tokens, self._max_over_ranks)
+        mask = minibatch.mask  # (b, T)
+        tokens = mask.sum().clamp(min=1)  # () response tokens of the minibatch
+        stats: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=self.device))
+        for index in parts:
+            share = Share(tokens=mask[index].sum() / tokens, rows=len(index) / len(lengths))
+            loss, part_stats = self.loss(minibatch.select(index), share)
+            if not self.guard.check_loss(self, loss, self.step_count):
+                self.optimizers().zero_grad()
+                return None
+            self.manual_backward(loss)
+            for key, value in part_stats.items():
+                stats[key] += (value if key == "loss" else share.tokens * value).detach()
+        return dict(stats)
+
+    def _max_over_ranks(self, count: int) -> int:
+        if self.trainer.world_size < 2:
+            return count
+        return int(self.trainer.strategy.reduce(torch.tensor(count, device=self.device), reduce_op="max"))
+
+    def loss(self, batch: Experience, share: Share = WHOLE) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The algorithm's loss on a micro-batch, plus β·KL when the KL is placed in the loss, minus the
+        entropy bonus, each term weighted by the micro-batch's `share` of what it averages over."""
+        algo, mask = self.algo, batch.mask
+        out, values = self.forward(batch.rollout)
+        beta = self.kl_ctl.value if algo.kl.placement == "loss" else 0.0
+        loss, stats = self.algorithm.loss(out.logprobs, values, batch, algo, beta)
+        loss = share.of(self.algorithm.averages_over) * loss
+        if beta and not self.algorithm.owns_kl:
+            kl = kl_loss(out.logprobs, batch.ref_logprobs, mask)  # a mean over sequences
+            loss, stats["kl_loss"] = loss + share.rows * beta * kl, kl.detach()
+        entropy = masked_mean(out.entropy, mask)
+        if algo.entropy_coef:
+            loss = loss - share.tokens * algo.entropy_coef * entropy
+        return loss, stats | {"loss": loss.detach(), "entropy": entropy.detach()}
+
+    @torch.no_grad()
+    def reference_logits(self, rollout: Rollout) -> torch.Tensor:
+        """(N, T, V) the reference's logits / temperature of a rollout (for the exact KL)."""
+        return self.reference(self.policy, rollout, self.temperature, return_logits=True).logits
+
+    # ---------------------------------------------------------------------------- checkpoints
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        due = self.step_count % self.settings.checkpoint_every == 0 and self.step_count < self.settings.max_steps
+        if due and self.checkpoint is not None:  # written by rank 0 (every rank takes part in the call)
+            self.trainer.save_checkpoint(self.checkpoint)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["rl"] = {
+            "step_count": self.step_count,
+            "kl_controller": self.kl_ctl.state_dict(),
+            "baseline": self.baseline.value,
+            "sft_gold": self.metrics.sft_gold,
+            "rng": rng_state(self.generator),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint["rl"]
+        self.step_count, self.baseline.value = state["step_count"], state["baseline"]
+        self.metrics.sft_gold, self._restored_rng = state["sft_gold"], state["rng"]
+        self.kl_ctl.load_state_dict(state["kl_controller"])
+        if self.global_rank == 0:
+            self.metrics.keep_evals_until(self.step_count)

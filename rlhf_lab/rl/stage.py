@@ -1,0 +1,126 @@
+"""Stage `rl`: build the policy, the reference and the value function, train, export.
+
+The reference is a frozen copy of the starting policy, or, for a LoRA policy, the same model with its
+adapter disabled (no second copy). The prompt stream is a function of (seed, step), so a checkpoint
+holds everything needed to resume exactly: weights, optimizer, scheduler, β, baseline, RNG states and
+the step. Checkpoints live in the artifact's scratch folder: running the same command again after a
+crash or a SIGTERM resumes from the last one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import RichProgressBar
+
+from rlhf_lab.config import Config
+from rlhf_lab.models import apply_peft, export_model, folder_settings, load_causal_lm, load_reward_model, load_tokenizer
+from rlhf_lab.rl.algorithms import problems
+from rlhf_lab.rl.metrics import EVALS
+from rlhf_lab.rl.module import RLModule
+from rlhf_lab.scorers import needs_reward_stage, reward_model_path
+from rlhf_lab.stages.common import CHECKPOINTS, Context, check_ranks_agree, data_key, model_key, trainer_key
+from rlhf_lab.tracking import make_loggers
+
+log = logging.getLogger(__name__)
+RESUMABLE = True  # checkpoints in the scratch folder survive a crash
+DISTRIBUTED = True  # trains with a Lightning Trainer: under DDP every rank takes part
+CHECKPOINT = Path(CHECKPOINTS) / "last.ckpt"
+# rl settings that do not change the artifact (micro-batches change only the order of float sums)
+NOT_IN_KEY = ("samples_every", "checkpoint_every", "micro_batch_tokens")
+
+
+def upstream(cfg: Config) -> list[str]:
+    return ([] if cfg.rl.policy else ["sft"]) + (["reward"] if needs_reward_stage(cfg) else [])
+
+
+def check(cfg: Config) -> Iterator[str]:
+    """'key: message' for each setting this stage cannot run with (before anything is built)."""
+    yield from problems(cfg.algo, cfg.rl.rollouts_per_step)
+
+
+def key_config(cfg: Config) -> dict:
+    return {
+        "policy": cfg.rl.policy,
+        "model": model_key(cfg),
+        "algo": dataclasses.asdict(cfg.algo),
+        "rl": {k: v for k, v in dataclasses.asdict(cfg.rl).items() if k not in NOT_IN_KEY},
+        "objective": dataclasses.asdict(cfg.objective),
+        "gold": cfg.gold,
+        "peft": dataclasses.asdict(cfg.peft),
+        "prompts": data_key(cfg, "prompts"),
+        "eval_prompts": data_key(cfg, "eval_prompts"),
+        "seed": cfg.seed,
+        "trainer": trainer_key(cfg),
+    }
+
+
+class _Steps(torch.utils.data.IterableDataset):
+    """What Lightning iterates: the numbers of the steps still to run (read after a checkpoint restore)."""
+
+    def __init__(self, module: RLModule, max_steps: int):
+        self.module, self.max_steps = module, max_steps
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.module.step_count, self.max_steps))
+
+    def __len__(self) -> int:
+        return self.max_steps
+
+
+def build(ctx: Context, out: Path) -> dict[str, float]:
+    cfg, log_dir = ctx.cfg, ctx.log_dir("rl")
+    log_dir.mkdir(parents=True, exist_ok=True)
+    start, settings = cfg.rl.policy or ctx.inputs["sft"], folder_settings(cfg.model)
+    tokenizer = load_tokenizer(start, settings)
+    policy = apply_peft(load_causal_lm(start, settings, tokenizer), cfg.peft)
+    critic = None
+    if cfg.algo.value.model == "critic":  # the value model starts as the reward model (Stiennon 2020)
+        reward = reward_model_path(cfg, ctx.inputs)
+        critic = load_reward_model(reward, settings, load_tokenizer(reward, settings), new_head=False)
+    checkpoint = (ctx.checkpoint_dir or out) / CHECKPOINT  # rank 0's scratch folder, also for other ranks
+    prompts = ctx.prompts(cfg.data.prompts, "prompts")
+    eval_prompts = ctx.prompts(cfg.data.eval_prompts, "eval_prompts", cfg.rl.eval_prompts)
+    module = RLModule(policy, tokenizer, cfg, prompts, eval_prompts, ctx.inputs, critic, out, checkpoint)
+    resume = cfg.resume == "auto" and checkpoint.is_file()
+    if resume:
+        log.info("rl: resuming from %s", checkpoint)
+    else:  # a scratch folder left by a run killed before its first checkpoint
+        (out / EVALS).unlink(missing_ok=True)
+    trainer: L.Trainer = instantiate(
+        cfg.trainer,
+        max_epochs=1,
+        max_steps=-1,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=make_loggers(cfg, "rl", log_dir),
+        callbacks=[RichProgressBar()] if cfg.trainer.enable_progress_bar else [],
+        enable_checkpointing=False,
+        default_root_dir=str(log_dir),
+    )
+    steps = torch.utils.data.DataLoader(_Steps(module, cfg.rl.max_steps), batch_size=None)
+    trainer.fit(module, train_dataloaders=steps, ckpt_path=str(checkpoint) if resume else None)
+    check_ranks_agree(trainer, module)
+    return export(module, tokenizer, out, cfg)
+
+
+def export(module: RLModule, tokenizer, out: Path, cfg: Config) -> dict[str, float]:
+    """The final policy as an HF folder (merged or adapter), the value function beside it, and metrics."""
+    if not module.trainer.is_global_zero:
+        return {}
+    export_model(module.policy, tokenizer, out, cfg.peft)
+    if module.value_head is not None:
+        from safetensors.torch import save_file
+
+        (out / "value").mkdir(exist_ok=True)
+        state = {k: v.contiguous() for k, v in module.value_head.state_dict().items()}
+        save_file(state, out / "value" / "head.safetensors")
+    if module.critic is not None:
+        module.critic.save_pretrained(out / "value", safe_serialization=True)
+    return module.metrics.final()
