@@ -14,7 +14,7 @@ import torch
 from rlhf_lab.config import Config, ModelConfig
 from rlhf_lab.data.reward_inputs import reward_inputs
 from rlhf_lab.models import folder_settings, load_reward_model, load_tokenizer, reward_logits
-from rlhf_lab.world.corpus import gold_score
+from rlhf_lab.world.gold import gold_score
 
 
 class Scorer(Protocol):

@@ -20,8 +20,9 @@ from pathlib import Path
 
 from rlhf_lab.artifacts import building, claim, config_hash, is_complete
 from rlhf_lab.config import WorldConfig
-from rlhf_lab.world.corpus import corpus_stats, generate_documents, make_prompts, make_sft_pairs
+from rlhf_lab.world.corpus import corpus_stats, generate_documents
 from rlhf_lab.world.model import build_tiny_llama
+from rlhf_lab.world.tasks import make_prompts, make_sft_pairs
 from rlhf_lab.world.tokenizer import train_tokenizer
 
 log = logging.getLogger(__name__)

@@ -3,21 +3,20 @@
 Every review ("document") has a sentiment leaning (positive, negative, mixed or neutral) that
 correlates the sentiment of its 1-4 sentences. Sentences come from hand-written templates over
 the word lists in `rlhf_lab.world.lexicon`, whose sentiment words are VADER lexicon entries, so
-the gold reward (VADER's compound score, `gold_score`) tracks the grammar's intended sentiment.
+the gold reward (VADER's compound score, `world.gold`) tracks the grammar's intended sentiment.
+Prompts and SFT pairs are cut from documents by `world.tasks`.
 """
 
 from __future__ import annotations
 
-import functools
 import random
 import re
 import statistics
 import string
 from collections.abc import Callable, Sequence
 
-from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-
 from rlhf_lab.world import lexicon as lx
+from rlhf_lab.world.gold import gold_score
 
 LEANINGS = ("positive", "negative", "mixed", "neutral")
 LEANING_WEIGHTS = (0.35, 0.35, 0.15, 0.15)
@@ -371,44 +370,6 @@ def generate_documents(n: int, seed: int) -> list[str]:
     equal generate_documents(k, s)."""
     rng = random.Random(seed)
     return [_document(rng) for _ in range(n)]
-
-
-def split_prompt(
-    document: str, rng: random.Random, min_words: int = 2, max_words: int = 6
-) -> tuple[str, str]:
-    """Split a document into a prompt (its first w words, w drawn from [min_words, max_words],
-    never the whole document) and the continuation (the rest, beginning with a space so
-    prompt + continuation == document)."""
-    word_ends = [m.end() for m in WORD.finditer(document)]
-    if len(word_ends) < 2:
-        raise ValueError(f"cannot split a document of fewer than 2 words: {document!r}")
-    n_words = min(rng.randint(min_words, max_words), len(word_ends) - 1)
-    cut = word_ends[n_words - 1]
-    return document[:cut], document[cut:]
-
-
-def make_prompts(documents: list[str], seed: int, min_words: int = 2, max_words: int = 6) -> list[str]:
-    """Review openings (as in the DPO controlled-sentiment task: short prefixes of reviews)."""
-    rng = random.Random(seed)
-    return [split_prompt(d, rng, min_words, max_words)[0] for d in documents]
-
-
-def make_sft_pairs(documents: list[str], seed: int, min_words: int = 2, max_words: int = 6) -> list[dict]:
-    """[{"prompt": ..., "completion": ...}] with prompt + completion == document."""
-    rng = random.Random(seed)
-    pairs = (split_prompt(d, rng, min_words, max_words) for d in documents)
-    return [{"prompt": prompt, "completion": completion} for prompt, completion in pairs]
-
-
-@functools.lru_cache(maxsize=1)
-def _analyzer() -> SentimentIntensityAnalyzer:
-    return SentimentIntensityAnalyzer()
-
-
-def gold_score(texts: list[str]) -> list[float]:
-    """VADER compound score of each text (one analyzer per process, cached)."""
-    analyzer = _analyzer()
-    return [analyzer.polarity_scores(text)["compound"] for text in texts]
 
 
 def split_sentences(document: str) -> list[str]:
