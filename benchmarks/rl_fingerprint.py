@@ -25,8 +25,8 @@ FAST = [
     "pretrain.max_steps=40", "pretrain.batch_size=16", "pretrain.val_every=20", "pretrain.val_batches=2",
     "pretrain.warmup_steps=5", "sft.max_steps=20", "sft.batch_size=8", "sft.val_every=10",
     "sft.val_batches=2", "sft.warmup_steps=2", "trainer.enable_progress_bar=false", "logger=csv",
-    "collect.num_prompts=48", "collect.k=3", "collect.chunk=16", "collect.sampling.max_new_tokens=16",
-    "labeler.temperature=0.2", "reward_model.max_steps=12", "reward_model.val_every=6", "reward_model.batch_size=8",
+    "collect.num_prompts=48", "collect.samples_per_prompt=3", "collect.chunk=16",
+    "collect.sampling.max_new_tokens=16", "labeler.temperature=0.2", "reward_model.max_steps=12", "reward_model.val_every=6", "reward_model.batch_size=8",
 ]
 RL = [
     "stage=rl", "rl.max_steps=3", "rl.rollouts_per_step=8", "rl.sampling.max_new_tokens=12",

@@ -69,8 +69,8 @@ SHARED_OVERRIDES = [
     "cache=false",
 ]
 ALGO_OVERRIDES = {
-    "rloo": ["algo=rloo", "algo.k=4", "reward=gold"],
-    "ppo": ["algo=ppo", "algo.k=1", "algo.value.model=critic", "reward=rm"],
+    "rloo": ["algo=rloo", "algo.samples_per_prompt=4", "objective=gold"],
+    "ppo": ["algo=ppo", "algo.samples_per_prompt=1", "algo.value.model=critic", "objective=rm"],
 }
 
 

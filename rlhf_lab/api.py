@@ -20,13 +20,13 @@ from hydra import initialize_config_dir
 from omegaconf import DictConfig
 
 from rlhf_lab.cli import CONF_DIR
-from rlhf_lab.config import Config, ModelConfig, validate
+from rlhf_lab.config import Config, ModelConfig, upgrade_overrides, validate
 
 
 def compose_config(*overrides: str) -> DictConfig:
     """The composed, unvalidated config, exactly as `rlhf-lab <overrides>` sees it."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=list(overrides))
+        return hydra_compose(config_name="config", overrides=upgrade_overrides(list(overrides)))
 
 
 def compose(*overrides: str) -> Config:

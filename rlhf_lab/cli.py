@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import traceback
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from rlhf_lab.artifacts import RESULT_FILE
-from rlhf_lab.config import register_configs, validate
+from rlhf_lab.config import register_configs, upgrade_overrides, validate
 from rlhf_lab.runinfo import write_run_info
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -71,9 +72,14 @@ def show_summary(artifact: Path, run_dir: Path) -> None:
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
-def main(cfg: DictConfig) -> float | None:
+def hydra_main(cfg: DictConfig) -> float | None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     return run(cfg)
+
+
+def main() -> float | None:
+    sys.argv[1:] = upgrade_overrides(sys.argv[1:])  # a renamed key works for now, with a message
+    return hydra_main()
 
 
 if __name__ == "__main__":

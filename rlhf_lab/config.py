@@ -3,28 +3,48 @@
 The YAML files in `conf/` fill these dataclasses, so an unknown key or a value of the wrong type
 fails when Hydra composes the config, naming the key. Ranges and choices are declared next to each
 field (`setting(..., gt=0)`) and checked by `validate` before any model is built. Each field is
-documented once, here, in its `help`.
+documented and given its default once, here: a subclass that only changes a default reuses the
+parent's help (`default_of`), and a YAML option file states only what differs from these defaults,
+besides the kind it selects (`algo.name`, `labeler.kind`, `objective.kind`, `peft.method`), so that
+choosing an option selects it whatever the default.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from rlhf_lab.errors import UserError
+
 # Hydra instantiates `_target_` callables; only these module prefixes may be named, so a config file
 # from someone else cannot run arbitrary code. Extend it from the environment, which a config file
 # cannot change: RLHF_LAB_ALLOWED_TARGETS="mypackage.,other.module.".
 ALLOWED_TARGETS = ("rlhf_lab.", "lightning.", "torch.optim.")
 
+# Renamed keys, old name → new name. The old name keeps working for now in command-line overrides
+# (`rlhf-lab`, `api.compose`), with a message naming the new one; config files use the new names.
+RENAMED = {
+    "reward": "objective",
+    "algo.k": "algo.samples_per_prompt",
+    "collect.k": "collect.samples_per_prompt",
+}
+# An override: an optional prefix (+ add, ++ force-add, ~ delete), a key (a field path or a group),
+# an optional @package, and an optional `=value` (a value, or a sweep `a,b`).
+_OVERRIDE = re.compile(r"(?P<prefix>~|\+\+|\+)?(?P<key>[\w./-]+)(?P<rest>@.*|=.*)?", re.DOTALL)
 
-class ConfigError(ValueError):
+log = logging.getLogger(__name__)
+
+
+class ConfigError(UserError, ValueError):
     """A configuration value is out of range or inconsistent; the message names every bad key."""
 
 
@@ -36,6 +56,14 @@ def setting(default: Any, help: str, *, gt=None, ge=None, lt=None, le=None, choi
     if dataclasses.is_dataclass(default):
         return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def default_of(owner: type, name: str, default: Any):
+    """The field `name` of the dataclass `owner` (its help, range and choices) with another default:
+    a subclass that only changes a parent's default writes `lr: float = default_of(TrainConfig, "lr",
+    3e-3)`, so each help text is written once."""
+    (declared,) = [f for f in dataclasses.fields(owner) if f.name == name]
+    return setting(default, **declared.metadata)
 
 
 # --------------------------------------------------------------------------------------- world
@@ -194,20 +222,20 @@ class LMTrainConfig(TrainConfig):
 
 @dataclass
 class PretrainConfig(LMTrainConfig):
-    lr: float = setting(3e-3, "peak AdamW learning rate", gt=0)
-    weight_decay: float = setting(0.1, "AdamW weight decay", ge=0)
-    max_steps: int = setting(300, "optimizer steps", gt=0)
-    warmup_steps: int = setting(30, "linear warmup steps", ge=0)
-    val_every: int = setting(150, "validate every N optimizer steps", gt=0)
+    lr: float = default_of(TrainConfig, "lr", 3e-3)
+    weight_decay: float = default_of(TrainConfig, "weight_decay", 0.1)
+    max_steps: int = default_of(TrainConfig, "max_steps", 300)
+    warmup_steps: int = default_of(TrainConfig, "warmup_steps", 30)
+    val_every: int = default_of(TrainConfig, "val_every", 150)
     batch_size: int = setting(16, "packed blocks of data.max_length tokens per step", gt=0)
     gold_samples: int = setting(256, "continuations scored with the gold scorer after training", ge=0)
 
 
 @dataclass
 class SFTConfig(LMTrainConfig):
-    lr: float = setting(5e-4, "peak AdamW learning rate", gt=0)
-    max_steps: int = setting(200, "optimizer steps", gt=0)
-    warmup_steps: int = setting(20, "linear warmup steps", ge=0)
+    lr: float = default_of(TrainConfig, "lr", 5e-4)
+    max_steps: int = default_of(TrainConfig, "max_steps", 200)
+    warmup_steps: int = default_of(TrainConfig, "warmup_steps", 20)
 
 
 # ------------------------------------------------------------------------------ preferences
@@ -223,7 +251,7 @@ class SamplingConfig:
 @dataclass
 class CollectConfig:
     policy: str | None = setting(None, "policy folder that samples; null = the sft artifact")
-    k: int = setting(4, "completions sampled per prompt", ge=2)
+    samples_per_prompt: int = setting(4, "completions sampled per prompt (K)", ge=2)
     pairs: str = setting("all", "all K(K-1)/2 pairs of a prompt, or adjacent", choices=["all", "adjacent"])
     num_prompts: int = setting(
         2000, "prompts to sample from (data.prompts in order, cycled if shorter)", gt=0
@@ -258,12 +286,11 @@ class RewardModelConfig(TrainConfig):
     init: str = setting(
         "sft", "initialize the backbone from the sft or the pretrain artifact", choices=["sft", "pretrain"]
     )
-    lr: float = setting(1e-3, "peak AdamW learning rate", gt=0)
-    max_steps: int = setting(300, "optimizer steps", gt=0)
-    warmup_steps: int = setting(20, "linear warmup steps", ge=0)
+    lr: float = default_of(TrainConfig, "lr", 1e-3)
+    max_steps: int = default_of(TrainConfig, "max_steps", 300)
+    warmup_steps: int = default_of(TrainConfig, "warmup_steps", 20)
     batch_size: int = setting(16, "prompts per step; each brings all its ranked completions", gt=0)
-    val_every: int = setting(100, "validate every N optimizer steps", gt=0)
-    val_batches: int = setting(1000, "validation batches per validation", gt=0)
+    val_batches: int = default_of(TrainConfig, "val_batches", 1000)
     pool: str = setting(
         "last",
         "how the scalar head reads a text: last (at the final token, HF's read-out) or sum (applied to "
@@ -293,7 +320,7 @@ class RewardModelConfig(TrainConfig):
 class ScorerConfig:
     kind: str = setting(
         "rm",
-        "the reward: rm (a reward model), gold, length or keyword",
+        "what RL and best-of-n maximize: rm (a reward model), gold, length or keyword",
         choices=["rm", "gold", "length", "keyword"],
     )
     path: str | None = setting(None, "rm: reward-model folder; null = the reward artifact")
@@ -303,9 +330,12 @@ class ScorerConfig:
 
 @dataclass
 class BonConfig:
-    n: list[int] = setting([1, 2, 4, 8, 16, 32, 64], "the n of best-of-n")
+    n: list[int] = setting(
+        [1, 2, 4, 8, 16, 32, 64],
+        "the n of best-of-n; max(n) completions are sampled per prompt once, and every n reads them",
+    )
     num_prompts: int = setting(128, "held-out prompts (data.eval_prompts in order, cycled if shorter)", gt=0)
-    policy: str | None = setting(None, "policy folder that samples; null = the sft artifact")
+    policy: str | None = default_of(CollectConfig, "policy", None)
     sampling: SamplingConfig = setting(SamplingConfig(), "how candidates are sampled")
 
 
@@ -343,7 +373,9 @@ class ValueConfig:
 @dataclass
 class AlgoConfig:
     name: str = setting("ppo", "the policy-gradient algorithm", choices=["ppo", "reinforce", "rloo", "grpo"])
-    k: int = setting(1, "completions sampled per prompt (a group; rloo and grpo need k ≥ 2)", gt=0)
+    samples_per_prompt: int = setting(
+        1, "completions sampled per prompt (a group; rloo and grpo need 2 or more)", gt=0
+    )
     epochs: int = setting(1, "passes over each batch of rollouts", gt=0)
     minibatches: int = setting(1, "optimizer steps per epoch (the rollouts split evenly)", gt=0)
     clip: float = setting(0.2, "ppo/grpo: ratio clipping range ε (Schulman 2017)", gt=0)
@@ -375,12 +407,17 @@ class AlgoConfig:
 @dataclass
 class RLConfig(TrainConfig):
     policy: str | None = setting(None, "policy folder to start from; null = the sft artifact")
-    lr: float = setting(1e-4, "peak AdamW learning rate (each algo file sets its own)", gt=0)
-    max_steps: int = setting(20, "RL steps: rollout, score, update (each algo file sets its own)", gt=0)
-    warmup_steps: int = setting(5, "linear warmup steps", ge=0)
-    schedule: str = setting("constant", "decay after warmup", choices=["cosine", "linear", "constant"])
+    # PPO's: several updates per batch want a low learning rate and few steps; the algo files of the
+    # one-update algorithms (reinforce, rloo, grpo) set a higher rate and more, cheaper steps.
+    lr: float = default_of(TrainConfig, "lr", 1e-4)
+    max_steps: int = setting(20, "RL steps: rollout, score, update", gt=0)
+    warmup_steps: int = default_of(TrainConfig, "warmup_steps", 5)
+    schedule: str = default_of(TrainConfig, "schedule", "constant")
     rollouts_per_step: int = setting(
-        64, "completions per RL step: rollouts_per_step / algo.k prompts, each sampled algo.k times", gt=0
+        64,
+        "completions per RL step: rollouts_per_step / algo.samples_per_prompt prompts, each sampled "
+        "algo.samples_per_prompt times",
+        gt=0,
     )
     sampling: SamplingConfig = setting(SamplingConfig(), "how rollouts are sampled")
     micro_batch_tokens: int = setting(
@@ -398,7 +435,7 @@ class RLConfig(TrainConfig):
 
 @dataclass
 class EvalConfig:
-    num_prompts: int = setting(256, "held-out prompts (data.eval_prompts in order, cycled if shorter)", gt=0)
+    num_prompts: int = default_of(BonConfig, "num_prompts", 256)
     sampling: SamplingConfig = setting(SamplingConfig(), "how the SFT and RL policies are sampled")
     bon: bool = setting(True, "add the best-of-n artifact's rows (its own prompts and n) to the summary")
     ppl_rows: int = setting(512, "held-out SFT pairs on which each policy's perplexity is measured", gt=0)
@@ -440,11 +477,34 @@ class Config:
     reward_model: RewardModelConfig = setting(
         RewardModelConfig(), "stage reward: a Bradley-Terry reward model on preference pairs"
     )
-    reward: ScorerConfig = setting(ScorerConfig(), "the score that RL and best-of-n maximize")
+    objective: ScorerConfig = setting(
+        ScorerConfig(), "the score that RL and best-of-n maximize (set by the `objective` group)"
+    )
     algo: AlgoConfig = setting(AlgoConfig(), "the RL algorithm (set by the `algo` group)")
     rl: RLConfig = setting(RLConfig(), "stage rl: the policy against the reward with a KL penalty")
     bon: BonConfig = setting(BonConfig(), "stage bon: best-of-n reranking on held-out prompts")
     eval: EvalConfig = setting(EvalConfig(), "stage eval: SFT vs RL vs best-of-n on held-out prompts")
+
+
+def upgrade_overrides(overrides: list[str]) -> list[str]:
+    """`overrides` with each renamed key (RENAMED) spelled by its new name — `reward=gold`,
+    `+reward.path=rm`, `~algo.k`, `algo.k=2,4` — and one message per renamed key used.
+    Flags (`-m`, `--cfg job`) and values are left as they are."""
+    upgraded, used = [], []
+    for item in overrides:
+        match = _OVERRIDE.fullmatch(item)
+        if match and not item.startswith("-"):
+            key = match["key"]
+            for old, new in RENAMED.items():
+                if key == old or key.startswith(old + "."):
+                    item = f"{match['prefix'] or ''}{new}{key[len(old) :]}{match['rest'] or ''}"
+                    if old not in used:
+                        used.append(old)
+                    break
+        upgraded.append(item)
+    for old in used:
+        log.warning("'%s' is now '%s'; the old name works for now", old, RENAMED[old])
+    return upgraded
 
 
 def register_configs() -> None:
@@ -495,18 +555,21 @@ def _cross_checks(cfg: Config):
         yield "labeler.temperature: labeler=bt needs a temperature or a ceiling"
     if cfg.labeler.kind != "file" and cfg.gold is None and cfg.stage == "collect":
         yield f"labeler.kind: labeler={cfg.labeler.kind} simulates labels from the gold score, but gold=null"
-    if cfg.reward.kind == "gold" and cfg.gold is None:
-        yield "reward.kind: reward=gold needs a gold scorer, but gold=null"
-    if cfg.algo.name in ("rloo", "grpo") and cfg.algo.k < 2:
-        yield f"algo.k: algo={cfg.algo.name} compares the samples of a prompt: needs k >= 2, got {cfg.algo.k}"
+    if cfg.objective.kind == "gold" and cfg.gold is None:
+        yield "objective.kind: objective=gold needs a gold scorer, but gold=null"
+    if cfg.algo.name in ("rloo", "grpo") and cfg.algo.samples_per_prompt < 2:
+        yield (
+            f"algo.samples_per_prompt: algo={cfg.algo.name} compares the samples of a prompt: "
+            f"needs 2 or more, got {cfg.algo.samples_per_prompt}"
+        )
     if cfg.algo.name == "ppo" and cfg.algo.value.model == "none":
         yield "algo.value.model: algo=ppo needs a value function (head or critic)"
-    if cfg.algo.value.model == "critic" and cfg.reward.kind != "rm":
-        yield "algo.value.model: a critic is initialized from the reward model, but reward.kind is not rm"
+    if cfg.algo.value.model == "critic" and cfg.objective.kind != "rm":
+        yield "algo.value.model: a critic is initialized from the reward model, but objective.kind is not rm"
     if cfg.stage == "rl" and cfg.rl.sampling.temperature == 0:
         yield "rl.sampling.temperature: RL needs sampled rollouts (> 0); greedy ones have no policy gradient"
-    if cfg.rl.rollouts_per_step % cfg.algo.k:
-        yield "rl.rollouts_per_step: must be a multiple of algo.k (the samples per prompt)"
+    if cfg.rl.rollouts_per_step % cfg.algo.samples_per_prompt:
+        yield "rl.rollouts_per_step: must be a multiple of algo.samples_per_prompt"
     if cfg.rl.rollouts_per_step % cfg.algo.minibatches:
         yield "algo.minibatches: must divide rl.rollouts_per_step"
     if cfg.algo.name in ("reinforce", "rloo") and cfg.algo.epochs * cfg.algo.minibatches > 1:

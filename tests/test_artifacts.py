@@ -41,5 +41,5 @@ def test_an_interrupted_build_leaves_nothing_that_counts_as_done(tmp_path, resum
 
 def test_plan_lists_upstream_stages_first_and_once(make_cfg):
     assert plan(make_cfg(), "bon") == ["pretrain", "sft", "collect", "reward", "bon"]
-    assert plan(make_cfg("reward=gold"), "bon") == ["pretrain", "sft", "bon"]
+    assert plan(make_cfg("objective=gold"), "bon") == ["pretrain", "sft", "bon"]
     assert plan(make_cfg("model=hf", "model.name_or_path=some/model"), "sft") == ["sft"]

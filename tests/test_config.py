@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 from omegaconf.errors import ConfigAttributeError, ValidationError
 
 from rlhf_lab.cli import CONF_DIR
-from rlhf_lab.config import Config, ConfigError, validate
+from rlhf_lab.config import RENAMED, Config, ConfigError, upgrade_overrides, validate
 from tests.conftest import compose_config
 
 GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "hydra")
@@ -127,3 +127,119 @@ def test_quickstart_lists_every_stage_in_order():
         "bon",
         "eval",
     ]
+
+
+# --------------------------------------------------------------------- one default, one help, renames
+IDENTITY = {"stage", "algo.name", "labeler.kind", "objective.kind", "peft.method"}  # what an option selects
+
+
+def _leaves(node, path=""):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _leaves(value, f"{path}{key}.")
+    else:
+        yield path[:-1], node
+
+
+@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_an_option_file_states_only_what_differs_from_the_schema(group, option):
+    import yaml
+    from omegaconf import OmegaConf
+
+    schema = OmegaConf.structured(Config)
+    text = (CONF_DIR / group / f"{option}.yaml").read_text()
+    body = {k: v for k, v in (yaml.safe_load(text) or {}).items() if k not in ("defaults", "hydra")}
+    package = "" if "# @package _global_" in text else f"{group}."
+    repeated = [
+        f"{package}{key}: {value!r}"
+        for key, value in _leaves(body)
+        if f"{package}{key}" not in IDENTITY
+        and OmegaConf.select(schema, f"{package}{key}", default="<absent>") == value
+    ]
+    assert not repeated, f"{group}/{option}.yaml repeats the schema's defaults: {repeated}"
+
+
+def test_each_help_text_is_written_once():
+    import ast
+
+    source = (CONF_DIR.parent / "rlhf_lab" / "config.py").read_text()
+    helps = [
+        node.args[1].value
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Call)
+        and getattr(node.func, "id", None) == "setting"
+        and len(node.args) > 1
+        and isinstance(node.args[1], ast.Constant)
+    ]
+    assert len(helps) > 100
+    assert sorted({h for h in helps if helps.count(h) > 1}) == []
+
+
+def test_default_of_changes_the_default_and_keeps_the_help():
+    import dataclasses
+
+    from rlhf_lab.config import PretrainConfig, TrainConfig
+
+    parent = {f.name: f for f in dataclasses.fields(TrainConfig)}["lr"]
+    child = {f.name: f for f in dataclasses.fields(PretrainConfig)}["lr"]
+    assert (child.default, parent.default) == (3e-3, 3e-4)
+    assert child.metadata == parent.metadata and child.metadata["help"] == "peak AdamW learning rate"
+    with pytest.raises(ConfigError, match=re.escape("pretrain.lr: must be > 0")):
+        validate(compose_config("pretrain.lr=0"))
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (["reward=gold"], ["objective=gold"]),
+        (
+            ["reward.path=/rm", "+reward.foo=1", "++reward.bar=2"],
+            ["objective.path=/rm", "+objective.foo=1", "++objective.bar=2"],
+        ),
+        (["~reward", "~algo.k=2"], ["~objective", "~algo.samples_per_prompt=2"]),
+        (
+            ["reward=gold,rm", "algo.k=2,4", "collect.k=3"],
+            ["objective=gold,rm", "algo.samples_per_prompt=2,4", "collect.samples_per_prompt=3"],
+        ),
+        (
+            ["-m", "--cfg", "job", "reward_model.lr=1e-3", "algo.kl.beta=0.1", "seed=1"],
+            ["-m", "--cfg", "job", "reward_model.lr=1e-3", "algo.kl.beta=0.1", "seed=1"],
+        ),
+        (
+            ["experiment=quickstart", "hydra.run.dir=reward=x"],
+            ["experiment=quickstart", "hydra.run.dir=reward=x"],
+        ),
+    ],
+)
+def test_renamed_keys_are_rewritten_to_their_new_names(old, new):
+    assert upgrade_overrides(old) == new
+
+
+def test_a_renamed_key_names_its_new_name_once(caplog):
+    with caplog.at_level("WARNING", logger="rlhf_lab.config"):
+        upgrade_overrides(["reward=rm", "reward.path=/rm", "algo.k=4", "seed=1"])
+    assert [r.getMessage() for r in caplog.records] == [
+        "'reward' is now 'objective'; the old name works for now",
+        "'algo.k' is now 'algo.samples_per_prompt'; the old name works for now",
+    ]
+    assert set(RENAMED) == {"reward", "algo.k", "collect.k"}
+
+
+def test_old_names_compose_the_same_config_as_new_ones():
+    from omegaconf import OmegaConf
+
+    old = compose_config(
+        "stage=rl", "reward=keyword", "reward.keywords=[good]", "algo=grpo", "algo.k=8", "collect.k=3"
+    )
+    new = compose_config(
+        "stage=rl",
+        "objective=keyword",
+        "objective.keywords=[good]",
+        "algo=grpo",
+        "algo.samples_per_prompt=8",
+        "collect.samples_per_prompt=3",
+    )
+    assert OmegaConf.to_yaml(old) == OmegaConf.to_yaml(new)
+    typed = validate(old)
+    assert (typed.objective.kind, typed.objective.keywords) == ("keyword", ["good"])
+    assert (typed.algo.samples_per_prompt, typed.collect.samples_per_prompt) == (8, 3)

@@ -15,7 +15,7 @@ DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "logger=wa
 RL_DDP = [
     "stage=rl",
     "algo=rloo",
-    "reward=length",
+    "objective=length",
     "rl.max_steps=3",
     "rl.rollouts_per_step=8",
     "rl.sampling.max_new_tokens=12",

@@ -26,7 +26,7 @@ from rlhf_lab.stages.reward import (
 
 SMALL = [
     "collect.num_prompts=48",
-    "collect.k=3",
+    "collect.samples_per_prompt=3",
     "collect.chunk=16",
     "collect.sampling.max_new_tokens=16",
     "labeler=bt",
@@ -215,7 +215,7 @@ def test_best_of_n_expectation_equals_the_mean_over_all_subsets():
 
 
 def test_best_of_n_with_the_gold_scorer_rises_with_n(make_cfg, tmp_path):
-    cfg = make_cfg(*SMALL, "stage=bon", "reward=gold")
+    cfg = make_cfg(*SMALL, "stage=bon", "objective=gold")
     out = ensure(cfg, "bon", tmp_path)
     table = json.loads((out / "bon.json").read_text())
     gold = [r["gold"] for r in table]
@@ -242,7 +242,7 @@ def test_best_of_n_with_the_reward_model_reports_proxy_and_gold(reward_run, tmp_
 def test_simple_scorers():
     assert LengthScorer().score(["p", "p"], [" a b c", ""]).tolist() == [3.0, 0.0]
     assert KeywordScorer(["great"]).score(["p"], [" Great, great! greatest."]).tolist() == [2.0]
-    with pytest.raises(ValueError, match="reward.keywords"):
+    with pytest.raises(ValueError, match="objective.keywords"):
         KeywordScorer([])
 
 

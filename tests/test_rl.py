@@ -21,7 +21,7 @@ from tests.test_preferences import SMALL  # the collect and reward settings of t
 
 RL_FAST = [
     "stage=rl",
-    "reward=length",  # always varies on the small world, whose samples rarely carry sentiment
+    "objective=length",  # always varies on the small world, whose samples rarely carry sentiment
     "rl.max_steps=2",
     "rl.rollouts_per_step=8",
     "rl.sampling.max_new_tokens=12",
@@ -57,7 +57,7 @@ def _tiny_llama(seed: int = 0) -> LlamaForCausalLM:
 @pytest.mark.parametrize("algo", ["ppo", "reinforce", "rloo", "grpo", "ppo-critic", "lora"])
 def test_every_algorithm_changes_the_policy_and_logs_its_metrics(algo, make_cfg, tmp_path):
     overrides = {
-        "ppo-critic": [*SMALL, "algo=ppo", "reward=rm", "algo.value.model=critic", "algo.epochs=2"],
+        "ppo-critic": [*SMALL, "algo=ppo", "objective=rm", "algo.value.model=critic", "algo.epochs=2"],
         "lora": ["algo=rloo", "peft=lora", "peft.save=adapter"],
     }.get(algo, [f"algo={algo}"])
     cfg = make_cfg(*RL_FAST, *overrides)
@@ -257,15 +257,15 @@ def test_prompt_stream_is_a_function_of_the_step():
 @pytest.mark.parametrize(
     ("overrides", "key"),
     [
-        (["algo=rloo", "algo.k=1"], "algo.k"),
-        (["algo=grpo", "algo.k=1"], "algo.k"),
+        (["algo=rloo", "algo.samples_per_prompt=1"], "algo.samples_per_prompt"),
+        (["algo=grpo", "algo.samples_per_prompt=1"], "algo.samples_per_prompt"),
         (["algo=ppo", "algo.value.model=none"], "algo.value.model"),
         (["algo=reinforce", "algo.epochs=2"], "algo.epochs"),
         (["algo=rloo", "rl.rollouts_per_step=10"], "rl.rollouts_per_step"),
         (["algo.kl.beta=-0.1"], "algo.kl.beta"),
         (["algo.clip=0"], "algo.clip"),
         (["rl.sampling.temperature=0"], "rl.sampling.temperature"),
-        (["reward=gold", "algo.value.model=critic"], "algo.value.model"),
+        (["objective=gold", "algo.value.model=critic"], "algo.value.model"),
     ],
 )
 def test_bad_rl_configs_name_the_key(overrides, key, make_cfg):
