@@ -1,4 +1,6 @@
-"""Shared fixtures: a small tiny world and fast stage settings, composed through Hydra like the CLI."""
+"""Shared fixtures: one lab for the session, configs composed through Hydra like the CLI (with
+`debug=fast`), and the artifacts and runs that several test files read. Shared constants and helpers
+are in tests/helpers.py."""
 
 from __future__ import annotations
 
@@ -7,38 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from rlhf_lab.api import compose_config as compose_overrides
 from rlhf_lab.config import validate
+from tests.helpers import PIPELINE, SMALL, compose_config, run
 
-# A world and trainings small enough for seconds on 2 CPU cores; the real defaults are in conf/.
-FAST = [
-    "world.n_documents=3000",
-    "world.vocab_size=512",
-    "world.eval_prompts=64",
-    "world.model.hidden_size=64",
-    "world.model.num_layers=2",
-    "world.model.intermediate_size=128",
-    "data.max_length=64",
-    "data.max_prompt_length=24",
-    "data.val_size=64",
-    "pretrain.max_steps=40",
-    "pretrain.batch_size=16",
-    "pretrain.val_every=20",
-    "pretrain.val_batches=2",
-    "pretrain.warmup_steps=5",
-    "pretrain.samples=2",
-    "pretrain.sample_tokens=12",
-    "pretrain.gold_samples=16",
-    "sft.max_steps=20",
-    "sft.batch_size=8",
-    "sft.val_every=10",
-    "sft.val_batches=2",
-    "sft.warmup_steps=2",
-    "sft.samples=2",
-    "sft.sample_tokens=12",
-    "trainer.enable_progress_bar=false",
-    "logger=csv",
-]
+__all__ = ["compose_config"]  # importable from here too, as before
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -52,12 +26,66 @@ def lab_home(tmp_path_factory) -> Path:
     return home
 
 
-def compose_config(*overrides: str, fast: bool = True):
-    """The composed DictConfig, exactly as `rlhf-lab <overrides>` would see it."""
-    return compose_overrides(*(FAST if fast else []), *overrides)
-
-
 @pytest.fixture
 def make_cfg():
-    """Build a validated, typed config from overrides (fast settings first)."""
+    """Build a validated, typed config from overrides (`debug=fast` first)."""
     return lambda *overrides: validate(compose_config(*overrides))
+
+
+@pytest.fixture(scope="session")
+def world(lab_home):
+    """(config, world) of `debug=fast`: the small tiny world's files, tokenizer and untrained model
+    (built in a second or two; nothing is trained)."""
+    from rlhf_lab.world import build_world
+
+    cfg = validate(compose_config())
+    return cfg, build_world(cfg.world, cfg.paths.world)
+
+
+# -------------------------------------------------------------------------- trained artifacts (slow)
+@pytest.fixture(scope="session")
+def reward_run(lab_home, tmp_path_factory):
+    """(config, reward artifact, run dir) of `debug=fast` + SMALL; builds pretrain, sft and collect too."""
+    from rlhf_lab.pipeline import ensure
+
+    cfg = validate(compose_config(*SMALL))
+    run_dir = tmp_path_factory.mktemp("run")
+    return cfg, ensure(cfg, "reward", run_dir), run_dir
+
+
+@pytest.fixture(scope="session")
+def sum_reward_run(lab_home, tmp_path_factory):
+    """(config, reward artifact) of the same, with the head summed over the completion's tokens."""
+    from rlhf_lab.pipeline import ensure
+
+    cfg = validate(compose_config(*SMALL, "reward_model.pool=sum"))
+    return cfg, ensure(cfg, "reward", tmp_path_factory.mktemp("run"))
+
+
+# -------------------------------------------------------------------------- CLI runs (slow)
+@pytest.fixture(scope="session")
+def quickstart(lab_home, tmp_path_factory) -> tuple[int, str]:
+    """`rlhf-lab experiment=quickstart` at PIPELINE's sizes in the session's lab (reusing what the
+    other tests built): (exit code, output)."""
+    return run("experiment=quickstart", *PIPELINE, home=lab_home, cwd=tmp_path_factory.mktemp("cwd"))
+
+
+@pytest.fixture(scope="session")
+def joblib_sweep(quickstart, lab_home, tmp_path_factory):
+    """rloo at two β values and one deliberately bad β, through the joblib launcher, logged to W&B,
+    after the quickstart built its upstream: (exit code, output, sweep dir)."""
+    cwd = tmp_path_factory.mktemp("cwd")
+    sweep_dir = tmp_path_factory.mktemp("sweep")
+    code, output = run(
+        "-m",
+        "stage=rl",
+        *PIPELINE,
+        "algo=rloo",
+        "algo.kl.beta=0.05,0.2,-1",
+        "logger=wandb",
+        "hydra/launcher=local_parallel",
+        f"hydra.sweep.dir={sweep_dir}",
+        home=lab_home,
+        cwd=cwd,
+    )
+    return code, output, sweep_dir

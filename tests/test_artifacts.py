@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rlhf_lab.artifacts import building, config_hash, is_complete, read_manifest
-from rlhf_lab.pipeline import plan
+from rlhf_lab.pipeline import artifact_dir, plan, stage_key
 
 
 def test_config_hash_ignores_key_order_and_sees_values():
@@ -43,3 +43,14 @@ def test_plan_lists_upstream_stages_first_and_once(make_cfg):
     assert plan(make_cfg(), "bon") == ["pretrain", "sft", "collect", "reward", "bon"]
     assert plan(make_cfg("objective=gold"), "bon") == ["pretrain", "sft", "bon"]
     assert plan(make_cfg("model=hf", "model.name_or_path=some/model"), "sft") == ["sft"]
+
+
+def test_cache_keys_follow_the_config(make_cfg):
+    a = make_cfg("stage=sft")
+    b = make_cfg("stage=sft", "sft.lr=1e-4")
+    c = make_cfg("stage=sft", "pretrain.lr=1e-4")
+    assert stage_key(a, "pretrain") == stage_key(b, "pretrain")  # an sft change keeps pretrain
+    assert stage_key(a, "sft") != stage_key(b, "sft")
+    assert stage_key(a, "pretrain") != stage_key(c, "pretrain")  # an upstream change
+    assert stage_key(a, "sft") != stage_key(c, "sft")  # invalidates downstream
+    assert artifact_dir(a, "sft").parent.name == "sft"

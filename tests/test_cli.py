@@ -3,30 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
+import pytest
 import yaml
 
-from tests.conftest import FAST
+from tests.helpers import DEBUG, rlhf_lab
 
 
-def rlhf_lab(*args: str, home, cwd) -> subprocess.CompletedProcess:
-    env = {**os.environ, "RLHF_LAB_HOME": str(home), "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"}
-    return subprocess.run(
-        [sys.executable, "-m", "rlhf_lab.cli", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
+@pytest.mark.slow
 def test_sft_run_directory_records_config_overrides_commit_and_versions(tmp_path):
     home = tmp_path / "lab"
-    result = rlhf_lab("stage=sft", *FAST, "logger=wandb", home=home, cwd=tmp_path)
+    result = rlhf_lab("stage=sft", DEBUG, "logger=wandb", home=home, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     [run_dir] = (home / "runs" / "sft").iterdir()
     config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
@@ -40,7 +27,7 @@ def test_sft_run_directory_records_config_overrides_commit_and_versions(tmp_path
     offline_runs = sorted(p.parents[2].name for p in run_dir.glob("*/wandb/offline-run-*/files"))
     assert offline_runs == ["pretrain", "sft"]
     # a second run reuses both artifacts instead of training
-    again = rlhf_lab("stage=sft", *FAST, home=home, cwd=tmp_path)
+    again = rlhf_lab("stage=sft", DEBUG, home=home, cwd=tmp_path)
     assert again.returncode == 0 and "sft: reusing artifact" in again.stderr + again.stdout
 
 

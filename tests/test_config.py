@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 import pytest
 import torch
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
+from lightning.pytorch.strategies import SingleDeviceStrategy, StrategyRegistry
+from omegaconf import OmegaConf
 from omegaconf.errors import ConfigAttributeError, ValidationError
 
 from rlhf_lab.cli import CONF_DIR
 from rlhf_lab.config import RENAMED, Config, ConfigError, upgrade_overrides, validate
-from tests.conftest import compose_config
+from tests.helpers import compose_config
 
 GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "hydra")
 OPTIONS = [(g, f.stem) for g in GROUPS for f in sorted((CONF_DIR / g).glob("*.yaml"))]
@@ -29,14 +32,26 @@ def test_groups_cover_the_package():
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_option_composes_and_validates(group, option):
-    cfg = compose_config(f"{group}={option}", *REQUIRED.get((group, option), []), fast=False)
+    required = REQUIRED.get((group, option), [])
+    cfg = compose_config(f"{group}={option}", *required, fast=False)
     typed = validate(cfg)
-    assert isinstance(typed, Config)
+    # every value the option file sets reaches the typed config (unless the command line sets it)
+    text = (CONF_DIR / group / f"{option}.yaml").read_text()
+    body = OmegaConf.to_container(OmegaConf.load(CONF_DIR / group / f"{option}.yaml"))
+    package = "" if "# @package _global_" in text else f"{group}."
+    overridden = {o.split("=")[0] for o in required}
+    for key, value in _leaves({k: v for k, v in body.items() if k not in ("defaults", "hydra")}):
+        if f"{package}{key}" not in overridden and not (isinstance(value, str) and "${" in value):
+            assert functools.reduce(getattr, f"{package}{key}".split("."), typed) == value, key
     if group == "trainer":
         if typed.trainer.accelerator == "gpu" and not torch.cuda.is_available():
             pytest.skip("needs a GPU to instantiate")  # composition and validation are checked above
         trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
-        assert trainer.max_epochs is not None or trainer.max_steps is not None
+        assert trainer.precision == typed.trainer.precision
+        assert trainer.log_every_n_steps == typed.trainer.log_every_n_steps
+        strategy = typed.trainer.strategy
+        expected = SingleDeviceStrategy if strategy == "auto" else StrategyRegistry[strategy]["strategy"]
+        assert isinstance(trainer.strategy, expected), (strategy, trainer.strategy)
 
 
 def test_defaults_are_the_tiny_world():

@@ -13,6 +13,7 @@ from rlhf_lab.data.lm import LMDataModule, collate, tokenize_pairs
 from rlhf_lab.data.sources import DataError
 from rlhf_lab.losses import IGNORE
 from rlhf_lab.world.tokenizer import train_tokenizer
+from tests.helpers import write_jsonl
 
 TEXTS = ["The film was great and the acting was superb.", "I hated the dull plot of the movie."] * 50
 
@@ -20,11 +21,6 @@ TEXTS = ["The film was great and the acting was superb.", "I hated the dull plot
 @pytest.fixture(scope="module")
 def tokenizer():
     return train_tokenizer(TEXTS, vocab_size=300)
-
-
-def write_jsonl(path, rows):
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
-    return path
 
 
 def src(path, fmt="auto"):

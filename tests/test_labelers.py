@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import math
 import random
 
@@ -23,6 +22,7 @@ from rlhf_lab.labelers import (
     make_labeler,
     temperature_for_ceiling,
 )
+from tests.helpers import write_jsonl
 
 N = 20_000
 T = 0.3
@@ -145,11 +145,6 @@ QUERIES = [
     Comparison("The plot", " NA", "43"),
     Comparison("Unknown", " was great.", " was dull."),
 ]
-
-
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 def write_csv(path, rows, header=KEYS):

@@ -8,7 +8,6 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from rlhf_lab.artifacts import read_manifest
 from rlhf_lab.config import ConfigError
@@ -17,43 +16,10 @@ from rlhf_lab.pipeline import artifact_dir, ensure
 from rlhf_lab.rollout import Rollout, generate, left_pad, response_logprobs
 from rlhf_lab.stages import rl
 from rlhf_lab.stages.rl import PromptStream, Reference
-from tests.test_preferences import SMALL  # the collect and reward settings of the reward-model tests
-
-RL_FAST = [
-    "stage=rl",
-    "objective=length",  # always varies on the small world, whose samples rarely carry sentiment
-    "rl.max_steps=2",
-    "rl.rollouts_per_step=8",
-    "rl.sampling.max_new_tokens=12",
-    "rl.eval_prompts=8",
-    "rl.eval_every=2",
-    "rl.samples_every=1",
-    "rl.checkpoint_every=1",
-    "rl.lr=1e-3",
-    "rl.warmup_steps=0",
-]
+from tests.helpers import RL_FAST, SMALL, policy_weights, tiny_llama
 
 
-def _weights(folder) -> dict[str, torch.Tensor]:
-    return AutoModelForCausalLM.from_pretrained(str(folder)).state_dict()
-
-
-def _tiny_llama(seed: int = 0) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
-    )
-    return LlamaForCausalLM(config).eval()
-
-
+@pytest.mark.slow
 @pytest.mark.parametrize("algo", ["ppo", "reinforce", "rloo", "grpo", "ppo-critic", "lora"])
 def test_every_algorithm_changes_the_policy_and_logs_its_metrics(algo, make_cfg, tmp_path):
     overrides = {
@@ -64,7 +30,7 @@ def test_every_algorithm_changes_the_policy_and_logs_its_metrics(algo, make_cfg,
     out = ensure(cfg, "rl", tmp_path)
     sft = read_manifest(out)["inputs"]["sft"]
 
-    before, after = _weights(sft), _weights(out)
+    before, after = policy_weights(sft), policy_weights(out)
     assert any(not torch.equal(before[k], after[k]) for k in before), "the policy did not change"
     evals = [json.loads(line) for line in open(out / "eval.jsonl")]
     assert [e["step"] for e in evals] == [0, 2]
@@ -90,6 +56,7 @@ def test_every_algorithm_changes_the_policy_and_logs_its_metrics(algo, make_cfg,
     assert "rl/train/reward" in rows[0] and len(rows) >= 3
 
 
+@pytest.mark.slow
 def test_a_large_beta_keeps_the_policy_near_the_reference(make_cfg, tmp_path):
     def final_kl(beta: float) -> float:
         cfg = make_cfg(
@@ -106,10 +73,11 @@ def test_a_large_beta_keeps_the_policy_near_the_reference(make_cfg, tmp_path):
     assert held < 0.5 and held < free / 3, (held, free)
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_from_its_checkpoint_to_the_same_policy(make_cfg, tmp_path, monkeypatch):
     cfg = make_cfg(*RL_FAST, "algo=ppo", "rl.max_steps=4", "rl.eval_every=1", "rl.checkpoint_every=2")
     uninterrupted = ensure(cfg, "rl", tmp_path / "a", rebuild=True)
-    reference, evals = _weights(uninterrupted), (uninterrupted / "eval.jsonl").read_text()
+    reference, evals = policy_weights(uninterrupted), (uninterrupted / "eval.jsonl").read_text()
 
     original = rl.RLModule.training_step
 
@@ -126,7 +94,7 @@ def test_killed_run_resumes_from_its_checkpoint_to_the_same_policy(make_cfg, tmp
     monkeypatch.setattr(rl.RLModule, "training_step", original)
 
     resumed = ensure(cfg, "rl", tmp_path / "c", rebuild=True)
-    after = _weights(resumed)
+    after = policy_weights(resumed)
     assert all(torch.equal(reference[k], after[k]) for k in reference)
     assert (resumed / "eval.jsonl").read_text() == evals, "evaluations lost, repeated or changed"
 
@@ -134,7 +102,7 @@ def test_killed_run_resumes_from_its_checkpoint_to_the_same_policy(make_cfg, tmp
 def test_lora_reference_is_the_base_model_without_a_copy():
     from peft import LoraConfig, get_peft_model
 
-    base = _tiny_llama()
+    base = tiny_llama()
     original = copy.deepcopy(base)
     policy = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], lora_alpha=8))
     for name, param in policy.named_parameters():
@@ -151,7 +119,7 @@ def test_lora_reference_is_the_base_model_without_a_copy():
 
 
 def test_full_fine_tuning_reference_is_a_frozen_copy():
-    policy = _tiny_llama()
+    policy = tiny_llama()
     reference = Reference(policy)
     assert reference.copy is not policy
     assert not any(p.requires_grad for p in reference.copy.parameters())
@@ -198,7 +166,7 @@ def test_micro_batches_add_up_to_the_minibatch_gradient(algo, make_cfg):
         "algo.kl.beta=0.3",
         "algo.entropy_coef=0.1",
     )
-    module = rl.RLModule(_tiny_llama(), None, cfg, [], [], None)
+    module = rl.RLModule(tiny_llama(), None, cfg, [], [], None)
     ids, mask = left_pad([[1, 5, 6], [1, 7], [1, 9, 9, 4], [1, 3]] * 2, pad_token_id=0)
     g = torch.Generator().manual_seed(0)
     rollout = generate(

@@ -9,7 +9,6 @@ from transformers import (
     GPT2LMHeadModel,
     GPTNeoXConfig,
     GPTNeoXForCausalLM,
-    LlamaConfig,
     LlamaForCausalLM,
 )
 
@@ -26,23 +25,21 @@ from rlhf_lab.rollout import (
     response_logprobs,
     response_states,
 )
+from tests.helpers import tiny_llama
 
 VOCAB, PAD, EOS = 97, 0, 1
 LENGTHS = [1, 3, 9, 5, 2, 7]  # batch of 6 prompts of lengths in 1..9
 
 
 def make_llama(seed: int = 0) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
+    return tiny_llama(
+        seed,
         vocab_size=VOCAB,
         hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
         intermediate_size=128,
         max_position_embeddings=128,
+        pad_token_id=None,
     )
-    return LlamaForCausalLM(cfg).float().eval()
 
 
 def make_gpt2(seed: int = 0) -> GPT2LMHeadModel:

@@ -1,103 +1,27 @@
-"""Collect, reward model and best-of-n on a small tiny world."""
+"""Stage `reward`: a Bradley–Terry reward model on the collected pairs: its validation metrics, export,
+normalization and scoring, the summed head, LoRA, training-only dropout and the weight average."""
 
 from __future__ import annotations
 
-import itertools
 import json
-import math
 
-import datasets
 import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
 from rlhf_lab.artifacts import read_manifest
 from rlhf_lab.pipeline import ensure
-from rlhf_lab.scorers import KeywordScorer, LengthScorer, RewardModelScorer
-from rlhf_lab.stages.bon import best_of_n_expectation
-from rlhf_lab.stages.collect import candidate_pairs, sample_in_chunks
-from rlhf_lab.stages.common import Context
+from rlhf_lab.scorers import RewardModelScorer
 from rlhf_lab.stages.reward import (
     WeightEMA,
     add_training_dropout,
     calibration_error,
     pairwise_metrics,
 )
-
-SMALL = [
-    "collect.num_prompts=48",
-    "collect.samples_per_prompt=3",
-    "collect.chunk=16",
-    "collect.sampling.max_new_tokens=16",
-    "labeler=bt",
-    "labeler.temperature=0.2",
-    "reward_model.max_steps=12",
-    "reward_model.val_every=6",
-    "reward_model.batch_size=8",
-    "bon.n=[1,2,4,8]",
-    "bon.num_prompts=12",
-    "bon.sampling.max_new_tokens=16",
-]
+from tests.helpers import SMALL, held_out_metrics
 
 
-@pytest.fixture(scope="module")
-def reward_run(tmp_path_factory):
-    """The reward artifact (and its collect artifact) of the fast config."""
-    from rlhf_lab.config import validate
-    from tests.conftest import compose_config
-
-    cfg = validate(compose_config(*SMALL))
-    run_dir = tmp_path_factory.mktemp("run")
-    return cfg, ensure(cfg, "reward", run_dir), run_dir
-
-
-def test_candidate_pairs():
-    assert candidate_pairs(4, "all") == list(itertools.combinations(range(4), 2))
-    assert candidate_pairs(4, "adjacent") == [(0, 1), (1, 2), (2, 3)]
-
-
-def test_collect_writes_trl_preferences_with_gold_columns(reward_run):
-    cfg, rm_dir, _ = reward_run
-    collect_dir = read_manifest(rm_dir)["inputs"]["collect"]
-    rows = [json.loads(line) for line in open(f"{collect_dir}/preferences.jsonl")]
-    assert rows and {
-        "prompt",
-        "chosen",
-        "rejected",
-        "gold_chosen",
-        "gold_rejected",
-        "labeler",
-        "policy",
-    } <= set(rows[0])
-    assert len(rows) <= 48 * 3  # at most K(K-1)/2 = 3 pairs per prompt
-    assert all(r["chosen"] != r["rejected"] and r["chosen"].strip() and r["rejected"].strip() for r in rows)
-    on_disk = datasets.load_from_disk(f"{collect_dir}/preferences")
-    assert on_disk.num_rows == len(rows) and on_disk[0]["chosen"] == rows[0]["chosen"]
-    metrics = read_manifest(collect_dir)["metrics"]
-    assert metrics["collect/bt_temperature"] == 0.2 and 0.5 <= metrics["collect/bt_ceiling"] <= 1
-
-
-def test_argmax_labels_agree_with_gold(make_cfg, tmp_path):
-    cfg = make_cfg(*SMALL, "labeler=argmax", "collect.pairs=adjacent")
-    out = ensure(cfg, "collect", tmp_path)
-    rows = [json.loads(line) for line in (out / "preferences.jsonl").open()]
-    assert rows and all(r["gold_chosen"] > r["gold_rejected"] for r in rows)
-    assert read_manifest(out)["metrics"]["collect/gold_agreement"] == 1.0
-
-
-def test_collect_resumes_finished_chunks_and_matches_an_uninterrupted_run(make_cfg, tmp_path, reward_run):
-    cfg = make_cfg(*SMALL)
-    ctx = Context(cfg, tmp_path, inputs={"sft": ensure(cfg, "sft", tmp_path)})
-    prompts = [f"The film number {i} was" for i in range(40)]
-    full = sample_in_chunks(ctx, str(ctx.inputs["sft"]), prompts, tmp_path / "full")
-    partial_dir = tmp_path / "resumed"
-    sample_in_chunks(ctx, str(ctx.inputs["sft"]), prompts[:16], partial_dir)  # "interrupted" after chunk 0
-    stamp = (partial_dir / "00000.jsonl").stat().st_mtime_ns
-    resumed = sample_in_chunks(ctx, str(ctx.inputs["sft"]), prompts, partial_dir)
-    assert (partial_dir / "00000.jsonl").stat().st_mtime_ns == stamp  # not redone
-    assert resumed == full
-
-
+@pytest.mark.slow
 def test_reward_model_reloads_normalized_on_policy_samples(reward_run):
     cfg, rm_dir, _ = reward_run
     model = AutoModelForSequenceClassification.from_pretrained(rm_dir)
@@ -108,26 +32,17 @@ def test_reward_model_reloads_normalized_on_policy_samples(reward_run):
     completions = [c for s in samples for c in s["completions"]]
     scores = RewardModelScorer(rm_dir).score(prompts, completions)
     assert abs(scores.mean().item()) < 1e-3 and scores.std().item() == pytest.approx(1.0, abs=1e-3)
-    metrics = read_manifest(rm_dir)["metrics"]
-    for key in ("reward/val/accuracy", "reward/val/gold_accuracy", "reward/val/bt_ceiling", "reward/val/ece"):
-        assert 0 <= metrics[key] <= 1
+    metrics = read_manifest(rm_dir)["metrics"]  # the final validation's: the exported model on held-out pairs
+    expected = held_out_metrics(cfg, rm_dir)
+    for key in ("accuracy", "gold_accuracy", "bt_ceiling", "gold_label_accuracy", "ece"):
+        assert metrics[f"reward/val/{key}"] == pytest.approx(expected[key], abs=1e-6), key
 
 
-@pytest.fixture(scope="module")
-def sum_reward_run(tmp_path_factory):
-    """The reward artifact of the fast config with the head summed over the completion's tokens."""
-    from rlhf_lab.config import validate
-    from tests.conftest import compose_config
-
-    cfg = validate(compose_config(*SMALL, "reward_model.pool=sum"))
-    return cfg, ensure(cfg, "reward", tmp_path_factory.mktemp("run"))
-
-
-def test_reward_inputs_mark_the_completion_and_its_eos(reward_run):
+def test_reward_inputs_mark_the_completion_and_its_eos(world):
     from rlhf_lab.models import load_tokenizer, reward_inputs
 
-    cfg, rm_dir, _ = reward_run
-    tokenizer = load_tokenizer(rm_dir, cfg.model)
+    cfg, built = world
+    tokenizer = load_tokenizer(built.init_model, cfg.model)  # the tiny world's, as a reward model's
     prompts, completions = ["The film", "The acting in this long movie was"], [" was great.", " dull."]
     inputs = reward_inputs(tokenizer, prompts, completions, 512)
     for ids, mask, completion, real in zip(
@@ -139,6 +54,7 @@ def test_reward_inputs_mark_the_completion_and_its_eos(reward_run):
     assert cut["completion_mask"][0].tolist() == [False, False, False, True]  # the EOS is still scored
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("run", ["reward_run", "sum_reward_run"])
 def test_reward_score_ignores_padding_side_and_batch_composition(run, request):
     from rlhf_lab.models import reward_inputs
@@ -168,6 +84,7 @@ def test_reward_score_ignores_padding_side_and_batch_composition(run, request):
     torch.testing.assert_close(expected, together, atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 def test_a_summed_head_starts_at_zero_and_is_recorded_for_the_scorer(sum_reward_run, reward_run):
     from rlhf_lab.models import load_reward_model, load_tokenizer
 
@@ -194,58 +111,7 @@ def test_pairwise_metrics_and_calibration():
     assert calibration_error(torch.tensor([0.99] * 5 + [0.01] * 5)) == pytest.approx(0.49, abs=1e-6)
 
 
-def test_best_of_n_expectation_equals_the_mean_over_all_subsets():
-    gen = torch.Generator().manual_seed(0)
-    proxy, target = torch.randn(3, 6, generator=gen), torch.randn(3, 6, generator=gen)
-    for n in (1, 2, 3, 6):
-        brute = torch.stack(
-            [
-                torch.stack(
-                    [
-                        target[b, list(s)][proxy[b, list(s)].argmax()]
-                        for s in itertools.combinations(range(6), n)
-                    ]
-                ).mean()
-                for b in range(3)
-            ]
-        )
-        torch.testing.assert_close(best_of_n_expectation(proxy, target, n), brute, atol=1e-5, rtol=0)
-    with pytest.raises(ValueError, match="n=7"):
-        best_of_n_expectation(proxy, target, 7)
-
-
-def test_best_of_n_with_the_gold_scorer_rises_with_n(make_cfg, tmp_path):
-    cfg = make_cfg(*SMALL, "stage=bon", "objective=gold")
-    out = ensure(cfg, "bon", tmp_path)
-    table = json.loads((out / "bon.json").read_text())
-    gold = [r["gold"] for r in table]
-    assert [r["n"] for r in table] == [1, 2, 4, 8]
-    assert all(a <= b + 1e-9 for a, b in zip(gold, gold[1:], strict=False)) and gold[-1] > gold[0]
-    assert [r["proxy"] for r in table] == pytest.approx(gold)
-    assert [r["kl"] for r in table] == pytest.approx([math.log(n) - (n - 1) / n for n in (1, 2, 4, 8)])
-    assert (out / "bon.png").stat().st_size > 10_000 and (out / "bon.csv").is_file()
-
-
-def test_best_of_n_with_the_reward_model_reports_proxy_and_gold(reward_run, tmp_path):
-    cfg, rm_dir, _ = reward_run
-    from dataclasses import replace
-
-    bon_cfg = replace(cfg, stage="bon")
-    out = ensure(bon_cfg, "bon", tmp_path)
-    assert read_manifest(out)["inputs"]["reward"] == str(rm_dir)
-    table = json.loads((out / "bon.json").read_text())
-    proxy = [r["proxy"] for r in table]
-    assert all(a <= b + 1e-9 for a, b in zip(proxy, proxy[1:], strict=False))  # best-of-n maximizes the proxy
-    assert all("gold" in r for r in table)
-
-
-def test_simple_scorers():
-    assert LengthScorer().score(["p", "p"], [" a b c", ""]).tolist() == [3.0, 0.0]
-    assert KeywordScorer(["great"]).score(["p"], [" Great, great! greatest."]).tolist() == [2.0]
-    with pytest.raises(ValueError, match="objective.keywords"):
-        KeywordScorer([])
-
-
+@pytest.mark.slow
 def test_reward_model_with_lora_exports_a_merged_sequence_classifier(reward_run, make_cfg, tmp_path):
     cfg = make_cfg(
         *SMALL,

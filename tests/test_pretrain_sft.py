@@ -1,69 +1,62 @@
-"""Pretrain and SFT on a small tiny world: parameters change, the loss falls, exports reload."""
+"""Stages `pretrain` and `sft` on a small tiny world: parameters change, the loss falls, exports
+(full, LoRA adapter or merged) reload, and LoRA wraps only what it should."""
 
 from __future__ import annotations
 
-import csv
 import json
 
 import pytest
 import torch
 from peft import PeftModel
-from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from rlhf_lab.artifacts import read_manifest
-from rlhf_lab.pipeline import artifact_dir, ensure, stage_key
-
-
-def weights(folder) -> dict[str, torch.Tensor]:
-    return load_file(str(folder / "model.safetensors"))
-
-
-def train_losses(run_dir, stage) -> list[float]:
-    with open(run_dir / stage / "csv" / "metrics.csv") as f:
-        return [float(r[f"{stage}/train/loss"]) for r in csv.DictReader(f) if r.get(f"{stage}/train/loss")]
+from rlhf_lab.pipeline import ensure
+from tests.helpers import compose_config, saved_weights, train_losses
 
 
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
     """The pretrain artifact of the fast config and the run directory that built it."""
     from rlhf_lab.config import validate
-    from tests.conftest import compose_config
 
     cfg = validate(compose_config())
     run_dir = tmp_path_factory.mktemp("run")
     return cfg, ensure(cfg, "pretrain", run_dir, rebuild=True), run_dir  # trained here, not reused
 
 
+@pytest.mark.slow
 def test_pretrain_changes_weights_and_lowers_the_loss(pretrained):
     cfg, out, run_dir = pretrained
     from rlhf_lab.stages.common import Context
 
-    init = weights(Context(cfg, run_dir).world.init_model)
-    trained = weights(out)
+    init = saved_weights(Context(cfg, run_dir).world.init_model)
+    trained = saved_weights(out)
     assert init.keys() == trained.keys()
     assert all(not torch.equal(init[k], trained[k]) for k in init)
     losses = train_losses(run_dir, "pretrain")
     assert losses[-1] < losses[0] - 0.5
     metrics = read_manifest(out)["metrics"]
     assert metrics["pretrain/val/ppl"] < 512 / 2  # far better than uniform over the vocabulary
-    assert 0 <= metrics["pretrain/eval/gold_std"] <= 1
+    assert {"pretrain/eval/gold_mean", "pretrain/eval/gold_std"} <= set(metrics)  # gold of 16 samples
     samples = [json.loads(line) for line in (run_dir / "pretrain" / "samples.jsonl").read_text().splitlines()]
     assert samples and all(s["completion"] is not None for s in samples)
 
 
+@pytest.mark.slow
 def test_sft_full_trains_from_the_pretrain_artifact_and_reloads(pretrained, make_cfg, tmp_path):
     cfg = make_cfg("stage=sft")
     out = ensure(cfg, "sft", tmp_path, rebuild=True)
     assert read_manifest(out)["inputs"]["pretrain"] == str(pretrained[1])  # pretrained once, reused
     losses = train_losses(tmp_path, "sft")
     assert losses[-1] < losses[0]
-    base, tuned = weights(pretrained[1]), weights(out)
+    base, tuned = saved_weights(pretrained[1]), saved_weights(out)
     assert any(not torch.equal(base[k], tuned[k]) for k in base)
     model = AutoModelForCausalLM.from_pretrained(out)
     assert sum(p.numel() for p in model.parameters()) == sum(v.numel() for v in tuned.values())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("save", ["adapter", "merged"])
 def test_sft_lora_exports_a_reloadable_folder(pretrained, make_cfg, tmp_path, save):
     cfg = make_cfg("stage=sft", "peft=lora", "peft.r=4", "peft.alpha=8", f"peft.save={save}", "sft.lr=5e-3")
@@ -81,27 +74,18 @@ def test_sft_lora_exports_a_reloadable_folder(pretrained, make_cfg, tmp_path, sa
         assert (out / "model.safetensors").is_file() and not (out / "adapter_config.json").exists()
 
 
-def test_lora_trains_only_the_adapter(pretrained, make_cfg, tmp_path):
+def test_lora_trains_only_the_adapter(world, make_cfg):
     from rlhf_lab.models import apply_peft, load_causal_lm, load_tokenizer
 
     cfg = make_cfg("peft=lora", "peft.r=2")
-    tokenizer = load_tokenizer(pretrained[1], cfg.model)
-    model = apply_peft(load_causal_lm(pretrained[1], cfg.model, tokenizer), cfg.peft)
+    folder = world[1].init_model  # the tiny world's model, as pretraining starts from it
+    tokenizer = load_tokenizer(folder, cfg.model)
+    model = apply_peft(load_causal_lm(folder, cfg.model, tokenizer), cfg.peft)
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
 
 
-def test_cache_keys_follow_the_config(make_cfg):
-    a = make_cfg("stage=sft")
-    b = make_cfg("stage=sft", "sft.lr=1e-4")
-    c = make_cfg("stage=sft", "pretrain.lr=1e-4")
-    assert stage_key(a, "pretrain") == stage_key(b, "pretrain")  # an sft change keeps pretrain
-    assert stage_key(a, "sft") != stage_key(b, "sft")
-    assert stage_key(a, "pretrain") != stage_key(c, "pretrain")  # an upstream change
-    assert stage_key(a, "sft") != stage_key(c, "sft")  # invalidates downstream
-    assert artifact_dir(a, "sft").parent.name == "sft"
-
-
+@pytest.mark.slow
 def test_trained_model_generates_the_same_greedy_text_batched_or_alone(pretrained):
     """Left padding with correct positions and BOS: batching must not change a single token."""
     from rlhf_lab.config import SourceConfig
@@ -122,6 +106,7 @@ def test_trained_model_generates_the_same_greedy_text_batched_or_alone(pretraine
     assert batched == alone
 
 
+@pytest.mark.slow
 def test_sft_from_a_local_hf_model_without_a_pad_token(make_cfg, tmp_path):
     """model=hf takes any HF folder through from_pretrained; a tokenizer without pad gets its own pad."""
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
@@ -159,11 +144,11 @@ def test_sft_from_a_local_hf_model_without_a_pad_token(make_cfg, tmp_path):
     assert "pretrain" not in read_manifest(out)["inputs"]  # a named model needs no tiny-world pretraining
 
 
-def test_a_lora_target_the_model_lacks_is_named(pretrained):
+def test_a_lora_target_the_model_lacks_is_named(world):
     from rlhf_lab.config import ModelConfig, PeftConfig
     from rlhf_lab.models import apply_peft, load_causal_lm, load_tokenizer
 
-    _, out, _ = pretrained
+    out = world[1].init_model
     model = load_causal_lm(out, ModelConfig(), load_tokenizer(out, ModelConfig()))
     with pytest.raises(ValueError, match=r"\['not_a_layer'\] are not layers of this model"):
         apply_peft(model, PeftConfig(method="lora", target_modules=["q_proj", "not_a_layer"]))
