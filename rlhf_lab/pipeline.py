@@ -196,6 +196,8 @@ def stages_to_run(cfg: Config) -> list[str]:
 def run_pipeline(cfg: Config, run_dir: Path) -> dict:
     """Run the stages of `cfg.pipeline` (or `cfg.stage`) in order, rebuilding each of them when
     `cache=false`, and write `result.json`: every artifact the run used and each stage's metrics."""
+    for name in stages_to_run(cfg):  # every stage's own settings, before the first one is built
+        check(cfg, name)
     artifacts: dict[str, Path] = {}
     metrics: dict[str, dict] = {}
     for name in stages_to_run(cfg):

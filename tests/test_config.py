@@ -177,10 +177,11 @@ def test_an_option_file_states_only_what_differs_from_the_schema(group, option):
 def test_each_help_text_is_written_once():
     import ast
 
-    source = (CONF_DIR.parent / "rlhf_lab" / "config.py").read_text()
+    sources = sorted((CONF_DIR.parent / "rlhf_lab" / "config").glob("*.py"))
     helps = [
         node.args[1].value
-        for node in ast.walk(ast.parse(source))
+        for source in sources
+        for node in ast.walk(ast.parse(source.read_text()))
         if isinstance(node, ast.Call)
         and getattr(node.func, "id", None) == "setting"
         and len(node.args) > 1

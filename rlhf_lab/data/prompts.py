@@ -12,7 +12,9 @@ import logging
 log = logging.getLogger(__name__)
 
 
-def encode_prompts(tokenizer, prompts: list[str], max_length: int | None, source: str = "prompts") -> list[list[int]]:
+def encode_prompts(
+    tokenizer, prompts: list[str], max_length: int | None, source: str = "prompts"
+) -> list[list[int]]:
     """Token ids of each prompt as `tokenizer(prompt)` frames it (BOS etc.), cut from the left to
     `max_length` tokens (None: no limit)."""
     ids = tokenizer(list(prompts))["input_ids"] if prompts else []
@@ -22,6 +24,10 @@ def encode_prompts(tokenizer, prompts: list[str], max_length: int | None, source
     if cut:
         log.info(
             "%s: %d of %d prompts are longer than data.max_prompt_length=%d tokens; each keeps its last %d",
-            source, cut, len(ids), max_length, max_length,
+            source,
+            cut,
+            len(ids),
+            max_length,
+            max_length,
         )
     return [x[-max_length:] for x in ids]

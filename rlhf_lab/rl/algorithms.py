@@ -115,7 +115,8 @@ def _reinforce(logprobs, values, batch: Experience, algo: AlgoConfig, beta: floa
 
 
 ALGORITHMS: dict[str, Algorithm] = {
-    # PPO (Schulman 2017) as in Ziegler 2019 / Huang 2024: GAE on token rewards, clipped surrogate + value loss
+    # PPO (Schulman 2017) as in Ziegler 2019 / Huang 2024: GAE on token rewards, clipped surrogate,
+    # clipped value loss
     "ppo": Algorithm(_gae, _ppo, "tokens", value_function=True),
     # REINFORCE (Williams 1992) with a moving-average baseline
     "reinforce": Algorithm(_moving_average, _reinforce, "sequences", on_policy=True),
@@ -133,7 +134,10 @@ def problems(algo: AlgoConfig, rollouts_per_step: int) -> Iterator[str]:
         return
     entry, k = ALGORITHMS[algo.name], algo.samples_per_prompt
     if entry.group and k < 2:
-        yield f"algo.samples_per_prompt: algo={algo.name} compares the samples of a prompt: needs >= 2, got {k}"
+        yield (
+            f"algo.samples_per_prompt: algo={algo.name} compares the samples of a prompt: "
+            f"needs >= 2, got {k}"
+        )
     if entry.value_function and algo.value.model == "none":
         yield f"algo.value.model: algo={algo.name} needs a value function (head or critic)"
     if entry.on_policy and algo.epochs * algo.minibatches > 1:

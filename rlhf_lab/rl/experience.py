@@ -1,11 +1,11 @@
 """What one RL step learns from: the prompts of the step, the reference, and the experience.
 
-    prompts     PromptStream: the prompt indices of (step, rank), a pure function of the seed
-    rollout     rollout.generate (the module samples)
-    experience  old and reference log-probs, KL-penalized token rewards (Ziegler 2019), and the
-                algorithm's advantages (rl.algorithms): `assemble`
-    passes      `micro_batches` / `in_parts`: every pass over a step's rollouts runs in groups of
-                about rl.micro_batch_tokens tokens
+prompts     PromptStream: the prompt indices of (step, rank), a pure function of the seed
+rollout     rollout.generate (the module samples)
+experience  old and reference log-probs, KL-penalized token rewards (Ziegler 2019), and the
+            algorithm's advantages (rl.algorithms): `assemble`
+passes      `micro_batches` / `in_parts`: every pass over a step's rollouts runs in groups of
+            about rl.micro_batch_tokens tokens
 """
 
 from __future__ import annotations

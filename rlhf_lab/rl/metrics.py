@@ -116,7 +116,10 @@ class Metrics:
         if self.out_dir is not None and module.trainer.is_global_zero:
             with open(self.out_dir / EVALS, "a") as f:
                 f.write(json.dumps({"step": module.step_count, **metrics}) + "\n")
-            rows = [{"prompt": p, "completion": c} for p, c in zip(module.eval_prompts, samples.completions, strict=True)]
+            rows = [
+                {"prompt": p, "completion": c}
+                for p, c in zip(module.eval_prompts, samples.completions, strict=True)
+            ]
             (self.out_dir / "eval_samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
     def keep_evals_until(self, step: int) -> None:
@@ -158,10 +161,14 @@ def _log_samples(module, prompts, completions, scores, gold) -> None:
     golds = gold[:TABLE_ROWS].tolist() if gold is not None else [None] * TABLE_ROWS
     rows = [
         [module.step_count, p, c, s, g]
-        for p, c, s, g in zip(prompts[:TABLE_ROWS], completions[:TABLE_ROWS], scores[:TABLE_ROWS].tolist(), golds,
-                              strict=False)
+        for p, c, s, g in zip(
+            prompts[:TABLE_ROWS], completions[:TABLE_ROWS], scores[:TABLE_ROWS].tolist(), golds, strict=False
+        )
     ]
     for logger in module.loggers:
         if hasattr(logger, "log_table"):  # one key per step: W&B tables logged under one key overwrite
-            logger.log_table(key=f"rl/samples/step_{module.step_count:06d}",
-                             columns=["step", "prompt", "completion", "reward", "gold"], data=rows)
+            logger.log_table(
+                key=f"rl/samples/step_{module.step_count:06d}",
+                columns=["step", "prompt", "completion", "reward", "gold"],
+                data=rows,
+            )

@@ -33,7 +33,14 @@ from rlhf_lab.rl.experience import (
     micro_batches,
 )
 from rlhf_lab.rl.metrics import Metrics, Timer
-from rlhf_lab.rollout import ResponseStats, Rollout, decode_responses, generate, generation_args, response_logprobs
+from rlhf_lab.rollout import (
+    ResponseStats,
+    Rollout,
+    decode_responses,
+    generate,
+    generation_args,
+    response_logprobs,
+)
 from rlhf_lab.scorers import gold_scorer, objective_scorer
 from rlhf_lab.seeds import derive_seed, rng_state, set_rng_state
 from rlhf_lab.tensors import left_pad, repeat_each
@@ -42,9 +49,18 @@ from rlhf_lab.tensors import left_pad, repeat_each
 class RLModule(L.LightningModule):
     """Policy (and value) training against a scorer with a KL penalty to the reference."""
 
-    def __init__(self, policy: nn.Module, tokenizer, cfg: Config, prompts: list[str], eval_prompts: list[str],
-                 inputs: dict, critic: nn.Module | None = None, out_dir: Path | None = None,
-                 checkpoint: Path | None = None):
+    def __init__(
+        self,
+        policy: nn.Module,
+        tokenizer,
+        cfg: Config,
+        prompts: list[str],
+        eval_prompts: list[str],
+        inputs: dict,
+        critic: nn.Module | None = None,
+        out_dir: Path | None = None,
+        checkpoint: Path | None = None,
+    ):
         super().__init__()
         self.automatic_optimization = False
         self.policy, self.tokenizer, self.critic = policy, tokenizer, critic
@@ -60,8 +76,14 @@ class RLModule(L.LightningModule):
         k = self.algo.samples_per_prompt
         self.stream = PromptStream(len(prompts), self.settings.rollouts_per_step // k, cfg.seed)
         kl = self.algo.kl
-        self.kl_ctl = AdaptiveKLController(kl.beta, kl.target, kl.horizon) if kl.adaptive else FixedKLController(kl.beta)
-        self.temperature = self.settings.sampling.temperature if self.algo.scale_logprobs else 1.0  # of every log-prob
+        self.kl_ctl = (
+            AdaptiveKLController(kl.beta, kl.target, kl.horizon)
+            if kl.adaptive
+            else FixedKLController(kl.beta)
+        )
+        self.temperature = (
+            self.settings.sampling.temperature if self.algo.scale_logprobs else 1.0
+        )  # of every log-prob
         self.stop_token_id = self._stop_token_id(self.algo.stop_token)
         self.step_count = 0  # RL steps done: the position in the prompt stream
         self.baseline = MovingAverage(self.algo.baseline_decay)  # reinforce's
@@ -82,7 +104,9 @@ class RLModule(L.LightningModule):
             return None
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         if len(ids) != 1:
-            raise ValueError(f"algo.stop_token={text!r} is {len(ids)} tokens for this tokenizer; it must be 1")
+            raise ValueError(
+                f"algo.stop_token={text!r} is {len(ids)} tokens for this tokenizer; it must be 1"
+            )
         return ids[0]
 
     def configure_optimizers(self):
@@ -128,14 +152,23 @@ class RLModule(L.LightningModule):
 
     def rollout(self, prompt_ids: list[list[int]]) -> Rollout:
         """algo.samples_per_prompt samples of each prompt (rows i*k .. i*k+k−1)."""
-        ids, mask = left_pad(repeat_each(prompt_ids, self.algo.samples_per_prompt), self.tokenizer.pad_token_id)
+        ids, mask = left_pad(
+            repeat_each(prompt_ids, self.algo.samples_per_prompt), self.tokenizer.pad_token_id
+        )
         return self.generate(ids, mask, self.generator)  # ids, mask (N, P)
 
     def generate(self, ids: torch.Tensor, mask: torch.Tensor, generator: torch.Generator) -> Rollout:
         """Sampled responses to left-padded prompts (N, P), cut at the stop token if one is set."""
         pad = self.tokenizer.pad_token_id
-        rollout = generate(self.policy, ids, mask, eos_token_id=self.tokenizer.eos_token_id, pad_token_id=pad,
-                           generator=generator, **generation_args(self.settings.sampling))
+        rollout = generate(
+            self.policy,
+            ids,
+            mask,
+            eos_token_id=self.tokenizer.eos_token_id,
+            pad_token_id=pad,
+            generator=generator,
+            **generation_args(self.settings.sampling),
+        )
         return rollout if self.stop_token_id is None else rollout.truncate_after(self.stop_token_id, pad)
 
     def ended(self, rollout: Rollout) -> torch.Tensor:
@@ -166,9 +199,14 @@ class RLModule(L.LightningModule):
     def forward(self, rollout: Rollout) -> tuple[ResponseStats, torch.Tensor | None]:
         """Log-probs and entropy of the response tokens under the policy (the entropy differentiable only
         when it is in the loss), and values (N, T) if any."""
-        stats = response_logprobs(self.policy, rollout, self.temperature, return_entropy=True,
-                                  entropy_grad=self.algo.entropy_coef > 0,
-                                  return_hidden=self.value_head is not None)
+        stats = response_logprobs(
+            self.policy,
+            rollout,
+            self.temperature,
+            return_entropy=True,
+            entropy_grad=self.algo.entropy_coef > 0,
+            return_hidden=self.value_head is not None,
+        )
         if self.value_head is not None:
             return stats, self.value_head(stats.hidden.float()).squeeze(-1)  # (N, T)
         if self.critic is not None:
@@ -187,10 +225,13 @@ class RLModule(L.LightningModule):
             old_logprobs, values = rollout.logprobs, None  # (N, T)
             if self.critic is not None:
                 values = in_parts(rollout, functools.partial(critic_values, self.critic), budget)  # (N, T)
-        ref_logprobs = in_parts(rollout, lambda part: self.reference(self.policy, part, self.temperature), budget)
+        ref_logprobs = in_parts(
+            rollout, lambda part: self.reference(self.policy, part, self.temperature), budget
+        )
         advantages_of = functools.partial(self.algorithm.advantages, algo=self.algo, baseline=self.baseline)
-        return assemble(rollout, scores, old_logprobs, ref_logprobs, values, self.algo, advantages_of,
-                        self.kl_ctl.value)
+        return assemble(
+            rollout, scores, old_logprobs, ref_logprobs, values, self.algo, advantages_of, self.kl_ctl.value
+        )
 
     def _logprobs_and_values(self, rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor | None]:
         stats, values = self.forward(rollout)
@@ -268,7 +309,10 @@ class RLModule(L.LightningModule):
 
     # ---------------------------------------------------------------------------- checkpoints
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        due = self.step_count % self.settings.checkpoint_every == 0 and self.step_count < self.settings.max_steps
+        due = (
+            self.step_count % self.settings.checkpoint_every == 0
+            and self.step_count < self.settings.max_steps
+        )
         if due and self.checkpoint is not None:  # written by rank 0 (every rank takes part in the call)
             self.trainer.save_checkpoint(self.checkpoint)
 

@@ -20,7 +20,14 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import RichProgressBar
 
 from rlhf_lab.config import Config
-from rlhf_lab.models import apply_peft, export_model, folder_settings, load_causal_lm, load_reward_model, load_tokenizer
+from rlhf_lab.models import (
+    apply_peft,
+    export_model,
+    folder_settings,
+    load_causal_lm,
+    load_reward_model,
+    load_tokenizer,
+)
 from rlhf_lab.rl.algorithms import problems
 from rlhf_lab.rl.metrics import EVALS
 from rlhf_lab.rl.module import RLModule

@@ -76,9 +76,10 @@ def build(ctx: Context, out: Path) -> dict[str, float]:
     )
     repeated = repeat_each(prompts, big_n)  # prompt i at rows i*N .. i*N+N-1
     del model
-    proxy = objective_scorer(cfg, ctx.inputs, ctx.device).score(repeated, completions).view(len(prompts), big_n)
+    proxy = objective_scorer(cfg, ctx.inputs, ctx.device).score(repeated, completions)  # (B*N,)
     gold = gold_scorer(cfg)
     gold = gold.score(repeated, completions).view(len(prompts), big_n) if gold else None  # (B, N)
+    proxy = proxy.view(len(prompts), big_n)  # (B, N)
 
     table = []
     for n in ns:

@@ -22,9 +22,9 @@ import torch
 
 from rlhf_lab.config import Config
 from rlhf_lab.data.lm import LMDataModule, collate
+from rlhf_lab.data.prompts import encode_prompts
 from rlhf_lab.evaluation import held_out_generator, sample_with_kl, summarize
 from rlhf_lab.losses import token_nll
-from rlhf_lab.data.prompts import encode_prompts
 from rlhf_lab.rollout import generate, generation_args, response_logprobs
 from rlhf_lab.scorers import gold_scorer, needs_reward_stage, objective_scorer
 from rlhf_lab.stages.common import Context, data_key, write_table
@@ -78,7 +78,8 @@ def build(ctx: Context, out: Path) -> dict[str, float]:
         proxy = scorer.score(prompts, samples.completions)
         golds = gold.score(prompts, samples.completions) if gold else None
         sft_gold = golds if sft_gold is None else sft_gold
-        metrics = summarize(samples, proxy, golds, sft_gold) | {"ppl": perplexity(policy, ppl_rows, tokenizer)}
+        metrics = summarize(samples, proxy, golds, sft_gold)
+        metrics["ppl"] = perplexity(policy, ppl_rows, tokenizer)
         rows.append({"policy": name, **metrics})
         log.info("eval %s: %s", name, "  ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
     if "bon" in ctx.inputs:

@@ -1,0 +1,78 @@
+"""The root of the schema, `Config`, and its registration in Hydra's ConfigStore."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hydra.core.config_store import ConfigStore
+
+from rlhf_lab.config.fields import setting
+from rlhf_lab.config.sections import (
+    DataConfig,
+    LoggerConfig,
+    ModelConfig,
+    PathsConfig,
+    PeftConfig,
+    TrainerConfig,
+    WorldConfig,
+)
+from rlhf_lab.config.stages import (
+    AlgoConfig,
+    BonConfig,
+    CollectConfig,
+    EvalConfig,
+    LabelerConfig,
+    PretrainConfig,
+    RewardModelConfig,
+    RLConfig,
+    ScorerConfig,
+    SFTConfig,
+)
+
+STAGES = ["pretrain", "sft", "collect", "reward", "rl", "bon", "eval"]
+
+
+@dataclass
+class Config:
+    stage: str = setting("pretrain", "the stage to run (set by the `stage` group)", choices=STAGES)
+    pipeline: list[str] = setting(
+        [], "stages run in order, each reusing or building its inputs (experiment files set it); [] = stage"
+    )
+    seed: int = setting(0, "seed of everything stochastic in the run")
+    gold: str | None = setting(
+        "vader", "gold scorer of the world (VADER sentiment); null = none", choices=["vader"]
+    )
+    cache: bool = setting(True, "reuse a stage's artifact when its config hash matches; false = rebuild")
+    resume: str = setting(
+        "auto",
+        "auto: a stage that was interrupted resumes from the last checkpoint it left in its scratch "
+        "folder (rerun the same command); never: it starts over",
+        choices=["auto", "never"],
+    )
+    experiment: str | None = setting(None, "name of the experiment (W&B group); set by experiment files")
+    world: WorldConfig = setting(WorldConfig(), "the tiny offline world")
+    paths: PathsConfig = setting(PathsConfig(), "where things are written")
+    model: ModelConfig = setting(ModelConfig(), "the starting model")
+    data: DataConfig = setting(DataConfig(), "datasets and their validation")
+    peft: PeftConfig = setting(PeftConfig(), "LoRA or full fine-tuning (sft and later stages)")
+    trainer: TrainerConfig = setting(TrainerConfig(), "the Lightning Trainer")
+    logger: LoggerConfig = setting(LoggerConfig(), "W&B and CSV logging")
+    pretrain: PretrainConfig = setting(PretrainConfig(), "stage pretrain: the base LM on the corpus")
+    sft: SFTConfig = setting(SFTConfig(), "stage sft: supervised fine-tuning on prompt/response pairs")
+    collect: CollectConfig = setting(CollectConfig(), "stage collect: K samples a prompt, paired, labelled")
+    labeler: LabelerConfig = setting(LabelerConfig(), "who labels the pairs of the collect stage")
+    reward_model: RewardModelConfig = setting(
+        RewardModelConfig(), "stage reward: a Bradley-Terry reward model on preference pairs"
+    )
+    objective: ScorerConfig = setting(
+        ScorerConfig(), "the score that RL and best-of-n maximize (set by the `objective` group)"
+    )
+    algo: AlgoConfig = setting(AlgoConfig(), "the RL algorithm (set by the `algo` group)")
+    rl: RLConfig = setting(RLConfig(), "stage rl: the policy against the reward with a KL penalty")
+    bon: BonConfig = setting(BonConfig(), "stage bon: best-of-n reranking on held-out prompts")
+    eval: EvalConfig = setting(EvalConfig(), "stage eval: SFT vs RL vs best-of-n on held-out prompts")
+
+
+def register_configs() -> None:
+    """Put the schema in Hydra's ConfigStore; `conf/config.yaml` lists it first in its defaults."""
+    ConfigStore.instance().store(name="rlhf_lab_schema", node=Config)

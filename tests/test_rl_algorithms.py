@@ -1,0 +1,103 @@
+"""The algorithm table: each entry's requirements are checked before anything is built, and each
+entry's advantages are the ones its paper defines."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rlhf_lab.config import AlgoConfig, ConfigError
+from rlhf_lab.pipeline import check
+from rlhf_lab.rl.algorithms import ALGORITHMS, MovingAverage, problems
+
+
+def test_every_algo_file_names_an_entry_of_the_table(make_cfg):
+    from rlhf_lab.cli import CONF_DIR
+
+    names = {make_cfg(f"algo={path.stem}").algo.name for path in (CONF_DIR / "algo").glob("*.yaml")}
+    assert names == set(ALGORITHMS)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            ["algo=rloo", "algo.samples_per_prompt=1"],
+            "algo.samples_per_prompt: algo=rloo compares the samples",
+        ),
+        (
+            ["algo=grpo", "algo.samples_per_prompt=1"],
+            "algo.samples_per_prompt: algo=grpo compares the samples",
+        ),
+        (["algo=ppo", "algo.value.model=none"], "algo.value.model: algo=ppo needs a value function"),
+        (["algo=reinforce", "algo.epochs=2"], "algo.epochs: algo=reinforce is an on-policy estimator"),
+        (["algo=rloo", "algo.minibatches=2"], "algo.epochs: algo=rloo is an on-policy estimator"),
+        (["algo=rloo", "rl.rollouts_per_step=10"], "rl.rollouts_per_step: must be a multiple"),
+        (["algo.name=dpo"], "algo.name: 'dpo' is not one of ppo, reinforce, rloo, grpo"),
+    ],
+)
+def test_a_stage_refuses_settings_its_algorithm_cannot_run_with(overrides, message, make_cfg):
+    cfg = make_cfg("stage=rl", *overrides)
+    assert any(p.startswith(message) for p in problems(cfg.algo, cfg.rl.rollouts_per_step))
+    with pytest.raises(ConfigError, match=message.split(":")[0]):
+        check(cfg, "rl")  # what every entry point asks before building anything
+
+
+def test_algorithm_settings_are_not_checked_where_no_stage_uses_them(make_cfg):
+    check(make_cfg("stage=sft", "algo=rloo", "algo.samples_per_prompt=1"), "sft")  # does not raise
+
+
+def test_the_default_settings_of_every_algorithm_pass():
+    for name in ALGORITHMS:
+        value = "none" if name != "ppo" else "head"
+        algo = AlgoConfig(name=name, samples_per_prompt=4 if ALGORITHMS[name].group else 1)
+        algo.value.model = value
+        assert list(problems(algo, 64)) == []
+
+
+def _rewards(returns: list[float], width: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rewards (N, width) whose row sums are `returns`, spread over ragged masks."""
+    n = len(returns)
+    mask = torch.ones(n, width)
+    mask[0, -1] = 0  # a shorter response
+    rewards = torch.zeros(n, width)
+    rewards[:, 0] = torch.tensor(returns) - 0.5
+    rewards[:, 1] = 0.5
+    return rewards, mask
+
+
+def test_sequence_advantages_of_each_entry_by_hand():
+    rewards, mask = _rewards([1.0, 2.0, 4.0, 7.0])
+    algo = AlgoConfig(name="rloo", samples_per_prompt=2)
+    advantages, returns = ALGORITHMS["rloo"].advantages(rewards, None, mask, algo, None)
+    assert returns is None
+    torch.testing.assert_close(advantages, torch.tensor([-1.0, 1.0, -3.0, 3.0]))  # R_i − R_other
+
+    algo = AlgoConfig(name="grpo", samples_per_prompt=2)
+    advantages, _ = ALGORITHMS["grpo"].advantages(rewards, None, mask, algo, None)
+    std = torch.tensor([1.0, 2.0]).std()  # the group (1, 2): mean 1.5, unbiased std 0.7071
+    expected = torch.tensor([-0.5, 0.5]) / (std + 1e-4)
+    torch.testing.assert_close(advantages[:2], expected)
+
+    algo = AlgoConfig(name="reinforce", baseline="moving_average", baseline_decay=0.5)
+    baseline = MovingAverage(algo.baseline_decay)
+    first, _ = ALGORITHMS["reinforce"].advantages(rewards, None, mask, algo, baseline)
+    torch.testing.assert_close(first, torch.tensor([1.0, 2.0, 4.0, 7.0]) - 3.5)  # its own mean first
+    second, _ = ALGORITHMS["reinforce"].advantages(rewards, None, mask, algo, baseline)
+    torch.testing.assert_close(second, torch.tensor([1.0, 2.0, 4.0, 7.0]) - 3.5)  # 0.5·3.5 + 0.5·3.5
+    assert baseline.value == pytest.approx(3.5)
+
+
+def test_ppo_advantages_are_gae_with_its_value_targets():
+    rewards, mask = _rewards([1.0, 2.0])
+    values = torch.tensor([[0.1, 0.2, 0.0], [0.3, 0.1, 0.4]])
+    algo = AlgoConfig(name="ppo")
+    advantages, returns = ALGORITHMS["ppo"].advantages(rewards, values, mask, algo, None)
+    # γ = 1, λ = 0.95; row 1 has rewards (1.5, 0.5, 0):
+    # δ2 = 0 − 0.4, δ1 = 0.5 + 0.4 − 0.1, δ0 = 1.5 + 0.1 − 0.3
+    d2, d1, d0 = -0.4, 0.8, 1.3
+    a2 = d2
+    a1 = d1 + 0.95 * a2
+    a0 = d0 + 0.95 * a1
+    torch.testing.assert_close(advantages[1], torch.tensor([a0, a1, a2]))
+    torch.testing.assert_close(returns, (advantages + values) * mask)
