@@ -6,8 +6,8 @@
     policy, tokenizer = api.load_policy(result["artifacts"]["rl"])
     api.generate(policy, tokenizer, ["The film was"], max_new_tokens=20)
 
-Configs are composed by Hydra from the same `conf/` and validated by the same schema as on the
-command line; artifacts land in the same cache, so the CLI and the API share their work.
+Configs are composed by Hydra from the same `conf/` (`CONF_DIR`) and validated by the same schema as
+on the command line; artifacts land in the same cache, so the CLI and the API share their work.
 """
 
 from __future__ import annotations
@@ -19,12 +19,25 @@ from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from omegaconf import DictConfig
 
-from rlhf_lab.cli import CONF_DIR
-from rlhf_lab.config import Config, ModelConfig, upgrade_overrides, validate
+from rlhf_lab.config import Config, ModelConfig, register_configs, upgrade_overrides, validate
+
+
+def conf_dir() -> Path:
+    """The config folder: the copy inside the installed package (`pip install .` puts the repository's
+    top-level `conf/` there, see setup.py), else the checkout's `conf/` (an editable install, a clone)."""
+    package = Path(__file__).resolve().parent
+    for folder in (package / "conf", package.parent / "conf"):
+        if (folder / "config.yaml").is_file():
+            return folder
+    raise FileNotFoundError(f"no configs: neither {package / 'conf'} nor {package.parent / 'conf'} exists")
+
+
+CONF_DIR = conf_dir()
 
 
 def compose_config(*overrides: str) -> DictConfig:
     """The composed, unvalidated config, exactly as `rlhf-lab <overrides>` sees it."""
+    register_configs()  # the schema that conf/config.yaml starts from
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return hydra_compose(config_name="config", overrides=upgrade_overrides(list(overrides)))
 

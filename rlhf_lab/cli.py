@@ -20,11 +20,11 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from rlhf_lab.api import CONF_DIR
 from rlhf_lab.artifacts import RESULT_FILE
 from rlhf_lab.config import register_configs, upgrade_overrides, validate
 from rlhf_lab.runinfo import write_run_info
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 # The metric a run returns to Hydra's sweepers (Optuna): the last stage's headline number.
 OBJECTIVE = {
     "pretrain": "pretrain/val/loss",
@@ -35,7 +35,6 @@ OBJECTIVE = {
 }
 
 log = logging.getLogger("rlhf_lab")
-register_configs()
 
 
 def run(cfg: DictConfig) -> float | None:
@@ -78,6 +77,7 @@ def hydra_main(cfg: DictConfig) -> float | None:
 
 
 def main() -> float | None:
+    register_configs()
     sys.argv[1:] = upgrade_overrides(sys.argv[1:])  # a renamed key works for now, with a message
     return hydra_main()
 
