@@ -4,6 +4,12 @@ rlhf-lab experiment=quickstart                 # the whole pipeline, ending in a
 rlhf-lab stage=sft peft=lora sft.lr=1e-4
 rlhf-lab -m stage=rl algo=ppo,rloo seed=0,1 hydra/launcher=joblib
 rlhf-lab --help
+
+A bad config, a bad data row or a missing file (`errors.UserError`, `OSError`) ends the command with its
+message alone on stderr and exit code 1 (`HYDRA_FULL_ERROR=1` prints the traceback too); any other error
+is a bug and prints its traceback. A SIGTERM ends it with exit code 143, after the Lightning stage that
+was training saved a checkpoint of the step reached (`faults.SaveOnSigterm`): the same command resumes.
+Either way the run's `result.json` records what happened ("failed" with the traceback, or "stopped").
 """
 
 from __future__ import annotations
@@ -12,17 +18,24 @@ import json
 import logging
 import os
 import shutil
+import signal
 import sys
+import threading
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from rlhf_lab.api import CONF_DIR
 from rlhf_lab.artifacts import RESULT_FILE
 from rlhf_lab.config import register_configs, upgrade_overrides, validate
+from rlhf_lab.errors import Stopped, UserError
 from rlhf_lab.runinfo import write_run_info
 
 # The metric a run returns to Hydra's sweepers (Optuna): the last stage's headline number.
@@ -34,26 +47,31 @@ OBJECTIVE = {
     "eval": "eval/rl/gold",
 }
 
+FOR_PEOPLE = (UserError, OSError)  # errors whose message is the whole story: printed without a traceback
+
 log = logging.getLogger("rlhf_lab")
+
+
+class ErrorMessage(CompactHydraException):
+    """An error for people, as Hydra reports its own: the message alone, no traceback."""
 
 
 def run(cfg: DictConfig) -> float | None:
     """Validate `cfg`, run its stages, and return the last stage's objective for Hydra sweepers.
 
-    A failure (a bad config included) is recorded in the run's `result.json`, so a sweep's report
-    lists it, and then raised as usual.
+    A failure (a bad config included) or a SIGTERM is recorded in the run's `result.json`, so a sweep's
+    report lists it, and then raised as usual.
     """
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     write_run_info(run_dir)
     try:
-        typed = validate(cfg)  # ranges and cross-field rules fail here, before any model is built
-        from rlhf_lab.pipeline import run_pipeline  # heavy imports after validation: errors come fast
+        with stop_on_sigterm():
+            typed = validate(cfg)  # ranges and cross-field rules fail here, before any model is built
+            from rlhf_lab.pipeline import run_pipeline  # heavy imports after validation: errors come fast
 
-        record = run_pipeline(typed, run_dir)
+            record = run_pipeline(typed, run_dir)
     except BaseException as error:
-        failure = {"status": "failed", "stage": cfg.stage, "error": f"{type(error).__name__}: {error}"}
-        failure["traceback"] = traceback.format_exc()
-        (run_dir / RESULT_FILE).write_text(json.dumps(failure, indent=2))
+        (run_dir / RESULT_FILE).write_text(json.dumps(failure_record(cfg.stage, error), indent=2))
         raise
     if record["status"] == "completed":
         show_summary(Path(record["artifacts"][typed.stage]), run_dir)
@@ -70,10 +88,76 @@ def show_summary(artifact: Path, run_dir: Path) -> None:
     log.info("summary (%s):\n%s", run_dir / "summary.md", table.read_text())
 
 
+def failure_record(stage: str, error: BaseException) -> dict:
+    """What `result.json` says of a run that ended with `error`: stopped (SIGTERM) or failed."""
+    if stopped(error):
+        return {"status": "stopped", "stage": stage, "error": "stopped by SIGTERM"}
+    return {
+        "status": "failed",
+        "stage": stage,
+        "error": f"{type(error).__name__}: {error}",
+        "traceback": traceback.format_exc(),
+    }
+
+
+def stopped(error: BaseException) -> bool:
+    """Whether `error` ends a run stopped by SIGTERM (Lightning's own exception only once it is imported:
+    a config error must not wait for Lightning's import)."""
+    if isinstance(error, Stopped):
+        return True
+    if "lightning.pytorch" not in sys.modules:
+        return False
+    from rlhf_lab.faults import stopped_by_sigterm
+
+    return stopped_by_sigterm(error)
+
+
+@contextmanager
+def stop_on_sigterm() -> Iterator[None]:
+    """SIGTERM raises `errors.Stopped` (exit code 143, `finally` blocks run: locks released, a resumable
+    stage's scratch folder kept) instead of killing the process on the spot.
+
+    While a Lightning Trainer runs, its own handler is installed and calls this one: then this one
+    does nothing and Lightning stops after the current batch (`faults.SaveOnSigterm` saves a checkpoint).
+    """
+    if threading.current_thread() is not threading.main_thread():  # only the main thread gets signals
+        yield
+        return
+
+    def handler(signum, frame) -> None:
+        if signal.getsignal(signal.SIGTERM) is handler:
+            raise Stopped()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def for_people(error: BaseException) -> BaseException:
+    """The exception the command ends with: exit code 143 for a SIGTERM; the message alone for an error
+    in the user's input (unless HYDRA_FULL_ERROR=1); `error` itself otherwise (a bug: its traceback)."""
+    if stopped(error):
+        log.warning("stopped by SIGTERM (exit code 143); the same command resumes (resume=auto)")
+        return Stopped()
+    if not isinstance(error, FOR_PEOPLE) or os.environ.get("HYDRA_FULL_ERROR") == "1":
+        return error
+    if HydraConfig.get().mode == RunMode.MULTIRUN:  # Hydra reports the first failed job of a sweep only
+        log.error("job %s failed: %s", HydraConfig.get().job.num, error)
+    return ErrorMessage(str(error))
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def hydra_main(cfg: DictConfig) -> float | None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    return run(cfg)
+    try:
+        return run(cfg)
+    except BaseException as error:
+        reported = for_people(error)
+        if reported is error:
+            raise
+        raise reported from None
 
 
 def main() -> float | None:

@@ -271,7 +271,7 @@ def _decode_loop(
 
     positions = position_ids_from_mask(prompt_mask)  # (B, P)
     extra = {"logits_to_keep": 1} if _accepts_logits_to_keep(model) else {}
-    try:  # transformers 5 calls the KV cache `cache` (argument and output); 4.x and remote code, past_key_values
+    try:  # transformers 5 names the KV cache `cache` (argument, output); 4.x and remote code past_key_values
         takes_cache = "cache" in inspect.signature(_unwrap(model).forward).parameters
     except (TypeError, ValueError):
         takes_cache = False

@@ -15,6 +15,32 @@ log = logging.getLogger(__name__)
 
 
 TAG_LENGTH = 64  # W&B's limit on a tag
+LIGHTNING_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric")  # those that get console handlers
+TIP_SOURCES = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+
+
+def _not_a_tip(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("💡 Tip")
+
+
+def one_line_per_message() -> None:
+    """Print each of Lightning's log lines once, and none of its tips (adverts for other packages).
+
+    Importing Lightning gives its loggers console handlers of their own; when the root logger has
+    handlers (Hydra's console and job log file), Lightning's lines would print twice, once through each.
+    Then Lightning's handlers go and its records reach the root's alone. Without root handlers (a
+    notebook) Lightning keeps its own. Called where a stage makes its loggers, after Lightning's import.
+    """
+    if logging.getLogger().handlers:
+        for name in LIGHTNING_LOGGERS:
+            logger = logging.getLogger(name)
+            for handler in [h for h in logger.handlers if type(h) is logging.StreamHandler]:
+                logger.removeHandler(handler)
+            logger.propagate = True
+    for name in TIP_SOURCES:
+        logger = logging.getLogger(name)
+        if _not_a_tip not in logger.filters:
+            logger.addFilter(_not_a_tip)
 
 
 def job_overrides() -> list[str]:
@@ -44,6 +70,7 @@ def wandb_group(cfg: Config, stage: str) -> str:
 
 
 def make_loggers(cfg: Config, stage: str, log_dir: Path) -> list[Logger]:
+    one_line_per_message()
     loggers: list[Logger] = [CSVLogger(save_dir=str(log_dir), name="", version="csv")]
     wb = cfg.logger.wandb
     if wb.enabled:

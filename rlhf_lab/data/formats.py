@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from rlhf_lab.config import SourceConfig
 from rlhf_lab.data.sources import DataError, load_source
+from rlhf_lab.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ class PreferencePair:
     group: int | None = None  # which sampling of the prompt the pair came from (collect writes it)
 
 
-class BadRow(Exception):
+class BadRow(UserError):
     def __init__(self, field: str, reason: str):
         super().__init__(f"field '{field}': {reason}")
         self.field = field

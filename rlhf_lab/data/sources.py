@@ -9,11 +9,12 @@ from pathlib import Path
 import datasets
 
 from rlhf_lab.config import SourceConfig
+from rlhf_lab.errors import UserError
 
 BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """Bad input data; the message names the file (or dataset), the row and the field."""
 
 

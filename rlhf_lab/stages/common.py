@@ -16,6 +16,7 @@ from hydra.utils import instantiate
 
 from rlhf_lab.config import Config, SamplingConfig, SourceConfig, TrainConfig
 from rlhf_lab.data.formats import read_examples
+from rlhf_lab.faults import SaveOnSigterm
 from rlhf_lab.models import folder_settings, load_causal_lm, load_tokenizer
 from rlhf_lab.rollout import generate_text, generation_args
 from rlhf_lab.tensors import repeat_each
@@ -126,8 +127,8 @@ def fit(
     """Train with a Lightning Trainer built from `cfg.trainer` for `train.max_steps` optimizer steps,
     validating every `train.val_every`; return the metrics of a final validation.
 
-    A `last.ckpt` is saved in `checkpoint_dir` (default: the log folder) at each validation; with
-    `resume=auto` a run finding one there resumes from it.
+    A `last.ckpt` is saved in `checkpoint_dir` (default: the log folder) at each validation, and on
+    SIGTERM at the step reached; with `resume=auto` a run finding one there resumes from it.
     """
     log_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_dir = checkpoint_dir or log_dir / "checkpoints"
@@ -146,7 +147,7 @@ def fit(
         accumulate_grad_batches=train.accumulate_grad_batches,
         gradient_clip_val=train.grad_clip or None,
         logger=make_loggers(cfg, stage, log_dir),
-        callbacks=make_callbacks(cfg, checkpoint_dir, train.val_every),
+        callbacks=[*make_callbacks(cfg, checkpoint_dir, train.val_every), SaveOnSigterm(last)],
         default_root_dir=str(log_dir),
     )
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
