@@ -27,8 +27,8 @@ from rlhf_lab.losses import (
     masked_sum,
     masked_var,
     masked_whiten,
+    pairwise_differences,
     ppo_policy_loss,
-    ranking_loss,
     reinforce_loss,
     rloo_advantages,
     token_nll,
@@ -83,7 +83,7 @@ def test_token_nll_sums_and_counts_for_exact_perplexity():
 def test_bradley_terry_loss_and_gradient_by_hand():
     chosen = torch.tensor([1.0, 0.0], requires_grad=True)
     rejected = torch.tensor([0.0, 2.0], requires_grad=True)
-    loss = bradley_terry_loss(chosen, rejected)
+    loss = bradley_terry_loss(chosen - rejected)
     assert loss.item() == pytest.approx((math.log1p(math.exp(-1)) + math.log1p(math.exp(2))) / 2, rel=1e-6)
     loss.backward()
     sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
@@ -96,15 +96,14 @@ def test_bradley_terry_margin_shifts_the_difference():
     chosen, rejected = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 2.0])
     margin = torch.tensor([0.5, -1.0])
     expected = (math.log1p(math.exp(-(1 - 0.5))) + math.log1p(math.exp(-(-2 + 1)))) / 2
-    assert bradley_terry_loss(chosen, rejected, margin).item() == pytest.approx(expected, rel=1e-6)
+    assert bradley_terry_loss(chosen - rejected, margin).item() == pytest.approx(expected, rel=1e-6)
     # a positive margin demands a larger gap, so the loss grows; it acts like lowering chosen
-    assert bradley_terry_loss(chosen, rejected, torch.tensor(0.3)) > bradley_terry_loss(chosen, rejected)
-    assert torch.allclose(
-        bradley_terry_loss(chosen, rejected, torch.tensor(0.3)), bradley_terry_loss(chosen - 0.3, rejected)
-    )
+    shifted = bradley_terry_loss(chosen - rejected, torch.tensor(0.3))
+    assert shifted > bradley_terry_loss(chosen - rejected)
+    assert torch.allclose(shifted, bradley_terry_loss((chosen - 0.3) - rejected))
 
 
-def test_ranking_loss_is_the_mean_of_its_pairwise_losses():
+def test_k_wise_ranking_loss_is_the_mean_of_its_pairwise_losses():
     g = torch.Generator().manual_seed(0)
     rewards = torch.randn(3, 4, generator=g)  # (B, K)
     rank = torch.stack([torch.randperm(4, generator=g) for _ in range(3)])  # (B, K), 0 = best
@@ -113,13 +112,16 @@ def test_ranking_loss_is_the_mean_of_its_pairwise_losses():
     pairs = prefers.nonzero().tolist()
     chosen = torch.stack([rewards[b, i] for b, i, _ in pairs])
     rejected = torch.stack([rewards[b, j] for b, _, j in pairs])
-    assert torch.allclose(ranking_loss(rewards, prefers), bradley_terry_loss(chosen, rejected), atol=1e-6)
+    ranked = bradley_terry_loss(pairwise_differences(rewards), pairs=prefers)  # over (B, K, K) differences
+    assert torch.allclose(ranked, bradley_terry_loss(chosen - rejected), atol=1e-6)
 
     partial = prefers & (torch.rand(3, 4, 4, generator=g) < 0.6)  # some comparisons missing
     keep = [k for k, (b, i, j) in enumerate(pairs) if partial[b, i, j]]
     assert 0 < len(keep) < len(pairs)
-    expected = bradley_terry_loss(chosen[keep], rejected[keep])
-    assert torch.allclose(ranking_loss(rewards, partial), expected, atol=1e-6)
+    expected = bradley_terry_loss(chosen[keep] - rejected[keep])
+    assert torch.allclose(
+        bradley_terry_loss(pairwise_differences(rewards), pairs=partial), expected, atol=1e-6
+    )
 
 
 # ------------------------------------------------------------------ KL
