@@ -39,7 +39,8 @@ def test_reward_model_reloads_normalized_on_policy_samples(reward_run):
 
 
 def test_reward_inputs_mark_the_completion_and_its_eos(world):
-    from rlhf_lab.models import load_tokenizer, reward_inputs
+    from rlhf_lab.data.reward_inputs import reward_inputs
+    from rlhf_lab.models import load_tokenizer
 
     cfg, built = world
     tokenizer = load_tokenizer(built.init_model, cfg.model)  # the tiny world's, as a reward model's
@@ -57,7 +58,7 @@ def test_reward_inputs_mark_the_completion_and_its_eos(world):
 @pytest.mark.slow
 @pytest.mark.parametrize("run", ["reward_run", "sum_reward_run"])
 def test_reward_score_ignores_padding_side_and_batch_composition(run, request):
-    from rlhf_lab.models import reward_inputs
+    from rlhf_lab.data.reward_inputs import reward_inputs
 
     rm_dir = request.getfixturevalue(run)[1]
     scorer = RewardModelScorer(rm_dir, batch_size=8)
