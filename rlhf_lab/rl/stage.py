@@ -20,6 +20,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import RichProgressBar
 
 from rlhf_lab.config import Config
+from rlhf_lab.faults import SaveOnSigterm
 from rlhf_lab.models import (
     apply_peft,
     export_model,
@@ -100,6 +101,7 @@ def build(ctx: Context, out: Path) -> dict[str, float]:
         log.info("rl: resuming from %s", checkpoint)
     else:  # a scratch folder left by a run killed before its first checkpoint
         (out / EVALS).unlink(missing_ok=True)
+    progress_bar = [RichProgressBar()] if cfg.trainer.enable_progress_bar else []
     trainer: L.Trainer = instantiate(
         cfg.trainer,
         max_epochs=1,
@@ -107,7 +109,7 @@ def build(ctx: Context, out: Path) -> dict[str, float]:
         limit_val_batches=0,
         num_sanity_val_steps=0,
         logger=make_loggers(cfg, "rl", log_dir),
-        callbacks=[RichProgressBar()] if cfg.trainer.enable_progress_bar else [],
+        callbacks=[SaveOnSigterm(checkpoint), *progress_bar],
         enable_checkpointing=False,
         default_root_dir=str(log_dir),
     )
