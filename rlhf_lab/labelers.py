@@ -18,7 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-from rlhf_lab.config import SourceConfig
+from rlhf_lab.config import ConfigError, SourceConfig
 from rlhf_lab.data.sources import DataError, iter_json_lines, load_source
 
 KINDS = ("bt", "argmax", "flip", "file")
@@ -75,13 +75,13 @@ def _sigmoid(x: float) -> float:
 
 def _gold(c: Comparison, i: int, name: str) -> tuple[float, float]:
     if c.gold_a is None or c.gold_b is None:
-        raise ValueError(
+        raise ConfigError(
             f"labeler '{name}' needs gold scores (a gold scorer), but comparison {i} has none; "
             "use labeler=file for data without a gold scorer"
         )
     ga, gb = float(c.gold_a), float(c.gold_b)
     if not (math.isfinite(ga) and math.isfinite(gb)):
-        raise ValueError(f"labeler '{name}': comparison {i} has a non-finite gold score ({ga}, {gb})")
+        raise DataError(f"labeler '{name}': comparison {i} has a non-finite gold score ({ga}, {gb})")
     return ga, gb
 
 
@@ -91,12 +91,12 @@ def _is_number(value: Any) -> bool:
 
 def _check_temperature(value: float, key: str) -> None:
     if not (_is_number(value) and math.isfinite(value) and value > 0):
-        raise ValueError(f"{key} must be a finite number > 0, got {value!r}")
+        raise ConfigError(f"{key} must be a finite number > 0, got {value!r}")
 
 
 def _check_epsilon(value: float, key: str) -> None:
     if not (_is_number(value) and 0 <= value <= 1):
-        raise ValueError(f"{key} must be a probability in [0, 1], got {value!r}")
+        raise ConfigError(f"{key} must be a probability in [0, 1], got {value!r}")
 
 
 # -------------------------------------------------------------------------------- gold labelers
@@ -325,11 +325,11 @@ def make_labeler(
         return FlipLabeler(epsilon, seed)
     if kind == "file":
         if not path:
-            raise ValueError(
+            raise ConfigError(
                 "labeler.path must name a CSV, JSONL or Parquet file of human labels (labeler=file)"
             )
         return FileLabeler(path, seed)
-    raise ValueError(f"labeler: unknown kind {kind!r}; choose one of {', '.join(KINDS)}")
+    raise ConfigError(f"labeler: unknown kind {kind!r}; choose one of {', '.join(KINDS)}")
 
 
 # -------------------------------------------------------------------------------------- ceilings

@@ -15,7 +15,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from rlhf_lab.config import ModelConfig, PeftConfig
+from rlhf_lab.config import ConfigError, ModelConfig, PeftConfig
 
 log = logging.getLogger(__name__)
 PAD_TOKEN = "<|pad|>"
@@ -33,7 +33,7 @@ def load_tokenizer(path: str | Path, model_cfg: ModelConfig) -> PreTrainedTokeni
         str(model_cfg.tokenizer or path), trust_remote_code=model_cfg.trust_remote_code
     )
     if tokenizer.eos_token_id is None:
-        raise ValueError(f"tokenizer of {path} has no EOS token; generation could never stop")
+        raise ConfigError(f"tokenizer of {path} has no EOS token; generation could never stop")
     if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
         tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
         log.info("added a pad token %r to the tokenizer of %s", PAD_TOKEN, path)
@@ -88,7 +88,7 @@ def apply_peft(model: PreTrainedModel, cfg: PeftConfig, task_type: str = "CAUSAL
         leaves = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if n and not list(m.children())}
         missing = [t for t in targets if t not in leaves]
         if missing:
-            raise ValueError(
+            raise ConfigError(
                 f"peft.target_modules: {missing} are not layers of this model; it has {sorted(leaves)}"
             )
     lora = LoraConfig(
@@ -97,7 +97,7 @@ def apply_peft(model: PreTrainedModel, cfg: PeftConfig, task_type: str = "CAUSAL
     try:
         model = get_peft_model(model, lora)
     except ValueError as err:  # peft names the modules it could not find
-        raise ValueError(f"peft.target_modules={cfg.target_modules}: {err}") from err
+        raise ConfigError(f"peft.target_modules={cfg.target_modules}: {err}") from err
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     log.info(

@@ -11,7 +11,7 @@ from typing import Protocol
 
 import torch
 
-from rlhf_lab.config import Config, ModelConfig
+from rlhf_lab.config import Config, ConfigError, ModelConfig
 from rlhf_lab.data.reward_inputs import reward_inputs
 from rlhf_lab.models import folder_settings, load_reward_model, load_tokenizer, reward_logits
 from rlhf_lab.world.gold import gold_score
@@ -40,7 +40,7 @@ class KeywordScorer:
 
     def __init__(self, keywords: list[str]):
         if not keywords:
-            raise ValueError("objective.keywords: the keyword scorer needs at least one keyword")
+            raise ConfigError("objective.keywords: the keyword scorer needs at least one keyword")
         self.pattern = re.compile(r"\b(" + "|".join(map(re.escape, keywords)) + r")\b", re.IGNORECASE)
 
     def score(self, prompts: list[str], completions: list[str]) -> torch.Tensor:

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from rlhf_lab.data.formats import PreferencePair
 from rlhf_lab.data.lm import Rows
 from rlhf_lab.data.reward_inputs import reward_inputs
+from rlhf_lab.data.sources import DataError
 
 
 @dataclass
@@ -88,7 +89,7 @@ class PreferenceDataModule(L.LightningDataModule):
         n_val = min(val_size, len(groups) // 10 or 1)
         self.val_groups, self.train_groups = groups[:n_val], groups[n_val:]
         if not self.train_groups:
-            raise ValueError(f"{len(groups)} prompts of preference data leave nothing to train on")
+            raise DataError(f"{len(groups)} prompts of preference data leave nothing to train on")
         self.collate = partial(collate_groups, tokenizer=tokenizer, max_length=max_length)
         self.batch_size = batch_size
 

@@ -15,7 +15,7 @@ import lightning as L
 import torch
 from torch import nn
 
-from rlhf_lab.config import Config
+from rlhf_lab.config import Config, ConfigError
 from rlhf_lab.data.prompts import encode_prompts
 from rlhf_lab.faults import FaultGuard
 from rlhf_lab.losses import AdaptiveKLController, FixedKLController, kl_loss, masked_mean
@@ -104,7 +104,7 @@ class RLModule(L.LightningModule):
             return None
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         if len(ids) != 1:
-            raise ValueError(
+            raise ConfigError(
                 f"algo.stop_token={text!r} is {len(ids)} tokens for this tokenizer; it must be 1"
             )
         return ids[0]

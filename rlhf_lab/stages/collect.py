@@ -24,7 +24,7 @@ import datasets
 import torch
 from rich.progress import track
 
-from rlhf_lab.config import Config, SamplingConfig
+from rlhf_lab.config import Config, ConfigError, SamplingConfig
 from rlhf_lab.labelers import Comparison, bt_ceiling, make_labeler, temperature_for_ceiling
 from rlhf_lab.scorers import GoldScorer
 from rlhf_lab.seeds import derive_seed
@@ -144,7 +144,7 @@ def bt_temperature(cfg: Config, gaps: torch.Tensor | None) -> float | None:
     try:
         return temperature_for_ceiling(gaps, lab.ceiling)
     except ValueError as err:  # e.g. too many tied gold scores for so high a ceiling
-        raise ValueError(
+        raise ConfigError(
             f"labeler.ceiling={lab.ceiling}: {err}; lower it or set labeler.temperature"
         ) from err
 

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from rlhf_lab.artifacts import read_manifest, worker_rank
-from rlhf_lab.config import Config, RewardModelConfig
+from rlhf_lab.config import Config, ConfigError, RewardModelConfig
 from rlhf_lab.data.formats import read_examples
 from rlhf_lab.data.preferences import PreferenceDataModule
 from rlhf_lab.faults import FaultGuard
@@ -118,7 +118,7 @@ def add_training_dropout(model: nn.Module, p: float):
         return lambda: None
     layers = decoder_layers(model)
     if not layers:
-        raise ValueError("reward_model.dropout: found no decoder layers (modules with self_attn and mlp)")
+        raise ConfigError("reward_model.dropout: found no decoder layers (modules with self_attn and mlp)")
 
     def drop(module: nn.Module, args, output):
         if not module.training:
