@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 from pathlib import Path
 
@@ -171,7 +172,49 @@ def reward_logits(model: torch.nn.Module, inputs: dict[str, torch.Tensor], pool:
     model_inputs = {k: inputs[k] for k in ("input_ids", "attention_mask", "position_ids")}
     if pool == "last":
         return model(**model_inputs).logits[:, 0]
-    classifier = model.get_base_model() if hasattr(model, "get_base_model") else model  # unwrap peft
+    classifier = unwrap(model)  # peft's wrapper around the classifier
     hidden = classifier.base_model(**model_inputs).last_hidden_state  # (N, L, d)
     per_token = classifier.score(hidden)[..., 0]  # (N, L)
     return (per_token * inputs["completion_mask"]).sum(-1)  # (N,)
+
+
+# ------------------------------------------------------------------------------ model introspection
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The HF model under peft / DDP-style wrappers."""
+    for _ in range(8):
+        if hasattr(model, "get_base_model"):
+            model = model.get_base_model()
+        elif isinstance(getattr(model, "module", None), torch.nn.Module):
+            model = model.module
+        else:
+            break
+    return model
+
+
+def accepts(model: torch.nn.Module, argument: str) -> bool:
+    """Whether the (unwrapped) model's forward takes `argument` (e.g. logits_to_keep, cache)."""
+    try:
+        return argument in inspect.signature(unwrap(model).forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+class eval_mode:
+    """Context manager: every submodule in eval mode, each one's own mode restored after."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.modes = [(m, m.training) for m in model.modules()]
+        self.model = model
+
+    def __enter__(self) -> torch.nn.Module:
+        self.model.eval()
+        return self.model
+
+    def __exit__(self, *exc: object) -> None:
+        for module, training in self.modes:
+            module.training = training

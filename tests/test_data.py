@@ -11,7 +11,7 @@ from rlhf_lab.config import DataConfig, SourceConfig
 from rlhf_lab.data.formats import Example, detect_format, read_examples
 from rlhf_lab.data.lm import LMDataModule, collate, tokenize_pairs
 from rlhf_lab.data.sources import DataError
-from rlhf_lab.losses import IGNORE
+from rlhf_lab.tensors import IGNORE
 from rlhf_lab.world.tokenizer import train_tokenizer
 from tests.helpers import write_jsonl
 
@@ -119,21 +119,24 @@ def test_tokenized_pairs_train_on_the_response_and_eos_only(tokenizer):
     assert row["input_ids"][-1] == tokenizer.eos_token_id
 
 
-def test_over_long_prompt_is_a_bad_row(tokenizer):
+def test_an_over_long_prompt_keeps_its_last_tokens_in_every_stage(tokenizer, caplog):
+    """The one long-prompt rule (data.prompts.encode_prompts): SFT pairs and sampled prompts alike keep
+    the last data.max_prompt_length tokens, and the log says how many were cut."""
+    from rlhf_lab.data.prompts import encode_prompts
+
     data = DataConfig(max_length=40, max_prompt_length=3)
-    with pytest.raises(DataError, match=r"mem: row 1, field 'prompt': \d+ tokens > data.max_prompt_length=3"):
-        tokenize_pairs(
-            [Example("The", " film."), Example("The film was great", " yes.")], tokenizer, data, "mem"
+    long_prompt = "The film was great"
+    full = tokenizer(long_prompt)["input_ids"]
+    assert len(full) > 3
+    with caplog.at_level("INFO", logger="rlhf_lab.data.prompts"):
+        short, cut = tokenize_pairs(
+            [Example("The", " x."), Example(long_prompt, " y.")], tokenizer, data, "mem"
         )
-    skip = DataConfig(max_length=40, max_prompt_length=3, on_bad_row="skip")
-    assert (
-        len(
-            tokenize_pairs(
-                [Example("The", " x."), Example("The film was great", " y.")], tokenizer, skip, "m"
-            )
-        )
-        == 1
-    )
+    assert "mem: 1 of 2 prompts are longer than data.max_prompt_length=3" in caplog.text
+    assert cut["input_ids"][:3] == full[-3:] and cut["labels"][:3] == [IGNORE] * 3
+    assert short["input_ids"][: len(tokenizer("The")["input_ids"])] == tokenizer("The")["input_ids"]
+    assert encode_prompts(tokenizer, ["The", long_prompt], 3) == [tokenizer("The")["input_ids"], full[-3:]]
+    assert encode_prompts(tokenizer, [long_prompt], None) == [full]
 
 
 def test_collate_right_pads_with_ignored_labels():

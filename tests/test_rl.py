@@ -16,7 +16,8 @@ from rlhf_lab.pipeline import artifact_dir, ensure
 from rlhf_lab.rl.experience import Experience, PromptStream, Reference, Share, micro_batches
 from rlhf_lab.rl.module import RLModule
 from rlhf_lab.rl.stage import CHECKPOINT
-from rlhf_lab.rollout import Rollout, generate, left_pad, response_logprobs
+from rlhf_lab.rollout import Rollout, generate, response_logprobs
+from rlhf_lab.tensors import left_pad
 from tests.helpers import RL_FAST, SMALL, policy_weights, tiny_llama
 
 

@@ -15,16 +15,14 @@ from transformers import (
 from rlhf_lab.rollout import (
     ResponseStats,
     Rollout,
-    _sample,
-    _select,
     generate,
     generate_text,
-    left_pad,
     pack,
-    position_ids_from_mask,
     response_logprobs,
     response_states,
 )
+from rlhf_lab.rollout.sampling import _sample, _select
+from rlhf_lab.tensors import left_pad, position_ids_from_mask
 from tests.helpers import tiny_llama
 
 VOCAB, PAD, EOS = 97, 0, 1
@@ -213,7 +211,7 @@ def test_packed_pass_equals_the_padded_batch(arch: str, monkeypatch) -> None:
     model = MODELS[arch]()
     r = gen(model, make_prompts(), temperature=0.8, generator=torch.Generator().manual_seed(1))
     packed = response_logprobs(model, r, 0.8, return_entropy=True, return_hidden=True)
-    monkeypatch.setattr("rlhf_lab.rollout._packing_works", lambda run, model: False)
+    monkeypatch.setattr("rlhf_lab.rollout.passes._packing_works", lambda run, model: False)
     padded = response_logprobs(model, r, 0.8, return_entropy=True, return_hidden=True)
     mask = r.response_mask.bool()
     torch.testing.assert_close(packed.logprobs, padded.logprobs, atol=1e-5, rtol=0)

@@ -17,17 +17,16 @@ def encode_prompts(
 ) -> list[list[int]]:
     """Token ids of each prompt as `tokenizer(prompt)` frames it (BOS etc.), cut from the left to
     `max_length` tokens (None: no limit)."""
-    ids = tokenizer(list(prompts))["input_ids"] if prompts else []
+    ids = [tokenizer(prompt)["input_ids"] for prompt in prompts]
     if max_length is None:
         return ids
     cut = sum(len(x) > max_length for x in ids)
     if cut:
         log.info(
-            "%s: %d of %d prompts are longer than data.max_prompt_length=%d tokens; each keeps its last %d",
+            "%s: %d of %d prompts are longer than data.max_prompt_length=%d tokens: each keeps its last ones",
             source,
             cut,
             len(ids),
-            max_length,
             max_length,
         )
     return [x[-max_length:] for x in ids]
