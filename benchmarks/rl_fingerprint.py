@@ -3,9 +3,12 @@
 A refactor that should not change what RL computes is checked by running this before and after it
 (same machine, same threads) and comparing the two JSON files:
 
-    python benchmarks/rl_fingerprint.py --out before.json     # on the old commit
-    python benchmarks/rl_fingerprint.py --out after.json      # on the new one
-    diff before.json after.json
+    python benchmarks/rl_fingerprint.py --out before.json                   # on the old commit
+    python benchmarks/rl_fingerprint.py --out after.json --against before.json   # on the new one
+
+`--against` prints, per run, whether the weights and the evaluations are bitwise equal, and exits 1
+if any differs. benchmarks/results/rl_fingerprint_555dd98.json holds the runs of commit 555dd98 (CPU,
+2 threads), before the RL stage became a package.
 """
 
 from __future__ import annotations
@@ -17,21 +20,21 @@ import os
 import tempfile
 from pathlib import Path
 
-# A small world and short trainings (the test suite's fast settings), a small reward model.
-FAST = [
-    "world.n_documents=3000", "world.vocab_size=512", "world.eval_prompts=64",
-    "world.model.hidden_size=64", "world.model.num_layers=2", "world.model.intermediate_size=128",
-    "data.max_length=64", "data.max_prompt_length=24", "data.val_size=64",
-    "pretrain.max_steps=40", "pretrain.batch_size=16", "pretrain.val_every=20", "pretrain.val_batches=2",
-    "pretrain.warmup_steps=5", "sft.max_steps=20", "sft.batch_size=8", "sft.val_every=10",
-    "sft.val_batches=2", "sft.warmup_steps=2", "trainer.enable_progress_bar=false", "logger=csv",
-    "collect.num_prompts=48", "collect.samples_per_prompt=3", "collect.chunk=16",
-    "collect.sampling.max_new_tokens=16", "labeler.temperature=0.2", "reward_model.max_steps=12", "reward_model.val_every=6", "reward_model.batch_size=8",
-]
-RL = [
-    "stage=rl", "rl.max_steps=3", "rl.rollouts_per_step=8", "rl.sampling.max_new_tokens=12",
-    "rl.eval_prompts=8", "rl.eval_every=3", "rl.lr=1e-3", "rl.warmup_steps=0", "rl.micro_batch_tokens=128",
-]
+# A small world, short trainings and a small reward model: frozen with the recorded fingerprints (it
+# predates conf/debug/fast.yaml, which sets a few more fields), so that later runs compare with them.
+FAST = """
+    world.n_documents=3000 world.vocab_size=512 world.eval_prompts=64 world.model.hidden_size=64
+    world.model.num_layers=2 world.model.intermediate_size=128 data.max_length=64 data.max_prompt_length=24
+    data.val_size=64 pretrain.max_steps=40 pretrain.batch_size=16 pretrain.val_every=20
+    pretrain.val_batches=2 pretrain.warmup_steps=5 sft.max_steps=20 sft.batch_size=8 sft.val_every=10
+    sft.val_batches=2 sft.warmup_steps=2 trainer.enable_progress_bar=false logger=csv
+    collect.num_prompts=48 collect.samples_per_prompt=3 collect.chunk=16 collect.sampling.max_new_tokens=16
+    labeler.temperature=0.2 reward_model.max_steps=12 reward_model.val_every=6 reward_model.batch_size=8
+""".split()
+RL = """
+    stage=rl rl.max_steps=3 rl.rollouts_per_step=8 rl.sampling.max_new_tokens=12 rl.eval_prompts=8
+    rl.eval_every=3 rl.lr=1e-3 rl.warmup_steps=0 rl.micro_batch_tokens=128
+""".split()
 RUNS = {
     "ppo": ["algo=ppo"],
     "ppo-critic": ["algo=ppo", "algo.value.model=critic"],
@@ -56,10 +59,13 @@ def tensors_sha(folder: Path) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", required=True)
     parser.add_argument("--home", default=None, help="RLHF_LAB_HOME (default: a fresh temporary folder)")
     parser.add_argument("--only", nargs="*", default=list(RUNS))
+    parser.add_argument("--against", default=None, help="a fingerprint JSON to compare with")
     args = parser.parse_args()
     os.environ["RLHF_LAB_HOME"] = args.home or tempfile.mkdtemp(prefix="fingerprint-")
     os.environ.setdefault("WANDB_MODE", "offline")
@@ -80,6 +86,19 @@ def main() -> None:
         }
         print(name, result[name]["weights"][:16], result[name]["eval"][:16], flush=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    if args.against:
+        raise SystemExit(compare(json.loads(Path(args.against).read_text()), result))
+
+
+def compare(before: dict, after: dict) -> int:
+    """Print per run whether weights and evaluations are bitwise equal; 1 if any run differs."""
+    differs = 0
+    for name in after:
+        same = {k: before.get(name, {}).get(k) == after[name][k] for k in ("weights", "eval")}
+        differs |= not all(same.values())
+        verdict = {k: "equal" if v else "DIFFER" for k, v in same.items()}
+        print(f"{name:12s} weights {verdict['weights']}  eval {verdict['eval']}")
+    return int(differs)
 
 
 if __name__ == "__main__":
