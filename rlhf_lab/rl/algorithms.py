@@ -135,8 +135,7 @@ def problems(algo: AlgoConfig, rollouts_per_step: int) -> Iterator[str]:
     entry, k = ALGORITHMS[algo.name], algo.samples_per_prompt
     if entry.group and k < 2:
         yield (
-            f"algo.samples_per_prompt: algo={algo.name} compares the samples of a prompt: "
-            f"needs >= 2, got {k}"
+            f"algo.samples_per_prompt: algo={algo.name} compares the samples of a prompt: needs >= 2, got {k}"
         )
     if entry.value_function and algo.value.model == "none":
         yield f"algo.value.model: algo={algo.name} needs a value function (head or critic)"
