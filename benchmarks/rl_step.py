@@ -78,16 +78,11 @@ ALGO_OVERRIDES = {
 def tiny_world_inputs(home: Path) -> dict[str, Path]:
     """The SFT policy, reward model and prompts of the default config's tiny world, built if missing."""
     os.environ["RLHF_LAB_HOME"] = str(home)  # paths.root of the composed config
-    from hydra import compose, initialize_config_dir
-
-    from rlhf_lab.cli import CONF_DIR
-    from rlhf_lab.config import validate
+    from rlhf_lab.api import compose
     from rlhf_lab.pipeline import ensure
     from rlhf_lab.world import build_world
 
-    overrides = ["logger=csv", "trainer.enable_progress_bar=false"]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = validate(compose(config_name="config", overrides=overrides))
+    cfg = compose("logger=csv", "trainer.enable_progress_bar=false")
     run_dir = Path(cfg.paths.runs) / "benchmark_rl_step"
     run_dir.mkdir(parents=True, exist_ok=True)
     return {
@@ -181,7 +176,7 @@ def rlhf_lab_side(algo: str, inputs: dict, args, workdir: Path, env: dict) -> di
         f"paths.artifacts={workdir / 'artifacts'}",  # the benchmark's policy stays out of the lab's store
     ]
     if algo == "ppo":
-        overrides.append(f"reward.path={inputs['reward_model']}")
+        overrides.append(f"objective.path={inputs['reward_model']}")
     command = [str(lab_python()), "-m", "rlhf_lab.cli", *overrides]  # = `rlhf-lab <overrides>`
     peak = run_measured(command, workdir, f"rlhf_lab_{algo}", env)
     seconds, lengths, at_start = read_rl_metrics(workdir / "run" / "rl" / "csv" / "metrics.csv")

@@ -12,7 +12,7 @@ from rlhf_lab.rl.algorithms import ALGORITHMS, MovingAverage, problems
 
 
 def test_every_algo_file_names_an_entry_of_the_table(make_cfg):
-    from rlhf_lab.cli import CONF_DIR
+    from rlhf_lab.api import CONF_DIR
 
     names = {make_cfg(f"algo={path.stem}").algo.name for path in (CONF_DIR / "algo").glob("*.yaml")}
     assert names == set(ALGORITHMS)

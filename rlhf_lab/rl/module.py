@@ -81,9 +81,8 @@ class RLModule(L.LightningModule):
             if kl.adaptive
             else FixedKLController(kl.beta)
         )
-        self.temperature = (
-            self.settings.sampling.temperature if self.algo.scale_logprobs else 1.0
-        )  # of every log-prob
+        # the temperature of every log-prob: the sampling one (Huang 2024), or 1 with scale_logprobs=false
+        self.temperature = self.settings.sampling.temperature if self.algo.scale_logprobs else 1.0
         self.stop_token_id = self._stop_token_id(self.algo.stop_token)
         self.step_count = 0  # RL steps done: the position in the prompt stream
         self.baseline = MovingAverage(self.algo.baseline_decay)  # reinforce's
