@@ -68,6 +68,7 @@ class RLModule(L.LightningModule):
         self.algorithm = ALGORITHMS[self.algo.name]
         self.value_head = self._value_head(policy) if self.algo.value.model == "head" else None
         self.reference = Reference(policy)
+        self.train()  # models load in eval mode; train mode is harmless: dropout is already off
         self.inputs = inputs  # upstream artifacts: the objective's reward model, if any
         max_prompt = cfg.data.max_prompt_length
         self.prompts, self.eval_prompts = prompts, eval_prompts
@@ -122,9 +123,6 @@ class RLModule(L.LightningModule):
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
 
     def on_train_start(self) -> None:
-        for part in (self.policy, self.critic):  # train mode is harmless: dropout is already off
-            if part is not None:
-                part.train()
         self.metrics.start(self)
 
     # --------------------------------------------------------------------------- the RL step
