@@ -6,11 +6,15 @@ runs whose stages were cache hits. Runs that failed or never finished are listed
 
 Writes to `<dir>/report/` (or `--out`):
     runs.csv               one row per run: status, its overrides, its final metrics (tidy)
-    summary.md             mean ± std over seeds per configuration, and the failed or missing runs
-    learning_curves.png    gold, proxy and KL per RL step; mean over seeds with a min–max band
+    summary.md             mean ± 95% interval over seeds per configuration, the failed or missing runs
+    fits.csv, fits.md      Gao et al.'s forms per configuration, RL and best-of-n, gold and proxy against
+                           √KL: α, β, R², peak (d*, R*), bootstrap 95% intervals over seeds (report_fits)
+    learning_curves.png    gold, proxy and KL per RL step; mean over seeds, 95% interval band
     gold_vs_kl.png         final gold against √KL, one line per algorithm through its β values
     overoptimization.png   proxy against gold during training (and over n for best-of-n)
     bon_vs_rl.png          best-of-n and RL on the same axes: gold and proxy against √KL
+    fits.png               the fits: each seed's points, the seed band, the fitted curves, the peaks
+Runs that differ only in `seed` or a `<stage>.seed` are one configuration's seeds.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ from pathlib import Path
 
 import yaml
 
+from rlhf_lab import fits
 from rlhf_lab.artifacts import LOG_FILE, RESULT_FILE
+from rlhf_lab.report_fits import fit_configurations, plot_fits, read_evals, write_fits
 
 IGNORED_OVERRIDES = ("hydra", "seed", "logger", "trainer.enable_progress_bar")  # not a configuration
 HEADLINE = ["rl/eval/gold", "rl/eval/reward", "rl/eval/kl", "rl/eval/win_rate", "rl/eval/gold_gain"]
@@ -93,7 +99,7 @@ def _varying_keys(runs: list[Run]) -> list[str]:
     for run in runs:
         for key, value in run.overrides.items():
             values[key].add(value)
-    keys = [k for k, v in values.items() if not k.startswith(IGNORED_OVERRIDES)]
+    keys = [k for k, v in values.items() if not k.startswith(IGNORED_OVERRIDES) and not k.endswith(".seed")]
     return sorted(k for k in keys if len(values[k]) > 1 or len(runs) == 1)
 
 
@@ -118,11 +124,13 @@ def write_tables(runs: list[Run], out: Path) -> str:
             )
     columns = [m for m in HEADLINE if any(m in r.metrics for r in runs)] or metric_names[:6]
     lines = [
+        "Mean ± 95% t-interval over seeds (the value alone for one seed).",
+        "",
         "| configuration | runs | " + " | ".join(columns) + " |",
         "|---|---|" + "---|" * len(columns),
     ]
     for label, group in _by_label([r for r in runs if r.status == "completed"]).items():
-        cells = [_mean_std([r.metrics[c] for r in group if c in r.metrics]) for c in columns]
+        cells = [fits.format_interval([r.metrics[c] for r in group if c in r.metrics]) for c in columns]
         lines.append(f"| {label} | {len(group)} | " + " | ".join(cells) + " |")
     bad = [r for r in runs if r.status != "completed"]
     if bad:
@@ -138,14 +146,6 @@ def _by_label(runs: list[Run]) -> dict[str, list[Run]]:
     for r in runs:
         groups[r.label].append(r)
     return dict(groups)
-
-
-def _mean_std(values: list[float]) -> str:
-    if not values:
-        return "–"
-    if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
 # -------------------------------------------------------------------------------------------- curves
@@ -165,13 +165,26 @@ def read_curve(run: Run) -> dict[str, list[tuple[int, float]]]:
     return curves
 
 
+def fit_runs(runs: list[Run]):
+    """`report_fits.fit_configurations` on the completed runs: per configuration, one RL curve per
+    distinct RL artifact (or run) and its best-of-n artifacts."""
+    evals, bon = {}, {}
+    for label, group in _by_label([r for r in runs if r.status == "completed"]).items():
+        by_source = {r.artifacts.get("rl", str(r.path)): r for r in group}
+        evals[label] = [
+            (source, read_evals(source, lambda r=r: read_curve(r))) for source, r in by_source.items()
+        ]
+        bon[label] = [r.artifacts["bon"] for r in group if "bon" in r.artifacts]
+    return fit_configurations(evals, bon)
+
+
 def _smooth(values: list[float], window: int) -> list[float]:
     """Trailing moving average (the first points average what exists)."""
     return [statistics.mean(values[max(0, i - window + 1) : i + 1]) for i in range(len(values))]
 
 
 def _band(runs: list[Run], curves: dict[Path, dict], metric: str):
-    """(steps, mean, low, high) over the runs' smoothed curves of `metric`, on their common steps."""
+    """(steps, mean, low, high: 95% interval) over the runs' smoothed curves of `metric`, common steps."""
     series = []
     for r in runs:
         points = dict(curves[r.path].get(metric, []))
@@ -180,27 +193,26 @@ def _band(runs: list[Run], curves: dict[Path, dict], metric: str):
             series.append(
                 dict(zip(steps, _smooth([points[s] for s in steps], max(1, len(steps) // 10)), strict=True))
             )
-    if not series:
-        return None
-    steps = sorted(set.intersection(*(set(s) for s in series)))
-    rows = [[s[step] for s in series] for step in steps]
-    return steps, [statistics.mean(v) for v in rows], [min(v) for v in rows], [max(v) for v in rows]
+    return fits.seed_band(series)
 
 
 # ------------------------------------------------------------------------------------------- plots
-def plot_all(runs: list[Run], out: Path) -> list[Path]:
+def plot_all(runs: list[Run], out: Path, fitted=None) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
+    sets = (fitted or fit_runs(runs))[0]
+    fitted_plot = [plot_fits(sets, out / "fits.png")] if sets else []
     rl_runs = [r for r in runs if r.status == "completed" and "rl/eval/kl" in r.metrics]
     if not rl_runs:
-        return []
+        return fitted_plot
     curves = {r.path: read_curve(r) for r in rl_runs}
     return [
         plot_learning_curves(rl_runs, curves, out / "learning_curves.png"),
         plot_gold_vs_kl(rl_runs, out / "gold_vs_kl.png"),
         plot_overoptimization(rl_runs, curves, out / "overoptimization.png"),
         plot_bon_vs_rl(rl_runs, out / "bon_vs_rl.png"),
+        *fitted_plot,
     ]
 
 
@@ -230,12 +242,12 @@ def plot_learning_curves(runs: list[Run], curves: dict, path: Path) -> Path:
                 ax.fill_between(steps, low, high, color=colors[label], alpha=0.2)
         _dress(ax, "RL step", name, name)
     axes[0].legend(fontsize=7)
-    fig.suptitle("Learning curves (smoothed; band: min–max over seeds)")
+    fig.suptitle("Learning curves (smoothed; band: 95% interval over seeds)")
     return _save(fig, path)
 
 
 def plot_gold_vs_kl(runs: list[Run], path: Path) -> Path:
-    """Final gold against √KL: one line per algorithm through its β values, error bars over seeds."""
+    """Final gold against √KL: one line per algorithm through its β values; error bars: 95% intervals."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 4))
@@ -267,7 +279,9 @@ def plot_gold_vs_kl(runs: list[Run], path: Path) -> Path:
 
 
 def _spread(values: list[float]) -> float:
-    return statistics.stdev(values) if len(values) > 1 else 0.0
+    """Half-width of the 95% interval over seeds (0 for one seed)."""
+    half = fits.mean_interval(values)[1]
+    return 0.0 if math.isnan(half) else half
 
 
 def plot_overoptimization(runs: list[Run], curves: dict, path: Path) -> Path:
@@ -350,7 +364,7 @@ def _save(fig, path: Path) -> Path:
 
 # ----------------------------------------------------------------------------------------------- CLI
 def report(root: Path, out: Path | None = None) -> tuple[str, list[Path]]:
-    """Write the tables and plots of every run below `root`; return the Markdown and the plot paths."""
+    """Write the tables, fits and plots of every run below `root`; return the Markdown and the plots."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such run or multirun directory")
@@ -359,7 +373,9 @@ def report(root: Path, out: Path | None = None) -> tuple[str, list[Path]]:
         raise FileNotFoundError(f"{root}: no Hydra runs below it (no .hydra/ folders)")
     out = Path(out) if out else root / "report"
     out.mkdir(parents=True, exist_ok=True)
-    return write_tables(runs, out), plot_all(runs, out)
+    fitted = fit_runs(runs)
+    markdown = write_tables(runs, out) + "\n" + write_fits(*fitted, out)
+    return markdown, plot_all(runs, out, fitted)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,10 +15,10 @@ FLOORS = [  # lowest first; a name covers a module and everything inside it
     ["world"],  # the tiny offline world
     ["data"],  # sources, row formats, tokenization rules, DataModules
     ["models", "optim", "faults", "tracking"],  # loading and exporting models, training infrastructure
-    ["losses", "rollout", "scorers", "labelers", "evaluation"],  # maths, sampling, scoring
+    ["losses", "fits", "rollout", "scorers", "labelers", "evaluation"],  # maths, sampling, scoring
     ["stages", "rl"],  # the stages
     ["pipeline"],  # stage chaining and the cache
-    ["cli", "api", "report"],  # entry points
+    ["cli", "api", "report", "report_fits"],  # entry points
 ]
 
 

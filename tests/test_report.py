@@ -25,7 +25,16 @@ def test_the_report_of_a_sweep_with_a_failed_job(joblib_sweep):
         json.loads((sweep_dir / "0" / "result.json").read_text())["metrics"]["rl/eval/gold"]
     )
     names = sorted(p.name for p in plots)
-    assert names == ["bon_vs_rl.png", "gold_vs_kl.png", "learning_curves.png", "overoptimization.png"]
+    assert names == [
+        "bon_vs_rl.png",
+        "fits.png",
+        "gold_vs_kl.png",
+        "learning_curves.png",
+        "overoptimization.png",
+    ]
+    with open(sweep_dir / "report" / "fits.csv") as f:
+        fitted = {(r["configuration"], r["method"], r["reward"]) for r in csv.DictReader(f)}
+    assert ("algo.kl.beta=0.05", "rl", "gold") in fitted and ("algo.kl.beta=0.2", "rl", "proxy") in fitted
     assert all(p.stat().st_size > 10_000 for p in plots)
 
 
