@@ -3,11 +3,13 @@
 An artifact is complete when its folder exists under its final name; it is built in a temporary
 sibling folder and renamed into place as the last step, so an interrupted build never counts as done.
 Parallel jobs (a sweep) that need the same missing artifact take turns through a file lock beside it
-(`claim`): the first builds it, the others wait and then find it complete.
+(`claim`): the first builds it, the others wait and then find it complete. Its `manifest.json` records
+the git commit of the code that built it (`code_commit`) besides the config, inputs and metrics.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -21,7 +23,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from rlhf_lab.runinfo import package_versions
+from rlhf_lab.runinfo import git_commit, package_versions
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
@@ -33,6 +35,13 @@ def config_hash(payload: Any, length: int = 12) -> str:
     """A short, stable hash of a JSON-serializable payload (key order does not matter)."""
     text = json.dumps(payload, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+@functools.cache
+def code_commit() -> str | None:
+    """The git commit of the running rlhf_lab ('-dirty' with uncommitted changes; None outside a git
+    checkout), asked once per process: the code that runs is the code that was imported."""
+    return git_commit()
 
 
 def is_complete(path: Path) -> bool:
@@ -104,7 +113,11 @@ def building(final: Path, resumable: bool = False, **manifest: Any) -> Iterator[
         metrics_file = scratch / "metrics.json"
         metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
         record = dict(
-            manifest, metrics=metrics, created=time.strftime("%Y-%m-%dT%H:%M:%S"), versions=package_versions()
+            manifest,
+            metrics=metrics,
+            created=time.strftime("%Y-%m-%dT%H:%M:%S"),
+            commit=code_commit(),
+            versions=package_versions(),
         )
         (scratch / MANIFEST).write_text(json.dumps(record, indent=2, default=str))
         if final.exists():  # rebuilt on purpose (cache=false): replace the old artifact

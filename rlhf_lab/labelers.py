@@ -3,12 +3,17 @@
 Every random draw is a pure function of (seed, labeler, prompt, the two completions) through a stable hash,
 never a shared RNG stream: a list gets the same labels in any order, in any batch split, and after an
 interrupted run. The draw is taken on the pair in sorted order, so (a, b) and (b, a) get opposite labels.
+
+`PoolLabeler` simulates annotator variability (AlpacaFarm, Dubois 2023): a pool of annotators, each with
+its own Bradley–Terry temperature, length bias and flip rate; each pair is labeled by one of them, drawn
+by weight from the same kind of hash, and `annotators_of()` says which.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,10 +23,10 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-from rlhf_lab.config import ConfigError, SourceConfig
+from rlhf_lab.config import AnnotatorConfig, ConfigError, SourceConfig
 from rlhf_lab.data.sources import DataError, iter_json_lines, load_source
 
-KINDS = ("bt", "argmax", "flip", "file")
+KINDS = ("bt", "argmax", "flip", "pool", "file")
 COLUMNS = ("prompt", "completion_a", "completion_b", "choice")
 CHOICES = {"a": 1, "b": 0}  # the human-label file's `choice` column: exactly the string "a" or "b"
 EXPECTED = f"expected columns {', '.join(COLUMNS)}"
@@ -155,6 +160,83 @@ class FlipLabeler:
             return None
         u, _ = _pair_draw(self.seed, self.name, c)
         return 1 - best if u < self.epsilon else best
+
+
+class PoolLabeler:
+    """A pool of simulated annotators (AlpacaFarm, Dubois 2023); each pair is labeled by one of them.
+
+    The annotator of a pair is drawn with probability weight_i / Σ weights, a pure function of (seed,
+    pair) like every draw here. Annotator i prefers a with probability
+    σ((g_a − g_b)/T_i + length_bonus_i·(words_a − words_b)), T_i = temperature_scale_i · T, and its
+    label is then flipped with probability flip_i. `length_bonus` is in log-odds per word (words:
+    whitespace-separated), so a length-biased annotator prefers the longer completion more often than
+    the gold does, whatever the gold's scale.
+    """
+
+    name = "pool"
+
+    def __init__(self, annotators: Sequence[AnnotatorConfig], temperature: float, seed: int):
+        _check_temperature(temperature, "labeler.temperature")
+        if not annotators:
+            raise ConfigError("labeler.annotators: labeler=pool needs at least one annotator")
+        for i, a in enumerate(annotators):
+            _check_temperature(a.temperature_scale, f"labeler.annotators.{i}.temperature_scale")
+            _check_epsilon(a.flip, f"labeler.annotators.{i}.flip")
+            if not (_is_number(a.weight) and math.isfinite(a.weight) and a.weight > 0):
+                raise ConfigError(
+                    f"labeler.annotators.{i}.weight must be a finite number > 0, got {a.weight!r}"
+                )
+            if not (_is_number(a.length_bonus) and math.isfinite(a.length_bonus)):
+                raise ConfigError(
+                    f"labeler.annotators.{i}.length_bonus must be a finite number, got {a.length_bonus!r}"
+                )
+        names = [a.name for a in annotators]
+        if len(set(names)) < len(names):
+            raise ConfigError(f"labeler.annotators: each annotator needs its own name, got {names}")
+        self.annotators = list(annotators)
+        self.temperature = float(temperature)
+        self.seed = seed
+        total = sum(a.weight for a in self.annotators)
+        self.shares = [a.weight / total for a in self.annotators]  # each annotator's expected share of pairs
+        self._bounds = list(itertools.accumulate(self.shares))
+
+    def label(self, comparisons: Sequence[Comparison]) -> list[int | None]:
+        return [self._one(c, i) for i, c in enumerate(comparisons)]
+
+    def annotators_of(self, comparisons: Sequence[Comparison]) -> list[str]:
+        """The name of the annotator who labels each comparison (the same one in either orientation)."""
+        return [self._annotator(c).name for c in comparisons]
+
+    def probability(self, c: Comparison, i: int = 0) -> float:
+        """P(label = 1, a preferred) over the draw of the annotator: what a model that knows the gold and
+        the lengths, but not the annotator, can at best predict; the pool's ceiling is E[max(p, 1 − p)]."""
+        return sum(share * self._p_a(a, c, i) for a, share in zip(self.annotators, self.shares, strict=True))
+
+    def _annotator(self, c: Comparison) -> AnnotatorConfig:
+        u, _ = _pair_draw(self.seed, "pool/annotator", c)
+        return next(
+            (a for a, hi in zip(self.annotators, self._bounds, strict=True) if u < hi), self.annotators[-1]
+        )
+
+    def _logit(self, a: AnnotatorConfig, c: Comparison, i: int, a_first: bool = True) -> float:
+        """Annotator a's log-odds that the first of (c.a, c.b) — or of (c.b, c.a) when not a_first — wins."""
+        ga, gb = _gold(c, i, self.name)
+        words = len(c.a.split()) - len(c.b.split())
+        logit = (ga - gb) / (a.temperature_scale * self.temperature) + a.length_bonus * words
+        return logit if a_first else -logit
+
+    def _p_a(self, a: AnnotatorConfig, c: Comparison, i: int) -> float:
+        p = _sigmoid(self._logit(a, c, i))
+        return (1 - a.flip) * p + a.flip * (1 - p)
+
+    def _one(self, c: Comparison, i: int) -> int:
+        annotator = self._annotator(c)
+        u, a_first = _pair_draw(self.seed, f"pool/{annotator.name}", c)
+        first_wins = u < _sigmoid(self._logit(annotator, c, i, a_first))
+        flip, _ = _pair_draw(self.seed, f"pool/{annotator.name}/flip", c)
+        if flip < annotator.flip:
+            first_wins = not first_wins
+        return int(first_wins == a_first)
 
 
 # ------------------------------------------------------------------------------- human labels
@@ -312,9 +394,15 @@ def _show(value: Any, limit: int = 40) -> str:
 
 # ---------------------------------------------------------------------------------------- factory
 def make_labeler(
-    kind: str, *, temperature: float = 1.0, epsilon: float = 0.0, path: str | None = None, seed: int = 0
+    kind: str,
+    *,
+    temperature: float = 1.0,
+    epsilon: float = 0.0,
+    path: str | None = None,
+    annotators: Sequence[AnnotatorConfig] = (),
+    seed: int = 0,
 ) -> Labeler:
-    """The labeler for `labeler=bt|argmax|flip|file`; errors name the config key."""
+    """The labeler for `labeler=bt|argmax|flip|pool|file`; errors name the config key."""
     if kind == "bt":
         _check_temperature(temperature, "labeler.temperature")
         return BradleyTerryLabeler(temperature, seed)
@@ -323,6 +411,8 @@ def make_labeler(
     if kind == "flip":
         _check_epsilon(epsilon, "labeler.epsilon")
         return FlipLabeler(epsilon, seed)
+    if kind == "pool":
+        return PoolLabeler(annotators, temperature, seed)
     if kind == "file":
         if not path:
             raise ConfigError(

@@ -2,8 +2,16 @@
 
 `ensure(cfg, stage)` returns the artifact folder of a stage, building its upstream stages first.
 Each artifact lives at `paths.artifacts/<stage>/<key>`, where the key hashes the config that
-determines it and the keys of its inputs: a sweep over SFT settings pretrains once, and parallel
-jobs that need the same missing artifact build it once (`artifacts.claim`).
+determines it (the stage's `key_config`, its own seed included: `seeds.stage_seed`), the keys of its
+inputs and the stage's `VERSION`: a sweep over SFT settings pretrains once, and parallel jobs that
+need the same missing artifact build it once (`artifacts.claim`).
+
+The cache knows the code: each stage module's `VERSION` (an integer) is raised whenever what the
+stage computes changes, so an upgrade that changes a stage's output invalidates its old artifacts and
+everything downstream of them. Each manifest records the git commit it was built at, and reusing an
+artifact built at another commit says so in the log (`reward: reusing artifact … built at commit
+abc1234, this is def5678`).
+
 `run_pipeline(cfg)` runs the stages of `cfg.pipeline` (or `cfg.stage` alone) in order.
 """
 
@@ -23,6 +31,7 @@ from rlhf_lab.artifacts import (
     RESULT_FILE,
     building,
     claim,
+    code_commit,
     config_hash,
     is_complete,
     process_rank,
@@ -32,14 +41,16 @@ from rlhf_lab.artifacts import (
 )
 from rlhf_lab.config import Config, ConfigError
 from rlhf_lab.rl import stage as rl
+from rlhf_lab.seeds import stage_seed
 from rlhf_lab.stages import bon, collect, evaluate, pretrain, reward, sft
 from rlhf_lab.stages.common import CHECKPOINTS, Context
 from rlhf_lab.tracking import finish_wandb
 
 log = logging.getLogger(__name__)
 
-# Each stage module provides upstream(cfg), key_config(cfg) and build(ctx, out) -> metrics, and may
-# provide check(cfg) -> 'key: message' problems, asked before anything is built.
+# Each stage module provides VERSION (an int in its cache key, raised whenever what the stage computes
+# changes), upstream(cfg), key_config(cfg) and build(ctx, out) -> metrics, and may provide
+# check(cfg) -> 'key: message' problems, asked before anything is built.
 STAGES: dict[str, ModuleType] = {
     "pretrain": pretrain,
     "sft": sft,
@@ -49,14 +60,22 @@ STAGES: dict[str, ModuleType] = {
     "bon": bon,
     "eval": evaluate,
 }
-ARTIFACT_FORMAT = 1  # bump when a stage's output changes meaning, to invalidate old artifacts
+ARTIFACT_FORMAT = 1  # bump when the layout of every artifact changes; a stage's own change bumps its VERSION
 
 
 def stage_key(cfg: Config, name: str) -> str:
+    """The hash of what determines stage `name`'s artifact: its code's VERSION, its config (its own seed
+    included) and its inputs' keys; nothing else, so a change downstream never rebuilds it."""
     stage = STAGES[name]
     inputs = {up: stage_key(cfg, up) for up in stage.upstream(cfg)}
     return config_hash(
-        {"stage": name, "format": ARTIFACT_FORMAT, "config": stage.key_config(cfg), "inputs": inputs}
+        {
+            "stage": name,
+            "format": ARTIFACT_FORMAT,
+            "version": stage.VERSION,
+            "config": stage.key_config(cfg),
+            "inputs": inputs,
+        }
     )
 
 
@@ -115,12 +134,31 @@ def _ensure_one(cfg: Config, name: str, run_dir: Path, inputs: dict[str, Path], 
         return out
     with claim(out):  # a parallel job building the same artifact is waited for
         if is_complete(out) and not rebuild:
-            log.info("%s: reusing artifact %s", name, out)
+            log_reuse(name, out)
         else:
             _build(cfg, name, out, run_dir, inputs)
     if _distributed():  # its Trainer started the other ranks (Lightning DDP): they wait for the artifact
         dist.barrier()
     return out
+
+
+def log_reuse(name: str, out: Path) -> None:
+    """Log the reuse of a complete artifact, and the commit it was built at when that is not this one's."""
+    built, now = read_manifest(out).get("commit"), code_commit()
+    if built == now:
+        log.info("%s: reusing artifact %s", name, out)
+    else:
+        log.info(
+            "%s: reusing artifact %s built at commit %s, this is %s", name, out, _short(built), _short(now)
+        )
+
+
+def _short(commit: str | None) -> str:
+    """abc1234 for a full hash, abc1234-dirty with uncommitted changes, 'unknown' when not recorded."""
+    if not commit:
+        return "unknown"
+    sha, dirty, _ = commit.partition("-dirty")
+    return sha[:7] + ("-dirty" if dirty else "")
 
 
 def _distributed() -> bool:
@@ -148,14 +186,14 @@ def _ensure_distributed(
         if build:
             _build(cfg, name, out, run_dir, inputs)
         else:
-            log.info("%s: reusing artifact %s", name, out)
+            log_reuse(name, out)
     elif build and getattr(STAGES[name], "DISTRIBUTED", False):
         private = out.parent / f".{out.name}.rank{process_rank()}"
         shutil.rmtree(private, ignore_errors=True)
         private.mkdir(parents=True)
         try:
             ctx = Context(cfg=cfg, run_dir=run_dir, inputs=inputs, checkpoint_dir=scratch_dir(out))
-            L.seed_everything(cfg.seed, workers=True, verbose=False)
+            L.seed_everything(stage_seed(cfg, name), workers=True, verbose=False)
             STAGES[name].build(ctx, private)
         finally:
             shutil.rmtree(private, ignore_errors=True)
@@ -171,11 +209,13 @@ def _build(cfg: Config, name: str, out: Path, run_dir: Path, inputs: dict[str, P
         resumable=getattr(stage, "RESUMABLE", False) and cfg.resume == "auto",
         stage=name,
         key=out.name,
+        version=stage.VERSION,
+        seed=stage_seed(cfg, name),
         config=stage.key_config(cfg),
         inputs={k: str(v) for k, v in inputs.items()},
     ) as scratch:
         ctx = Context(cfg=cfg, run_dir=run_dir, inputs=inputs, checkpoint_dir=scratch)
-        L.seed_everything(cfg.seed, workers=True, verbose=False)
+        L.seed_everything(stage_seed(cfg, name), workers=True, verbose=False)
         failed = True
         try:
             metrics = stage.build(ctx, scratch)

@@ -1,4 +1,11 @@
-"""Every seed a run derives from its `seed`, in one place, one name per purpose.
+"""Every seed a run derives, in one place: each stage's seed, and one name per purpose within a stage.
+
+A stage's seed (`stage_seed`) is its own setting — `collect.seed`, `reward_model.seed`, `rl.seed`,
+`bon.seed` — or, when that is null, the run's `seed`; pretrain and sft always use `seed`, and eval uses
+the RL stage's (it draws the same held-out samples as RL's evaluations). A stage seeds everything it
+draws with its own seed only, and its cache key holds that seed (resolved, so a null stage seed and
+one equal to `seed` are one artifact) and its inputs' keys: `rl.seed=0,1,2` trains one SFT policy and
+one reward model, and a `reward_model.seed` sweep reuses one set of collected pairs.
 
 A derived seed is ``seed * stride + offset + index``; two purposes never share a stream by accident,
 and the RL stage and the eval stage draw their held-out samples from the same one on purpose. The RNG
@@ -7,10 +14,28 @@ states a resumed run restores are saved and loaded here too.
 
 from __future__ import annotations
 
+import dataclasses
 import random
+from typing import Any
 
 import numpy as np
 import torch
+
+# stage: the config section whose `seed` it takes (null = the run's `seed`); pretrain and sft have none
+STAGE_SEEDS = {"collect": "collect", "reward": "reward_model", "rl": "rl", "bon": "bon", "eval": "rl"}
+
+
+def stage_seed(cfg: Any, stage: str) -> int:
+    """The seed of `stage` in the run `cfg`: its section's `seed` (STAGE_SEEDS), or `cfg.seed` if null."""
+    section = STAGE_SEEDS.get(stage)
+    own = getattr(cfg, section).seed if section else None
+    return cfg.seed if own is None else own
+
+
+def without_seed(section: Any) -> dict:
+    """A stage's settings for its cache key, its own `seed` left out (the key holds `stage_seed`)."""
+    return {k: v for k, v in dataclasses.asdict(section).items() if k != "seed"}
+
 
 PURPOSES: dict[str, tuple[int, int]] = {  # purpose: (stride, offset)
     "rollouts": (1, 0),  # RL sampling; index = the rank, so each DDP rank draws its own rollouts

@@ -225,13 +225,16 @@ def held_out_metrics(cfg, rm_dir) -> dict[str, float]:
     from rlhf_lab.data.formats import read_examples
     from rlhf_lab.data.preferences import PreferenceDataModule
     from rlhf_lab.scorers import RewardModelScorer
+    from rlhf_lab.seeds import stage_seed
     from rlhf_lab.stages.reward import pairwise_metrics
 
     collect_dir = Path(read_manifest(rm_dir)["inputs"]["collect"])
     pairs, _ = read_examples(
         cfg.data.preferences, collect_dir / "preferences.jsonl", None, cfg.data.on_bad_row
     )
-    split = PreferenceDataModule(pairs, None, 1, cfg.data.max_length, cfg.data.val_size, cfg.seed)
+    split = PreferenceDataModule(
+        pairs, None, 1, cfg.data.max_length, cfg.data.val_size, stage_seed(cfg, "reward")
+    )
     held_out = [
         (g.prompt, g.completions[i], g.completions[j], g.gold[i] - g.gold[j])
         for g in split.val_groups

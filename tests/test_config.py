@@ -42,7 +42,7 @@ def test_every_option_composes_and_validates(group, option):
     overridden = {o.split("=")[0] for o in required}
     for key, value in _leaves({k: v for k, v in body.items() if k not in ("defaults", "hydra")}):
         if f"{package}{key}" not in overridden and not (isinstance(value, str) and "${" in value):
-            assert functools.reduce(getattr, f"{package}{key}".split("."), typed) == value, key
+            assert functools.reduce(_child, f"{package}{key}".split("."), typed) == value, key
     if group == "trainer":
         if typed.trainer.accelerator == "gpu" and not torch.cuda.is_available():
             pytest.skip("needs a GPU to instantiate")  # composition and validation are checked above
@@ -148,10 +148,17 @@ def test_quickstart_lists_every_stage_in_order():
 IDENTITY = {"stage", "algo.name", "labeler.kind", "objective.kind", "peft.method"}  # what an option selects
 
 
+def _child(node, key: str):
+    return node[int(key)] if key.isdigit() else getattr(node, key)
+
+
 def _leaves(node, path=""):
     if isinstance(node, dict):
         for key, value in node.items():
             yield from _leaves(value, f"{path}{key}.")
+    elif isinstance(node, list) and any(isinstance(v, dict) for v in node):  # e.g. labeler.annotators
+        for i, value in enumerate(node):
+            yield from _leaves(value, f"{path}{i}.")
     else:
         yield path[:-1], node
 

@@ -10,6 +10,7 @@ import datasets
 import pytest
 import torch
 
+from rlhf_lab.config import AnnotatorConfig
 from rlhf_lab.data.sources import DataError
 from rlhf_lab.labelers import (
     ArgmaxLabeler,
@@ -18,6 +19,7 @@ from rlhf_lab.labelers import (
     FileLabeler,
     FlipLabeler,
     Labeler,
+    PoolLabeler,
     bt_ceiling,
     make_labeler,
     temperature_for_ceiling,
@@ -109,7 +111,19 @@ def test_gold_labelers_need_gold_scores():
             labeler.label([Comparison("p", "x", "y", 0.1, 0.2), Comparison("p", "x", "z", 0.1, None)])
 
 
-@pytest.mark.parametrize("labeler", [BradleyTerryLabeler(T, 5), FlipLabeler(0.3, 5)], ids=["bt", "flip"])
+POOL = [  # conf/labeler/pool.yaml's annotators
+    AnnotatorConfig("careful", temperature_scale=0.5),
+    AnnotatorConfig("typical"),
+    AnnotatorConfig("careless", flip=0.25),
+    AnnotatorConfig("verbose", length_bonus=0.1),
+]
+
+
+@pytest.mark.parametrize(
+    "labeler",
+    [BradleyTerryLabeler(T, 5), FlipLabeler(0.3, 5), PoolLabeler(POOL, T, 5)],
+    ids=["bt", "flip", "pool"],
+)
 def test_labels_are_order_and_batch_independent(synthetic, labeler):
     comps = synthetic[:3000]
     whole = labeler.label(comps)
@@ -247,6 +261,7 @@ def test_make_labeler_builds_each_kind():
     assert make_labeler("bt", temperature=0.5, seed=3).name == "bt"
     assert make_labeler("argmax").name == "argmax"
     assert make_labeler("flip", epsilon=0.1).name == "flip"
+    assert make_labeler("pool", temperature=0.5, annotators=POOL, seed=1).name == "pool"
 
 
 @pytest.mark.parametrize(
@@ -258,9 +273,138 @@ def test_make_labeler_builds_each_kind():
         ("flip", {"epsilon": 1.5}, "labeler.epsilon"),
         ("flip", {"epsilon": -0.1}, "labeler.epsilon"),
         ("file", {}, "labeler.path"),
+        ("pool", {}, "labeler.annotators"),
+        ("pool", {"annotators": [AnnotatorConfig(flip=2.0)]}, "labeler.annotators.0.flip"),
         ("human", {}, "labeler"),
     ],
 )
 def test_make_labeler_errors_name_the_key(kind, kwargs, key):
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
         make_labeler(kind, **kwargs)
+
+
+# ---------------------------------------------------------------------------- annotator pool
+def agreement(labels, comps) -> float:
+    return sum(lab == int(c.gold_a > c.gold_b) for lab, c in zip(labels, comps, strict=True)) / len(comps)
+
+
+def test_pool_config_file_is_the_tested_pool(make_cfg):
+    assert make_cfg("labeler=pool").labeler.annotators == POOL
+
+
+def test_pool_annotators_label_their_share_of_the_pairs(synthetic):
+    pool = PoolLabeler(POOL, T, seed=0)
+    names = pool.annotators_of(synthetic)
+    for a in POOL:  # equal weights: a quarter each
+        assert abs(names.count(a.name) / N - 0.25) < 4 * math.sqrt(0.25 * 0.75 / N)
+    weighted = [AnnotatorConfig("many", weight=3.0), AnnotatorConfig("few")]
+    names = PoolLabeler(weighted, T, seed=0).annotators_of(synthetic)
+    assert abs(names.count("many") / N - 0.75) < 4 * math.sqrt(0.75 * 0.25 / N)
+    swapped = [Comparison(c.prompt, c.b, c.a, c.gold_b, c.gold_a) for c in synthetic[:2000]]
+    assert pool.annotators_of(swapped) == pool.annotators_of(synthetic[:2000])  # one pair, one annotator
+    other = PoolLabeler(POOL, T, seed=1).annotators_of(synthetic[:2000])
+    assert sum(x != y for x, y in zip(other, pool.annotators_of(synthetic[:2000]), strict=True)) > 1000
+
+
+def test_pool_agreement_with_gold_falls_with_temperature_and_flips(synthetic):
+    pool = [
+        AnnotatorConfig("cold", temperature_scale=0.25),
+        AnnotatorConfig("base"),
+        AnnotatorConfig("hot", temperature_scale=4.0),
+        AnnotatorConfig("flipper", flip=0.3),
+    ]
+    labeler = PoolLabeler(pool, T, seed=3)
+    labels, names = labeler.label(synthetic), labeler.annotators_of(synthetic)
+    agree = {}
+    for a in pool:
+        mine = [i for i, n in enumerate(names) if n == a.name]
+        comps = [synthetic[i] for i in mine]
+        agree[a.name] = agreement([labels[i] for i in mine], comps)
+        ga, gb = golds(comps)
+        p = torch.sigmoid((ga - gb).abs() / (a.temperature_scale * T))
+        expected = ((1 - a.flip) * p + a.flip * (1 - p)).mean().item()  # BT ceiling, then flips
+        assert abs(agree[a.name] - expected) < 4 * math.sqrt(0.25 / len(mine)), a.name
+    assert agree["cold"] > agree["base"] > agree["hot"] > 0.5
+    assert agree["base"] - agree["flipper"] > 0.15  # 0.3 flips cost 0.3·(2·agree − 1) ≈ 0.2
+
+
+def test_pool_length_bias_prefers_longer_completions_more_often_than_gold():
+    rng = random.Random(0)
+    comps = []
+    for i in range(N):
+        a, b = rng.randint(2, 30), rng.randint(2, 30)
+        if a != b:  # gold is independent of length
+            comps.append(
+                Comparison(
+                    f"p{i % 300}",
+                    " ".join(["w"] * a) + f" {i}a",
+                    " ".join(["w"] * b) + f" {i}b",
+                    rng.uniform(-1, 1),
+                    rng.uniform(-1, 1),
+                )
+            )
+
+    def longer_rate(labels):
+        return sum(
+            lab == int(len(c.a.split()) > len(c.b.split())) for lab, c in zip(labels, comps, strict=True)
+        ) / len(comps)
+
+    gold_rate = longer_rate(ArgmaxLabeler().label(comps))
+    plain = longer_rate(PoolLabeler([AnnotatorConfig("plain")], T, seed=0).label(comps))
+    verbose = longer_rate(PoolLabeler([AnnotatorConfig("verbose", length_bonus=0.1)], T, seed=0).label(comps))
+    terse = longer_rate(PoolLabeler([AnnotatorConfig("terse", length_bonus=-0.1)], T, seed=0).label(comps))
+    se = math.sqrt(0.25 / len(comps))
+    assert abs(gold_rate - 0.5) < 4 * se and abs(plain - 0.5) < 4 * se  # no length preference
+    assert verbose > gold_rate + 0.1 and terse < gold_rate - 0.1
+
+
+def test_pool_probability_is_the_mixture_of_its_annotators():
+    c = Comparison("p", "one two three", "one", 0.3, 0.1)
+    pool = PoolLabeler(
+        [AnnotatorConfig("x", flip=0.2), AnnotatorConfig("y", length_bonus=0.5, weight=3.0)], 0.5, 0
+    )
+    px = 0.8 * torch.sigmoid(torch.tensor(0.4)).item() + 0.2 * (1 - torch.sigmoid(torch.tensor(0.4)).item())
+    py = torch.sigmoid(torch.tensor(0.4 + 0.5 * 2)).item()
+    assert pool.probability(c) == pytest.approx(0.25 * px + 0.75 * py)
+
+
+def test_collect_labels_with_a_pool_and_reports_each_annotator(make_cfg):
+    from rlhf_lab.stages.collect import label_pairs
+
+    g = random.Random(1)
+    samples = [
+        {
+            "prompt": f"p{i}",
+            "completions": [f"c{i} {j}" + " w" * g.randint(0, 9) for j in range(4)],
+            "gold": [g.uniform(-1, 1) for _ in range(4)],
+        }
+        for i in range(400)
+    ]
+    rows, stats = label_pairs(make_cfg("labeler=pool", "collect.seed=5"), samples, "policy")
+    assert len(rows) == 400 * 6 and {r["labeler"] for r in rows} == {"pool"}
+    assert {r["annotator"] for r in rows} == {a.name for a in POOL}
+    assert sum(stats[f"pool/{a.name}/share"] for a in POOL) == pytest.approx(1.0)
+    assert stats["pool/careful/gold_agreement"] > stats["pool/careless/gold_agreement"]
+    assert 0.5 < stats["label_ceiling"] < 0.8 and stats["pool_temperature"] > 0  # T from ceiling 0.8
+    again, _ = label_pairs(make_cfg("labeler=pool", "seed=5"), samples, "policy")  # collect.seed null = seed
+    assert again == rows
+    other, _ = label_pairs(make_cfg("labeler=pool", "seed=5", "collect.seed=6"), samples, "policy")
+    assert other != rows
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["labeler.annotators=[]"], "labeler.annotators: labeler=pool needs at least one annotator"),
+        (["labeler.annotators.0.flip=1.5"], "labeler.annotators.0.flip: must be <= 1, got 1.5"),
+        (["labeler.annotators.1.temperature_scale=0"], "labeler.annotators.1.temperature_scale: must be > 0"),
+        (["labeler.annotators.2.name=careful"], "labeler.annotators: each annotator needs its own"),
+        (
+            ["labeler.temperature=null", "labeler.ceiling=null"],
+            "labeler=pool needs a temperature or a ceiling",
+        ),
+    ],
+)
+def test_pool_settings_are_checked_naming_the_key(make_cfg, overrides, message):
+    with pytest.raises(ValueError, match=message.replace(".", r"\.").replace("[", r"\[")):
+        make_cfg("labeler=pool", *overrides)

@@ -26,6 +26,7 @@ from rlhf_lab.config.sections import (
 )
 from rlhf_lab.config.stages import (
     AlgoConfig,
+    AnnotatorConfig,
     BonConfig,
     CollectConfig,
     EvalConfig,
@@ -48,6 +49,7 @@ __all__ = [
     "RENAMED",
     "STAGES",
     "AlgoConfig",
+    "AnnotatorConfig",
     "BonConfig",
     "CollectConfig",
     "Config",

@@ -38,7 +38,11 @@ class Config:
     pipeline: list[str] = setting(
         [], "stages run in order, each reusing or building its inputs (experiment files set it); [] = stage"
     )
-    seed: int = setting(0, "seed of everything stochastic in the run")
+    seed: int = setting(
+        0,
+        "seed of every stage; collect.seed, reward_model.seed, rl.seed and bon.seed (null = this) give a "
+        "stage its own, and a stage's cache key holds only its own seed",
+    )
     gold: str | None = setting(
         "vader", "gold scorer of the world (VADER sentiment); null = none", choices=["vader"]
     )

@@ -77,27 +77,54 @@ class CollectConfig:
     )
     chunk: int = setting(250, "prompts per resumable chunk", gt=0)
     sampling: SamplingConfig = setting(SamplingConfig(), "how completions are sampled")
+    seed: int | None = setting(None, "seed of the sampling and of the labeler's draws; null = `seed`")
+
+
+@dataclass
+class AnnotatorConfig:
+    """One simulated annotator of `labeler=pool` (AlpacaFarm, Dubois 2023): P(a>b) =
+    sigmoid((g_a-g_b)/(temperature_scale*T) + length_bonus*(words_a-words_b)), then flipped with
+    probability `flip`."""
+
+    name: str = setting("annotator", "recorded in the `annotator` column of the pairs it labels")
+    temperature_scale: float = setting(
+        1.0,
+        "its Bradley-Terry temperature as a multiple of the pool's T (labeler.temperature or ceiling)",
+        gt=0,
+    )
+    length_bonus: float = setting(
+        0.0, "log-odds added per word the completion is longer than the other (a length bias; < 0: shorter)"
+    )
+    flip: float = setting(0.0, "probability that its label is flipped (a careless click)", ge=0, le=1)
+    weight: float = setting(1.0, "its share of the pairs, relative to the other annotators' weights", gt=0)
 
 
 @dataclass
 class LabelerConfig:
     kind: str = setting(
         "bt",
-        "who prefers: bt, argmax, flip or a file of human labels",
-        choices=["bt", "argmax", "flip", "file"],
+        "who prefers: bt, argmax, flip, pool (a pool of simulated annotators) or a file of human labels",
+        choices=["bt", "argmax", "flip", "pool", "file"],
     )
     temperature: float | None = setting(
-        None, "Bradley-Terry temperature T in P(a>b) = sigmoid((g_a-g_b)/T)", gt=0
+        None,
+        "Bradley-Terry temperature T in P(a>b) = sigmoid((g_a-g_b)/T) (pool: the annotators' base T)",
+        gt=0,
     )
     ceiling: float | None = setting(
         0.8,
         "with temperature null: choose T so that the best achievable "
-        "accuracy E[sigmoid(|g_a-g_b|/T)] equals this",
+        "accuracy E[sigmoid(|g_a-g_b|/T)] equals this (bt; pool: the base T of its annotators)",
         gt=0.5,
         lt=1,
     )
     epsilon: float = setting(0.1, "flip: probability that a label is flipped", ge=0, le=1)
     path: str | None = setting(None, "file: CSV/JSONL/Parquet of prompt, completion_a, completion_b, choice")
+    annotators: list[AnnotatorConfig] = setting(
+        [],
+        "pool: the simulated annotators; each pair is labeled by one, drawn by weight "
+        "(conf/labeler/pool.yaml)",
+    )
 
 
 @dataclass
@@ -133,6 +160,9 @@ class RewardModelConfig(TrainConfig):
         ge=0,
         lt=1,
     )
+    seed: int | None = setting(
+        None, "seed of the data split and shuffling and of the initial head; null = `seed`"
+    )
 
 
 @dataclass
@@ -156,6 +186,7 @@ class BonConfig:
     num_prompts: int = setting(128, "held-out prompts (data.eval_prompts in order, cycled if shorter)", gt=0)
     policy: str | None = default_of(CollectConfig, "policy", None)
     sampling: SamplingConfig = setting(SamplingConfig(), "how candidates are sampled")
+    seed: int | None = setting(None, "seed of the candidates' sampling; null = `seed`")
 
 
 # ------------------------------------------------------------------------------------------ rl
@@ -250,6 +281,11 @@ class RLConfig(TrainConfig):
     eval_prompts: int = setting(256, "held-out prompts per evaluation", gt=0)
     samples_every: int = setting(10, "log a W&B table of rollouts every N steps", gt=0)
     checkpoint_every: int = setting(10, "save a resumable checkpoint every N steps", gt=0)
+    seed: int | None = setting(
+        None,
+        "seed of the RL stage (prompt order, rollouts, value head, held-out samples) and of the eval "
+        "stage, which draws the same held-out samples; null = `seed`",
+    )
 
 
 @dataclass

@@ -64,6 +64,10 @@ def _problems(node: Any, path: str):
         if dataclasses.is_dataclass(value):
             yield from _problems(value, key + ".")
             continue
+        if isinstance(value, list) and any(dataclasses.is_dataclass(v) for v in value):
+            for i, item in enumerate(value):  # e.g. labeler.annotators.0.flip
+                yield from _problems(item, f"{key}.{i}.")
+            continue
         meta = f.metadata
         if value is None or not meta:
             continue
@@ -95,8 +99,15 @@ def _cross_checks(cfg: Config):
         yield "data.max_length: exceeds world.model.max_position_embeddings"
     if cfg.labeler.kind == "file" and not cfg.labeler.path:
         yield "labeler.path: labeler=file needs the file of human labels"
-    if cfg.labeler.kind == "bt" and cfg.labeler.temperature is None and cfg.labeler.ceiling is None:
-        yield "labeler.temperature: labeler=bt needs a temperature or a ceiling"
+    lab = cfg.labeler
+    if lab.kind in ("bt", "pool") and lab.temperature is None and lab.ceiling is None:
+        yield f"labeler.temperature: labeler={lab.kind} needs a temperature or a ceiling"
+    if lab.kind == "pool":
+        names = [a.name for a in lab.annotators]
+        if not names:
+            yield "labeler.annotators: labeler=pool needs at least one annotator"
+        if any(not n for n in names) or len(set(names)) < len(names):
+            yield f"labeler.annotators: each annotator needs its own non-empty name, got {names}"
     if cfg.labeler.kind != "file" and cfg.gold is None and cfg.stage == "collect":
         yield f"labeler.kind: labeler={cfg.labeler.kind} simulates labels from the gold score, but gold=null"
     if cfg.objective.kind == "gold" and cfg.gold is None:

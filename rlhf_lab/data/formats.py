@@ -143,7 +143,7 @@ FIELDS = {
     "messages": {"messages"},
     "prompt": {"prompt"},
     "preference": {"prompt", "chosen", "rejected", "margin", "gold_chosen", "gold_rejected", "group"}
-    | {"labeler", "policy"},  # provenance columns written by the collect stage
+    | {"labeler", "policy", "annotator"},  # provenance columns written by the collect stage
 }
 
 

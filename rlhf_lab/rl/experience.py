@@ -1,6 +1,6 @@
 """What one RL step learns from: the prompts of the step, the reference, and the experience.
 
-prompts     PromptStream: the prompt indices of (step, rank), a pure function of the seed
+prompts     PromptStream: the prompt indices of (step, rank), a pure function of the RL seed (rl.seed)
 rollout     rollout.generate (the module samples)
 experience  old and reference log-probs, KL-penalized token rewards (Ziegler 2019), and the
             algorithm's advantages (rl.algorithms): `assemble`

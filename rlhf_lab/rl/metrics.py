@@ -95,7 +95,7 @@ class Metrics:
     def evaluate(self, module) -> None:
         """Held-out prompts, one sample each with the same draws every time: gold, proxy, exact KL to the
         reference, length, and the win rate against the starting policy's samples judged by gold."""
-        generator = held_out_generator(module.cfg.seed, module.device)
+        generator = held_out_generator(module.seed, module.device)
         samples = sample_with_kl(
             module.policy,
             module.tokenizer,

@@ -42,7 +42,7 @@ from rlhf_lab.rollout import (
     response_logprobs,
 )
 from rlhf_lab.scorers import gold_scorer, objective_scorer
-from rlhf_lab.seeds import derive_seed, rng_state, set_rng_state
+from rlhf_lab.seeds import derive_seed, rng_state, set_rng_state, stage_seed
 from rlhf_lab.tensors import left_pad, repeat_each
 
 
@@ -75,7 +75,8 @@ class RLModule(L.LightningModule):
         self.prompt_ids = encode_prompts(tokenizer, prompts, max_prompt, "RL prompts")
         self.eval_prompt_ids = encode_prompts(tokenizer, eval_prompts, max_prompt, "RL eval prompts")
         k = self.algo.samples_per_prompt
-        self.stream = PromptStream(len(prompts), self.settings.rollouts_per_step // k, cfg.seed)
+        self.seed = stage_seed(cfg, "rl")  # rl.seed, or the run's seed
+        self.stream = PromptStream(len(prompts), self.settings.rollouts_per_step // k, self.seed)
         kl = self.algo.kl
         self.kl_ctl = (
             AdaptiveKLController(kl.beta, kl.target, kl.horizon)
@@ -119,7 +120,7 @@ class RLModule(L.LightningModule):
     def on_fit_start(self) -> None:
         self.scorer = objective_scorer(self.cfg, self.inputs, str(self.device))
         self.gold = gold_scorer(self.cfg)
-        seed = derive_seed(self.cfg.seed, "rollouts", self.global_rank)
+        seed = derive_seed(self.seed, "rollouts", self.global_rank)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
 
     def on_train_start(self) -> None:

@@ -5,6 +5,9 @@ adapter disabled (no second copy). The prompt stream is a function of (seed, ste
 holds everything needed to resume exactly: weights, optimizer, scheduler, β, baseline, RNG states and
 the step. Checkpoints live in the artifact's scratch folder: running the same command again after a
 crash or a SIGTERM resumes from the last one.
+
+`VERSION` is part of this stage's cache key: raise it whenever what the stage computes changes (a fixed
+bug, a new default computation), so that artifacts built by older code are not reused.
 """
 
 from __future__ import annotations
@@ -33,10 +36,12 @@ from rlhf_lab.rl.algorithms import problems
 from rlhf_lab.rl.metrics import EVALS
 from rlhf_lab.rl.module import RLModule
 from rlhf_lab.scorers import needs_reward_stage, reward_model_path
+from rlhf_lab.seeds import stage_seed, without_seed
 from rlhf_lab.stages.common import CHECKPOINTS, Context, check_ranks_agree, data_key, model_key, trainer_key
 from rlhf_lab.tracking import make_loggers
 
 log = logging.getLogger(__name__)
+VERSION = 1  # in the cache key: raise it whenever what this stage computes changes
 RESUMABLE = True  # checkpoints in the scratch folder survive a crash
 DISTRIBUTED = True  # trains with a Lightning Trainer: under DDP every rank takes part
 CHECKPOINT = Path(CHECKPOINTS) / "last.ckpt"
@@ -58,13 +63,13 @@ def key_config(cfg: Config) -> dict:
         "policy": cfg.rl.policy,
         "model": model_key(cfg),
         "algo": dataclasses.asdict(cfg.algo),
-        "rl": {k: v for k, v in dataclasses.asdict(cfg.rl).items() if k not in NOT_IN_KEY},
+        "rl": {k: v for k, v in without_seed(cfg.rl).items() if k not in NOT_IN_KEY},
         "objective": dataclasses.asdict(cfg.objective),
         "gold": cfg.gold,
         "peft": dataclasses.asdict(cfg.peft),
         "prompts": data_key(cfg, "prompts"),
         "eval_prompts": data_key(cfg, "eval_prompts"),
-        "seed": cfg.seed,
+        "seed": stage_seed(cfg, "rl"),
         "trainer": trainer_key(cfg),
     }
 

@@ -4,6 +4,9 @@ For each held-out prompt, N = max(bon.n) candidates are sampled once. For each n
 the expected proxy and gold score of the proxy-best of n candidates, estimated without bias from
 all n-subsets of the N samples (Gao 2022, appendix), and the analytic KL(π_bon ‖ π) = log n − (n−1)/n.
 Writes `bon.csv`, `bon.json` and `bon.png` (gold and proxy score against √KL).
+
+`VERSION` is part of this stage's cache key: raise it whenever what the stage computes changes (a fixed
+bug, a new default computation), so that artifacts built by older code are not reused.
 """
 
 from __future__ import annotations
@@ -18,12 +21,13 @@ import torch
 from rlhf_lab.config import Config
 from rlhf_lab.losses import best_of_n_kl
 from rlhf_lab.scorers import gold_scorer, needs_reward_stage, objective_scorer
-from rlhf_lab.seeds import derive_seed
+from rlhf_lab.seeds import derive_seed, stage_seed, without_seed
 from rlhf_lab.stages.common import Context, data_key, sample_completions, write_table
 from rlhf_lab.tensors import repeat_each
 from rlhf_lab.tracking import log_stage_metrics
 
 log = logging.getLogger(__name__)
+VERSION = 1  # in the cache key: raise it whenever what this stage computes changes
 
 
 def upstream(cfg: Config) -> list[str]:
@@ -32,11 +36,11 @@ def upstream(cfg: Config) -> list[str]:
 
 def key_config(cfg: Config) -> dict:
     return {
-        "bon": dataclasses.asdict(cfg.bon),
+        "bon": without_seed(cfg.bon),
         "objective": dataclasses.asdict(cfg.objective),
         "gold": cfg.gold,
         "prompts": data_key(cfg, "eval_prompts"),
-        "seed": cfg.seed,
+        "seed": stage_seed(cfg, "bon"),
     }
 
 
@@ -70,7 +74,7 @@ def build(ctx: Context, out: Path) -> dict[str, float]:
     ns, big_n = sorted(set(cfg.bon.n)), max(cfg.bon.n)
     prompts = ctx.prompts(cfg.data.eval_prompts, "eval_prompts", cfg.bon.num_prompts)
     model, tokenizer = ctx.load_policy(cfg.bon.policy or ctx.inputs["sft"])
-    seed = derive_seed(cfg.seed, "best_of_n")
+    seed = derive_seed(stage_seed(cfg, "bon"), "best_of_n")
     completions = sample_completions(
         model, tokenizer, prompts, big_n, cfg.bon.sampling, seed, cfg.data.max_prompt_length
     )

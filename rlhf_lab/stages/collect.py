@@ -3,11 +3,17 @@
 1. sample K completions for each prompt, in resumable chunks (a finished chunk is never redone);
 2. score every completion with the gold scorer, when the world has one;
 3. pair the completions of a prompt (all K(K-1)/2 pairs, InstructGPT, or adjacent ones);
-4. label each pair with the labeler; for `bt` with a `ceiling`, T is solved from the gold gaps.
+4. label each pair with the labeler; for `bt` (and `pool`, its annotators' base T) with a `ceiling`,
+   T is solved from the gold gaps. `labeler=pool` draws one simulated annotator per pair; its rows
+   name it in an `annotator` column, and the metrics give each annotator's share of the pairs and
+   agreement with gold, and the pool's ceiling (`collect/label_ceiling`).
 
 Output: `preferences.jsonl` in TRL's preference format (prompt, chosen, rejected) plus the columns
-gold_chosen, gold_rejected, labeler and policy; the same rows as a `datasets` folder `preferences/`;
-and every sample in `samples.jsonl`.
+gold_chosen, gold_rejected, labeler and policy (and annotator, for `pool`); the same rows as a
+`datasets` folder `preferences/`; and every sample in `samples.jsonl`.
+
+`VERSION` is part of this stage's cache key: raise it whenever what the stage computes changes (a fixed
+bug, a new default computation), so that artifacts built by older code are not reused.
 """
 
 from __future__ import annotations
@@ -25,14 +31,15 @@ import torch
 from rich.progress import track
 
 from rlhf_lab.config import Config, ConfigError, SamplingConfig
-from rlhf_lab.labelers import Comparison, bt_ceiling, make_labeler, temperature_for_ceiling
+from rlhf_lab.labelers import Comparison, PoolLabeler, bt_ceiling, make_labeler, temperature_for_ceiling
 from rlhf_lab.scorers import GoldScorer
-from rlhf_lab.seeds import derive_seed
+from rlhf_lab.seeds import derive_seed, stage_seed, without_seed
 from rlhf_lab.stages.common import Context, data_key, sample_completions
 from rlhf_lab.tensors import repeat_each
 from rlhf_lab.tracking import log_stage_metrics
 
 log = logging.getLogger(__name__)
+VERSION = 1  # in the cache key: raise it whenever what this stage computes changes
 RESUMABLE = True
 TABLE_COLUMNS = ["prompt", "chosen", "rejected", "gold_chosen", "gold_rejected"]
 
@@ -47,11 +54,11 @@ def key_config(cfg: Config) -> dict:
         labeler["sha256"] = hashlib.sha256(Path(cfg.labeler.path).read_bytes()).hexdigest()
     return {
         "policy": cfg.collect.policy,
-        "collect": dataclasses.asdict(cfg.collect),
+        "collect": without_seed(cfg.collect),
         "labeler": labeler,
         "prompts": data_key(cfg, "prompts"),
         "gold": cfg.gold,
-        "seed": cfg.seed,
+        "seed": stage_seed(cfg, "collect"),
     }
 
 
@@ -90,7 +97,7 @@ def sample_in_chunks(ctx: Context, policy: str, prompts: list[str], chunk_dir: P
                 chunk,
                 k,
                 cfg.collect.sampling,
-                seed=derive_seed(cfg.seed, "collect_chunk", i),
+                seed=derive_seed(stage_seed(cfg, "collect"), "collect_chunk", i),
                 max_prompt_length=cfg.data.max_prompt_length,
                 gold=cfg.gold is not None,
             )
@@ -139,7 +146,7 @@ def comparisons_of(samples: list[dict], mode: str) -> list[tuple[int, Comparison
 def bt_temperature(cfg: Config, gaps: torch.Tensor | None) -> float | None:
     """labeler.temperature, or the T whose Bradley–Terry ceiling on these gold gaps is labeler.ceiling."""
     lab = cfg.labeler
-    if lab.kind != "bt" or lab.temperature is not None:
+    if lab.kind not in ("bt", "pool") or lab.temperature is not None:
         return lab.temperature
     try:
         return temperature_for_ceiling(gaps, lab.ceiling)
@@ -156,10 +163,18 @@ def label_pairs(cfg: Config, samples: list[dict], policy: str) -> tuple[list[dic
     temperature = bt_temperature(cfg, gaps)
     lab = cfg.labeler
     labeler = make_labeler(
-        lab.kind, temperature=temperature or 1.0, epsilon=lab.epsilon, path=lab.path, seed=cfg.seed
+        lab.kind,
+        temperature=temperature or 1.0,
+        epsilon=lab.epsilon,
+        path=lab.path,
+        annotators=lab.annotators,
+        seed=stage_seed(cfg, "collect"),
     )
+    comparisons = [c for _, c in pairs]
+    labels = labeler.label(comparisons)
+    annotators = labeler.annotators_of(comparisons) if isinstance(labeler, PoolLabeler) else None
     rows = []
-    for (group, c), label in zip(pairs, labeler.label([c for _, c in pairs]), strict=True):
+    for n, ((group, c), label) in enumerate(zip(pairs, labels, strict=True)):
         if label is None:
             continue
         (chosen, g_c), (rejected, g_r) = ((c.a, c.gold_a), (c.b, c.gold_b))[:: 1 if label else -1]
@@ -174,18 +189,36 @@ def label_pairs(cfg: Config, samples: list[dict], policy: str) -> tuple[list[dic
                 "policy": policy,
                 "group": group,
             }
+            | ({"annotator": annotators[n]} if annotators else {})
         )
     stats = {"prompts": len(samples), "pairs": len(rows), "unlabelled": len(pairs) - len(rows)}
     if cfg.gold:
         gold = torch.tensor([g for s in samples for g in s["gold"]])
         agree = sum(r["gold_chosen"] > r["gold_rejected"] for r in rows) / max(1, len(rows))
         stats |= {"gold_mean": gold.mean().item(), "gold_std": gold.std().item(), "gold_agreement": agree}
-    if temperature is not None and gaps is not None:
+    if isinstance(labeler, PoolLabeler):
+        stats |= pool_stats(labeler, comparisons, rows)
+    elif temperature is not None and gaps is not None:
         stats |= {
             "bt_temperature": temperature,
             "bt_ceiling": bt_ceiling(gaps, torch.zeros_like(gaps), temperature),
         }
     return rows, stats
+
+
+def pool_stats(labeler: PoolLabeler, comparisons: list[Comparison], rows: list[dict]) -> dict[str, float]:
+    """The pool's base temperature and ceiling (E[max(p, 1 − p)] of the pair's label probability over
+    the annotators), and per annotator its share of the pairs and its agreement with gold."""
+    p = torch.tensor([labeler.probability(c, i) for i, c in enumerate(comparisons)], dtype=torch.float64)
+    stats = {"pool_temperature": labeler.temperature, "label_ceiling": torch.maximum(p, 1 - p).mean().item()}
+    for a in labeler.annotators:
+        mine = [r for r in rows if r["annotator"] == a.name]
+        untied = [r for r in mine if r["gold_chosen"] != r["gold_rejected"]]
+        stats[f"pool/{a.name}/share"] = len(mine) / max(1, len(rows))
+        stats[f"pool/{a.name}/gold_agreement"] = sum(
+            r["gold_chosen"] > r["gold_rejected"] for r in untied
+        ) / max(1, len(untied))
+    return stats
 
 
 def write_preferences(rows: list[dict], out: Path) -> None:

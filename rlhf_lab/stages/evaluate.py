@@ -7,6 +7,9 @@ model). Best-of-n rows come from the bon artifact (its proxy and gold scores, it
 
 Writes `summary.json`, `summary.csv`, `summary.md` and `summary.png` (gold and proxy against √KL:
 SFT, RL and the best-of-n curve on the same axes, Gao et al. 2022).
+
+`VERSION` is part of this stage's cache key: raise it whenever what the stage computes changes (a fixed
+bug, a new default computation), so that artifacts built by older code are not reused.
 """
 
 from __future__ import annotations
@@ -27,10 +30,12 @@ from rlhf_lab.evaluation import held_out_generator, sample_with_kl, summarize
 from rlhf_lab.losses import token_nll
 from rlhf_lab.rollout import generate, generation_args, response_logprobs
 from rlhf_lab.scorers import gold_scorer, needs_reward_stage, objective_scorer
+from rlhf_lab.seeds import stage_seed
 from rlhf_lab.stages.common import Context, data_key, write_table
 from rlhf_lab.tracking import log_stage_metrics
 
 log = logging.getLogger(__name__)
+VERSION = 1  # in the cache key: raise it whenever what this stage computes changes
 COLUMNS = ["policy", "gold", "reward", "kl", "win_rate", "ppl", "length"]
 HEADERS = {
     "policy": "policy",
@@ -57,7 +62,7 @@ def key_config(cfg: Config) -> dict:
         "gold": cfg.gold,
         "prompts": data_key(cfg, "eval_prompts"),
         "ppl_data": data_key(cfg, "sft"),
-        "seed": cfg.seed,
+        "seed": stage_seed(cfg, "eval"),
     }
 
 
@@ -106,7 +111,7 @@ def sample_policy(policy, reference, tokenizer, prompts: list[str], cfg: Config,
         policy,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        generator=held_out_generator(cfg.seed, device),
+        generator=held_out_generator(stage_seed(cfg, "eval"), device),
         **generation_args(s),
     )
     temperature = s.temperature or 1.0
@@ -127,7 +132,13 @@ def heldout_sft_rows(ctx: Context, tokenizer) -> list[dict]:
     """The SFT stage's validation pairs (same split, same tokenization), at most `eval.ppl_rows`."""
     cfg = ctx.cfg
     data = LMDataModule(
-        cfg.data.sft, ctx.default_source(cfg.data.sft, "sft"), tokenizer, cfg.data, 1, "pairs", cfg.seed
+        cfg.data.sft,
+        ctx.default_source(cfg.data.sft, "sft"),
+        tokenizer,
+        cfg.data,
+        1,
+        "pairs",
+        stage_seed(cfg, "sft"),
     )
     data.setup()
     return data.val_rows[: cfg.eval.ppl_rows]

@@ -18,6 +18,7 @@ from rlhf_lab.losses import causal_lm_loss, token_nll
 from rlhf_lab.models import apply_peft, export_model, load_causal_lm, load_tokenizer
 from rlhf_lab.optim import build_optimizer
 from rlhf_lab.rollout import generate_text
+from rlhf_lab.seeds import stage_seed
 from rlhf_lab.stages.common import CHECKPOINTS, fit
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,9 @@ def train_causal_lm(
     tokenizer = load_tokenizer(start, cfg.model)
     model = apply_peft(load_causal_lm(start, cfg.model, tokenizer), peft)
     model.train()  # from_pretrained returns eval mode; dropout stays off either way
-    datamodule = LMDataModule(source, default_source, tokenizer, cfg.data, train.batch_size, mode, cfg.seed)
+    datamodule = LMDataModule(
+        source, default_source, tokenizer, cfg.data, train.batch_size, mode, stage_seed(cfg, stage)
+    )
     datamodule.setup()
     module = CausalLMModule(
         model,

@@ -16,6 +16,9 @@ exponential moving average of the weights (Polyak & Juditsky 1992; the rule of
 `torch.optim.swa_utils.get_ema_multi_avg_fn`), which is then what is validated and exported. On the
 tiny world (dropout 0.1, decay 0.99) they moved held-out accuracy by about a point at most, within
 run-to-run noise, so both are off by default.
+
+`VERSION` is part of this stage's cache key: raise it whenever what the stage computes changes (a fixed
+bug, a new default computation), so that artifacts built by older code are not reused.
 """
 
 from __future__ import annotations
@@ -38,9 +41,11 @@ from rlhf_lab.losses import bradley_terry_loss, pairwise_differences
 from rlhf_lab.models import apply_peft, export_model, load_reward_model, load_tokenizer, reward_logits
 from rlhf_lab.optim import build_optimizer
 from rlhf_lab.scorers import RewardModelScorer
+from rlhf_lab.seeds import stage_seed, without_seed
 from rlhf_lab.stages.common import CHECKPOINTS, Context, data_key, fit, gather_cat, model_key, trainer_key
 
 log = logging.getLogger(__name__)
+VERSION = 1  # in the cache key: raise it whenever what this stage computes changes
 DISTRIBUTED = True  # trains with a Lightning Trainer: under DDP every rank takes part
 RESUMABLE = True  # its checkpoints in the scratch folder survive a crash (resume=auto)
 GOLD_GAP = 0.5  # "clear" pairs for the gold-agreement metric
@@ -58,8 +63,8 @@ def key_config(cfg: Config) -> dict:
         "model": model_key(cfg),
         "data": data_key(cfg, "preferences"),
         "peft": dataclasses.asdict(cfg.peft),
-        "train": dataclasses.asdict(cfg.reward_model),
-        "seed": cfg.seed,
+        "train": without_seed(cfg.reward_model),
+        "seed": stage_seed(cfg, "reward"),
         "trainer": trainer_key(cfg),
     }
 
@@ -277,7 +282,7 @@ def build(ctx: Context, out: Path) -> dict[str, float]:
     model = apply_peft(model, cfg.peft, task_type="SEQ_CLS")
     model.train()
     data = PreferenceDataModule(
-        pairs, tokenizer, train.batch_size, cfg.data.max_length, cfg.data.val_size, cfg.seed
+        pairs, tokenizer, train.batch_size, cfg.data.max_length, cfg.data.val_size, stage_seed(cfg, "reward")
     )
     log.info("%s: %d train and %d validation prompts", name, len(data.train_groups), len(data.val_groups))
     remove_dropout = add_training_dropout(model, train.dropout)
