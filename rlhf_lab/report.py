@@ -50,8 +50,10 @@ class Run:
     label: str = ""  # the configuration: overrides that vary across the runs, seed excluded
 
     @property
-    def seed(self):
-        return self.config.get("seed")
+    def seed(self) -> str:
+        """The run's seeds: `seed`, and each `<stage>.seed` overridden on the command line."""
+        stages = [f"{k}={v}" for k, v in sorted(self.overrides.items()) if k.endswith(".seed")]
+        return " ".join([str(self.config.get("seed")), *stages])
 
     @property
     def algo(self) -> str:
