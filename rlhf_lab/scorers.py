@@ -14,7 +14,8 @@ import torch
 from rlhf_lab.config import Config, ConfigError, ModelConfig
 from rlhf_lab.data.reward_inputs import reward_inputs
 from rlhf_lab.models import folder_settings, load_reward_model, load_tokenizer, reward_logits
-from rlhf_lab.world.gold import gold_score
+from rlhf_lab.world.careful import careful_score
+from rlhf_lab.world.gold import GOLDS, vader_score
 
 
 class Scorer(Protocol):
@@ -22,10 +23,21 @@ class Scorer(Protocol):
 
 
 class GoldScorer:
-    """The tiny world's gold reward: VADER's compound sentiment of the completion, in [-1, 1]."""
+    """The tiny world's gold reward of a name (`gold`; `rlhf_lab.world.gold`), in [-1, 1]: `careful`,
+    VADER sentiment of the completion when prompt + completion is well-formed and −1 as it is not;
+    `vader`, VADER's compound sentiment of the completion alone."""
+
+    def __init__(self, kind: str):
+        if kind not in GOLDS:
+            raise ConfigError(f"gold: {kind!r} is not one of {', '.join(GOLDS)}")
+        self.kind = kind
 
     def score(self, prompts: list[str], completions: list[str]) -> torch.Tensor:
-        return torch.tensor(gold_score(completions), dtype=torch.float32)
+        if self.kind == "careful":
+            values = careful_score(prompts, completions)
+        else:
+            values = vader_score(completions)
+        return torch.tensor(values, dtype=torch.float32)
 
 
 class LengthScorer:
@@ -106,7 +118,7 @@ def objective_scorer(cfg: Config, inputs: dict[str, Path], device: str | torch.d
     """The score RL and best-of-n maximize, and eval reports as the proxy: the `objective` group."""
     kind = cfg.objective.kind
     if kind == "gold":
-        return GoldScorer()
+        return GoldScorer(cfg.gold)
     if kind == "length":
         return LengthScorer()
     if kind == "keyword":
@@ -116,5 +128,6 @@ def objective_scorer(cfg: Config, inputs: dict[str, Path], device: str | torch.d
 
 
 def gold_scorer(cfg: Config) -> GoldScorer | None:
-    """The world's gold scorer (`gold`), or None when the config has none."""
-    return GoldScorer() if cfg.gold else None
+    """The world's gold scorer named by `gold`, or None when the config has none (gold=null).
+    Every stage that scores with gold builds it here."""
+    return GoldScorer(cfg.gold) if cfg.gold else None

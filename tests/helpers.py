@@ -20,8 +20,11 @@ from wandb.proto import wandb_internal_pb2 as pb
 # `debug=fast` (conf/debug/fast.yaml): a small tiny world, short pretraining and SFT, CSV logging.
 DEBUG = "debug=fast"
 
-# collect, the reward model and best-of-n on the debug world
+# collect, the reward model and best-of-n on the debug world. Its barely trained models write near
+# gibberish, which the default (careful) gold scores -1 almost throughout, leaving no gold gaps to label
+# or measure; VADER still tells their samples apart.
 SMALL = [
+    "gold=vader",
     "collect.num_prompts=48",
     "collect.samples_per_prompt=3",
     "collect.chunk=16",

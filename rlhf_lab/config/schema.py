@@ -44,7 +44,12 @@ class Config:
         "stage its own, and a stage's cache key holds only its own seed",
     )
     gold: str | None = setting(
-        "vader", "gold scorer of the world (VADER sentiment); null = none", choices=["vader"]
+        "careful",
+        "gold reward of the tiny world (rlhf_lab/world/gold.py): careful = VADER sentiment of the "
+        "completion when prompt + completion is a well-formed review of the world's grammar, falling to "
+        "-1 as it is ungrammatical, repeated, made of non-words or cut off; vader = VADER sentiment of the "
+        "completion alone (word salad scores high); null = none",
+        choices=["careful", "vader"],
     )
     cache: bool = setting(True, "reuse a stage's artifact when its config hash matches; false = rebuild")
     resume: str = setting(

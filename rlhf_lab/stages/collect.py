@@ -32,7 +32,7 @@ from rich.progress import track
 
 from rlhf_lab.config import Config, ConfigError, SamplingConfig
 from rlhf_lab.labelers import Comparison, PoolLabeler, bt_ceiling, make_labeler, temperature_for_ceiling
-from rlhf_lab.scorers import GoldScorer
+from rlhf_lab.scorers import Scorer, gold_scorer
 from rlhf_lab.seeds import derive_seed, stage_seed, without_seed
 from rlhf_lab.stages.common import Context, data_key, sample_completions
 from rlhf_lab.tensors import repeat_each
@@ -99,7 +99,7 @@ def sample_in_chunks(ctx: Context, policy: str, prompts: list[str], chunk_dir: P
                 cfg.collect.sampling,
                 seed=derive_seed(stage_seed(cfg, "collect"), "collect_chunk", i),
                 max_prompt_length=cfg.data.max_prompt_length,
-                gold=cfg.gold is not None,
+                gold=gold_scorer(cfg),
             )
             tmp = chunk_dir / f".{i:05d}.tmp"
             tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -114,12 +114,12 @@ def sample_chunk(
     k: int,
     sampling: SamplingConfig,
     seed: int,
-    gold: bool,
+    gold: Scorer | None,
     max_prompt_length: int,
 ) -> list[dict]:
     completions = sample_completions(model, tokenizer, prompts, k, sampling, seed, max_prompt_length)
     repeated = repeat_each(prompts, k)  # (N*K,) prompt i at rows i*K .. i*K+K-1
-    scores = GoldScorer().score(repeated, completions).view(len(prompts), k).tolist() if gold else None
+    scores = gold.score(repeated, completions).view(len(prompts), k).tolist() if gold else None
     return [
         {"prompt": p, "completions": completions[i * k : (i + 1) * k], "gold": scores[i] if gold else None}
         for i, p in enumerate(prompts)

@@ -1,7 +1,7 @@
 """Stage `pretrain`: the base causal LM trained on documents packed into blocks.
 
 On the tiny world it starts from the randomly initialized tiny Llama, and it ends by measuring the
-spread of gold (VADER) scores of its samples: later stages need that variety to learn from.
+spread of gold scores of its samples: later stages need that variety to learn from.
 
 `VERSION` is part of this stage's cache key: raise it whenever what the stage computes changes (a fixed
 bug, a new default computation), so that artifacts built by older code are not reused.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from rlhf_lab.config import Config, PeftConfig
 from rlhf_lab.rollout import generate_text
-from rlhf_lab.scorers import GoldScorer
+from rlhf_lab.scorers import gold_scorer
 from rlhf_lab.seeds import stage_seed
 from rlhf_lab.stages.common import Context, data_key, model_key, trainer_key
 from rlhf_lab.stages.lm import train_causal_lm
@@ -52,7 +52,8 @@ def build(ctx: Context, out: Path) -> dict[str, float]:
         train=cfg.pretrain,
         peft=PeftConfig(),  # pretraining always trains every weight
     )
-    if cfg.pretrain.gold_samples:
+    scorer = gold_scorer(cfg)
+    if cfg.pretrain.gold_samples and scorer is not None:
         prompts = ctx.prompts(cfg.data.eval_prompts, "eval_prompts", cfg.pretrain.gold_samples)
         completions = generate_text(
             model,
@@ -62,7 +63,7 @@ def build(ctx: Context, out: Path) -> dict[str, float]:
             max_new_tokens=cfg.pretrain.sample_tokens,
             temperature=1.0,
         )
-        gold = GoldScorer().score(prompts, completions)
+        gold = scorer.score(prompts, completions)
         metrics |= {
             "pretrain/eval/gold_mean": gold.mean().item(),
             "pretrain/eval/gold_std": gold.std().item(),
