@@ -1,0 +1,69 @@
+"""The overoptimization signature of each configuration of a multirun: per seed, the gold peak along
+RL training (its step, KL and gold), the end (gold and proxy at the last evaluation) and the proxy at
+the peak; then mean ± 95% interval over seeds per configuration.
+
+    python experiments/overoptimization/signature.py /work/lab/runs/multirun/overoptimization
+
+Writes `signature.csv` (one row per run) and prints a Markdown table (one row per configuration).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import yaml
+
+from rlhf_lab.fits import format_interval
+
+HERE = Path(__file__).resolve().parent
+SEEDS = ("seed", "rl.seed", "bon.seed", "reward_model.seed", "collect.seed")
+
+
+def run_row(job: Path) -> dict:
+    result = json.loads((job / "result.json").read_text())
+    listed = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text())
+    overrides = dict(o.split("=", 1) for o in listed)
+    evals = [json.loads(line) for line in open(Path(result["artifacts"]["rl"]) / "eval.jsonl")]
+    peak = max(evals, key=lambda e: e["gold"])
+    end = evals[-1]
+    config = " ".join(f"{k}={v}" for k, v in sorted(overrides.items()) if k not in SEEDS)
+    seed = " ".join(f"{k}={v}" for k, v in sorted(overrides.items()) if k in SEEDS)
+    return {
+        "configuration": config or "default",
+        "seed": seed,
+        "start_gold": evals[0]["gold"],
+        "peak_step": peak["step"],
+        "peak_kl": peak["kl"],
+        "peak_gold": peak["gold"],
+        "peak_proxy": peak["reward"],
+        "end_step": end["step"],
+        "end_kl": end["kl"],
+        "end_gold": end["gold"],
+        "end_proxy": end["reward"],
+        "max_proxy": max(e["reward"] for e in evals),
+    }
+
+
+def main(root: Path) -> None:
+    rows = [run_row(job) for job in sorted(root.iterdir()) if (job / "result.json").is_file()]
+    with open(HERE / "signature.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    groups = defaultdict(list)
+    for row in rows:
+        groups[row["configuration"]].append(row)
+    columns = ["peak_step", "peak_kl", "peak_gold", "end_gold", "peak_proxy", "end_proxy"]
+    print("| configuration | seeds | " + " | ".join(columns) + " |")
+    print("|---|---:|" + "---:|" * len(columns))
+    for config, group in groups.items():
+        cells = [format_interval([r[c] for r in group]) for c in columns]
+        print(f"| {config} | {len(group)} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
