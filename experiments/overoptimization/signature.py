@@ -1,6 +1,6 @@
 """The overoptimization signature of each configuration of a multirun: per seed, the gold peak along
-RL training (its step, KL and gold), the end (gold and proxy at the last evaluation) and the proxy at
-the peak; then mean ± 95% interval over seeds per configuration.
+RL training (its step, KL, gold and proxy), the trough after it (the lowest gold after the peak) and
+the end (the last evaluation); then mean ± 95% interval over seeds per configuration.
 
     python experiments/overoptimization/signature.py /work/lab/runs/multirun/overoptimization
 
@@ -29,6 +29,7 @@ def run_row(job: Path) -> dict:
     overrides = dict(o.split("=", 1) for o in listed)
     evals = [json.loads(line) for line in open(Path(result["artifacts"]["rl"]) / "eval.jsonl")]
     peak = max(evals, key=lambda e: e["gold"])
+    trough = min(evals[evals.index(peak) :], key=lambda e: e["gold"])  # the lowest gold after the peak
     end = evals[-1]
     config = " ".join(f"{k}={v}" for k, v in sorted(overrides.items()) if k not in SEEDS)
     seed = " ".join(f"{k}={v}" for k, v in sorted(overrides.items()) if k in SEEDS)
@@ -40,11 +41,17 @@ def run_row(job: Path) -> dict:
         "peak_kl": peak["kl"],
         "peak_gold": peak["gold"],
         "peak_proxy": peak["reward"],
+        "trough_step": trough["step"],
+        "trough_kl": trough["kl"],
+        "trough_gold": trough["gold"],
+        "trough_proxy": trough["reward"],
         "end_step": end["step"],
         "end_kl": end["kl"],
         "end_gold": end["gold"],
         "end_proxy": end["reward"],
         "max_proxy": max(e["reward"] for e in evals),
+        "gold_drop": peak["gold"] - trough["gold"],  # how far gold falls after its peak
+        "proxy_rise": end["reward"] - peak["reward"],  # how far the proxy climbs after the gold peak
     }
 
 
@@ -57,7 +64,7 @@ def main(root: Path) -> None:
     groups = defaultdict(list)
     for row in rows:
         groups[row["configuration"]].append(row)
-    columns = ["peak_step", "peak_kl", "peak_gold", "end_gold", "peak_proxy", "end_proxy"]
+    columns = ["peak_kl", "peak_gold", "trough_kl", "trough_gold", "end_gold", "gold_drop", "proxy_rise"]
     print("| configuration | seeds | " + " | ".join(columns) + " |")
     print("|---|---:|" + "---:|" * len(columns))
     for config, group in groups.items():
