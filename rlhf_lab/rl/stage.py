@@ -5,9 +5,6 @@ adapter disabled (no second copy). The prompt stream is a function of (seed, ste
 holds everything needed to resume exactly: weights, optimizer, scheduler, β, baseline, RNG states and
 the step. Checkpoints live in the artifact's scratch folder: running the same command again after a
 crash or a SIGTERM resumes from the last one.
-
-`VERSION` is part of this stage's cache key: raise it whenever what the stage computes changes (a fixed
-bug, a new default computation), so that artifacts built by older code are not reused.
 """
 
 from __future__ import annotations
@@ -41,7 +38,7 @@ from rlhf_lab.stages.common import CHECKPOINTS, Context, check_ranks_agree, data
 from rlhf_lab.tracking import make_loggers
 
 log = logging.getLogger(__name__)
-VERSION = 1  # in the cache key: raise it whenever what this stage computes changes
+VERSION = 1  # in the cache key: raise it whenever what this stage computes changes (pipeline.py)
 RESUMABLE = True  # checkpoints in the scratch folder survive a crash
 DISTRIBUTED = True  # trains with a Lightning Trainer: under DDP every rank takes part
 CHECKPOINT = Path(CHECKPOINTS) / "last.ckpt"

@@ -4,9 +4,6 @@ For each held-out prompt, N = max(bon.n) candidates are sampled once. For each n
 the expected proxy and gold score of the proxy-best of n candidates, estimated without bias from
 all n-subsets of the N samples (Gao 2022, appendix), and the analytic KL(π_bon ‖ π) = log n − (n−1)/n.
 Writes `bon.csv`, `bon.json` and `bon.png` (gold and proxy score against √KL).
-
-`VERSION` is part of this stage's cache key: raise it whenever what the stage computes changes (a fixed
-bug, a new default computation), so that artifacts built by older code are not reused.
 """
 
 from __future__ import annotations
@@ -27,7 +24,7 @@ from rlhf_lab.tensors import repeat_each
 from rlhf_lab.tracking import log_stage_metrics
 
 log = logging.getLogger(__name__)
-VERSION = 1  # in the cache key: raise it whenever what this stage computes changes
+VERSION = 1  # in the cache key: raise it whenever what this stage computes changes (pipeline.py)
 
 
 def upstream(cfg: Config) -> list[str]:

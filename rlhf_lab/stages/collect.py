@@ -11,9 +11,6 @@
 Output: `preferences.jsonl` in TRL's preference format (prompt, chosen, rejected) plus the columns
 gold_chosen, gold_rejected, labeler and policy (and annotator, for `pool`); the same rows as a
 `datasets` folder `preferences/`; and every sample in `samples.jsonl`.
-
-`VERSION` is part of this stage's cache key: raise it whenever what the stage computes changes (a fixed
-bug, a new default computation), so that artifacts built by older code are not reused.
 """
 
 from __future__ import annotations
@@ -39,7 +36,7 @@ from rlhf_lab.tensors import repeat_each
 from rlhf_lab.tracking import log_stage_metrics
 
 log = logging.getLogger(__name__)
-VERSION = 1  # in the cache key: raise it whenever what this stage computes changes
+VERSION = 1  # in the cache key: raise it whenever what this stage computes changes (pipeline.py)
 RESUMABLE = True
 TABLE_COLUMNS = ["prompt", "chosen", "rejected", "gold_chosen", "gold_rejected"]
 

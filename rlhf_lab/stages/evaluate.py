@@ -7,9 +7,6 @@ model). Best-of-n rows come from the bon artifact (its proxy and gold scores, it
 
 Writes `summary.json`, `summary.csv`, `summary.md` and `summary.png` (gold and proxy against √KL:
 SFT, RL and the best-of-n curve on the same axes, Gao et al. 2022).
-
-`VERSION` is part of this stage's cache key: raise it whenever what the stage computes changes (a fixed
-bug, a new default computation), so that artifacts built by older code are not reused.
 """
 
 from __future__ import annotations
@@ -35,7 +32,7 @@ from rlhf_lab.stages.common import Context, data_key, write_table
 from rlhf_lab.tracking import log_stage_metrics
 
 log = logging.getLogger(__name__)
-VERSION = 1  # in the cache key: raise it whenever what this stage computes changes
+VERSION = 1  # in the cache key: raise it whenever what this stage computes changes (pipeline.py)
 COLUMNS = ["policy", "gold", "reward", "kl", "win_rate", "ppl", "length"]
 HEADERS = {
     "policy": "policy",

@@ -2,9 +2,6 @@
 
 On the tiny world it starts from the randomly initialized tiny Llama, and it ends by measuring the
 spread of gold scores of its samples: later stages need that variety to learn from.
-
-`VERSION` is part of this stage's cache key: raise it whenever what the stage computes changes (a fixed
-bug, a new default computation), so that artifacts built by older code are not reused.
 """
 
 from __future__ import annotations
@@ -19,7 +16,7 @@ from rlhf_lab.seeds import stage_seed
 from rlhf_lab.stages.common import Context, data_key, model_key, trainer_key
 from rlhf_lab.stages.lm import train_causal_lm
 
-VERSION = 1  # in the cache key: raise it whenever what this stage computes changes
+VERSION = 1  # in the cache key: raise it whenever what this stage computes changes (pipeline.py)
 DISTRIBUTED = True  # trains with a Lightning Trainer: under DDP every rank takes part
 RESUMABLE = True  # its checkpoints in the scratch folder survive a crash (resume=auto)
 

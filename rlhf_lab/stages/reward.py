@@ -16,9 +16,6 @@ exponential moving average of the weights (Polyak & Juditsky 1992; the rule of
 `torch.optim.swa_utils.get_ema_multi_avg_fn`), which is then what is validated and exported. On the
 tiny world (dropout 0.1, decay 0.99) they moved held-out accuracy by about a point at most, within
 run-to-run noise, so both are off by default.
-
-`VERSION` is part of this stage's cache key: raise it whenever what the stage computes changes (a fixed
-bug, a new default computation), so that artifacts built by older code are not reused.
 """
 
 from __future__ import annotations
@@ -45,7 +42,7 @@ from rlhf_lab.seeds import stage_seed, without_seed
 from rlhf_lab.stages.common import CHECKPOINTS, Context, data_key, fit, gather_cat, model_key, trainer_key
 
 log = logging.getLogger(__name__)
-VERSION = 1  # in the cache key: raise it whenever what this stage computes changes
+VERSION = 1  # in the cache key: raise it whenever what this stage computes changes (pipeline.py)
 DISTRIBUTED = True  # trains with a Lightning Trainer: under DDP every rank takes part
 RESUMABLE = True  # its checkpoints in the scratch folder survive a crash (resume=auto)
 GOLD_GAP = 0.5  # "clear" pairs for the gold-agreement metric

@@ -1,9 +1,6 @@
 """Stage `sft`: supervised fine-tuning on prompt/response pairs, the loss on response tokens only.
 
 Starts from `model.name_or_path`, or from the tiny world's pretrain artifact; full or LoRA (`peft=`).
-
-`VERSION` is part of this stage's cache key: raise it whenever what the stage computes changes (a fixed
-bug, a new default computation), so that artifacts built by older code are not reused.
 """
 
 from __future__ import annotations
@@ -16,7 +13,7 @@ from rlhf_lab.seeds import stage_seed
 from rlhf_lab.stages.common import Context, data_key, model_key, trainer_key
 from rlhf_lab.stages.lm import train_causal_lm
 
-VERSION = 1  # in the cache key: raise it whenever what this stage computes changes
+VERSION = 1  # in the cache key: raise it whenever what this stage computes changes (pipeline.py)
 DISTRIBUTED = True  # trains with a Lightning Trainer: under DDP every rank takes part
 RESUMABLE = True  # its checkpoints in the scratch folder survive a crash (resume=auto)
 
