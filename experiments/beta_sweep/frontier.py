@@ -12,21 +12,21 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from rlhf_lab.fits import format_interval
+from rlhf_lab.report import find_runs
+
+
+def completed_runs(root: Path):
+    return [run for run in find_runs(root) if run.status == "completed"]
 
 
 def evaluations(root: Path) -> dict[tuple[str, str], list[dict]]:
     """(β, seed) -> the RL run's evaluations, for every job of the multirun."""
     runs = {}
-    for job in sorted(p for p in root.iterdir() if (p / "result.json").is_file()):
-        result = json.loads((job / "result.json").read_text())
-        overrides = dict(
-            o.split("=", 1) for o in yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text())
-        )
-        rows = [json.loads(line) for line in open(Path(result["artifacts"]["rl"]) / "eval.jsonl")]
-        runs[(overrides["algo.kl.beta"], overrides["rl.seed"])] = rows
+    for run in completed_runs(root):
+        rows = [json.loads(line) for line in open(Path(run.artifacts["rl"]) / "eval.jsonl")]
+        runs[(run.overrides["algo.kl.beta"], run.overrides["rl.seed"])] = rows
     return runs
 
 

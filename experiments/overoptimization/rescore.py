@@ -14,8 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-import yaml
-
+from rlhf_lab.report import find_runs
 from rlhf_lab.scorers import GoldScorer
 
 HERE = Path(__file__).resolve().parent
@@ -30,12 +29,9 @@ def repeated_share(text: str) -> float:
 def main(root: Path) -> None:
     vader, careful = GoldScorer("vader"), GoldScorer("careful")
     rows = []
-    for job in sorted(p for p in root.iterdir() if (p / "result.json").is_file()):
-        result = json.loads((job / "result.json").read_text())
-        overrides = dict(
-            o.split("=", 1) for o in yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text())
-        )
-        samples = [json.loads(line) for line in open(Path(result["artifacts"]["rl"]) / "eval_samples.jsonl")]
+    for run in (r for r in find_runs(root) if r.status == "completed"):
+        overrides = run.overrides
+        samples = [json.loads(line) for line in open(Path(run.artifacts["rl"]) / "eval_samples.jsonl")]
         prompts, completions = [s["prompt"] for s in samples], [s["completion"] for s in samples]
         rows.append(
             {

@@ -15,19 +15,16 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-import yaml
-
 from rlhf_lab.fits import format_interval
+from rlhf_lab.report import Run, find_runs
 
 HERE = Path(__file__).resolve().parent
 SEEDS = ("seed", "rl.seed", "bon.seed", "reward_model.seed", "collect.seed")
 
 
-def run_row(job: Path) -> dict:
-    result = json.loads((job / "result.json").read_text())
-    listed = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text())
-    overrides = dict(o.split("=", 1) for o in listed)
-    evals = [json.loads(line) for line in open(Path(result["artifacts"]["rl"]) / "eval.jsonl")]
+def run_row(run: Run) -> dict:
+    overrides = run.overrides
+    evals = [json.loads(line) for line in open(Path(run.artifacts["rl"]) / "eval.jsonl")]
     peak = max(evals, key=lambda e: e["gold"])
     trough = min(evals[evals.index(peak) :], key=lambda e: e["gold"])  # the lowest gold after the peak
     end = evals[-1]
@@ -56,7 +53,7 @@ def run_row(job: Path) -> dict:
 
 
 def main(root: Path) -> None:
-    rows = [run_row(job) for job in sorted(root.iterdir()) if (job / "result.json").is_file()]
+    rows = [run_row(run) for run in find_runs(root) if run.status == "completed"]
     with open(HERE / "signature.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()

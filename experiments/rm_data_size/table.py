@@ -18,19 +18,18 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from rlhf_lab.artifacts import read_manifest
 from rlhf_lab.fits import format_interval
+from rlhf_lab.report import Run, find_runs
 
 HERE = Path(__file__).resolve().parent
 
 
-def run_row(job: Path) -> dict:
-    result = json.loads((job / "result.json").read_text())
-    overrides = dict(o.split("=", 1) for o in yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()))
-    reward = read_manifest(Path(result["artifacts"]["reward"]))["metrics"]
-    collect = read_manifest(Path(result["artifacts"]["collect"]))["metrics"]
+def run_row(run: Run) -> dict:
+    overrides, artifacts = run.overrides, run.artifacts
+    reward = read_manifest(Path(artifacts["reward"]))["metrics"]
+    collect = read_manifest(Path(artifacts["collect"]))["metrics"]
     row = {
         "prompts": int(overrides["collect.num_prompts"]),
         "seed": int(overrides["reward_model.seed"]),
@@ -40,15 +39,15 @@ def run_row(job: Path) -> dict:
         "accuracy_minus_ceiling": reward["reward/val/accuracy"] - reward["reward/val/bt_ceiling"],
         "gold_agreement": reward["reward/val/gold_accuracy"],
     }
-    if "rl" in result["artifacts"]:  # RL against this reward model: where its gold peaks
-        evals = [json.loads(line) for line in open(Path(result["artifacts"]["rl"]) / "eval.jsonl")]
+    if "rl" in artifacts:  # RL against this reward model: where its gold peaks
+        evals = [json.loads(line) for line in open(Path(artifacts["rl"]) / "eval.jsonl")]
         peak = max(evals, key=lambda e: e["gold"])
         row |= {"peak_kl": peak["kl"], "peak_gold": peak["gold"], "start_gold": evals[0]["gold"]}
     return row
 
 
 def main(root: Path) -> None:
-    rows = [run_row(job) for job in sorted(root.iterdir()) if (job / "result.json").is_file()]
+    rows = [run_row(run) for run in find_runs(root) if run.status == "completed"]
     rows.sort(key=lambda r: (r["prompts"], r["seed"]))
     with open(HERE / "rm_data_size.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]), restval="")
