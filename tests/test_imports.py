@@ -18,7 +18,7 @@ FLOORS = [  # lowest first; a name covers a module and everything inside it
     ["losses", "fits", "rollout", "scorers", "labelers", "evaluation"],  # maths, sampling, scoring
     ["stages", "rl"],  # the stages
     ["pipeline"],  # stage chaining and the cache
-    ["cli", "api", "report", "report_fits"],  # entry points
+    ["cli", "api", "report", "report_fits", "report_rm"],  # entry points
 ]
 
 

@@ -12,65 +12,32 @@ went on to RL (`stage=rl`), the reward-model columns alone for a `stage=reward` 
 from __future__ import annotations
 
 import csv
-import json
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
-from rlhf_lab.artifacts import read_manifest
 from rlhf_lab.fits import format_interval
-from rlhf_lab.report import Run, find_runs
+from rlhf_lab.report import find_runs
+from rlhf_lab.report_rm import run_row, table
 
 HERE = Path(__file__).resolve().parent
 
 
-def run_row(run: Run) -> dict:
-    overrides, artifacts = run.overrides, run.artifacts
-    reward = read_manifest(Path(artifacts["reward"]))["metrics"]
-    collect = read_manifest(Path(artifacts["collect"]))["metrics"]
-    row = {
-        "prompts": int(overrides["collect.num_prompts"]),
-        "seed": int(overrides["reward_model.seed"]),
-        "pairs": collect.get("collect/pairs"),
-        "accuracy": reward["reward/val/accuracy"],
-        "ceiling": reward["reward/val/bt_ceiling"],
-        "accuracy_minus_ceiling": reward["reward/val/accuracy"] - reward["reward/val/bt_ceiling"],
-        "gold_agreement": reward["reward/val/gold_accuracy"],
-    }
-    if "rl" in artifacts:  # RL against this reward model: where its gold peaks
-        evals = [json.loads(line) for line in open(Path(artifacts["rl"]) / "eval.jsonl")]
-        peak = max(evals, key=lambda e: e["gold"])
-        row |= {"peak_kl": peak["kl"], "peak_gold": peak["gold"], "start_gold": evals[0]["gold"]}
-    return row
-
-
 def main(root: Path) -> None:
-    rows = [run_row(run) for run in find_runs(root) if run.status == "completed"]
+    rows = [
+        {"prompts": int(run.overrides["collect.num_prompts"])}
+        | {"seed": int(run.overrides["reward_model.seed"])}
+        | run_row(run)
+        for run in find_runs(root)
+        if run.status == "completed"
+    ]
     rows.sort(key=lambda r: (r["prompts"], r["seed"]))
     with open(HERE / "rm_data_size.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]), restval="")
+        writer = csv.DictWriter(f, fieldnames=list(max(rows, key=len)), restval="")
         writer.writeheader()
         writer.writerows(rows)
-    by_size = defaultdict(list)
-    for row in rows:
-        by_size[row["prompts"]].append(row)
-    columns = [
-        "pairs",
-        "accuracy",
-        "ceiling",
-        "accuracy_minus_ceiling",
-        "gold_agreement",
-        "peak_kl",
-        "peak_gold",
-    ]
-    columns = [c for c in columns if c in rows[0]]
-    print("| prompts | seeds | " + " | ".join(columns) + " |")
-    print("|---:|---:|" + "---:|" * len(columns))
-    for size, group in sorted(by_size.items()):
-        cells = [format_interval([r[c] for r in group]) for c in columns]
-        print(f"| {size} | {len(group)} | " + " | ".join(cells) + " |")
+    print(table(rows, lambda r: str(r["prompts"]), "prompts"))
     slopes = []
     for seed in sorted({r["seed"] for r in rows}):
         mine = [r for r in rows if r["seed"] == seed]
