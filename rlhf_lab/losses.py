@@ -7,6 +7,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+# the DPO family lives in losses_dpo (both files under 400 lines); re-exported: losses holds every loss
+from rlhf_lab.losses_dpo import cdpo_loss, dpo_logratio, dpo_loss, ipo_loss, simpo_loss  # noqa: F401
 from rlhf_lab.tensors import IGNORE, last_token_mask
 
 

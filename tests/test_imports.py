@@ -15,8 +15,8 @@ FLOORS = [  # lowest first; a name covers a module and everything inside it
     ["world"],  # the tiny offline world
     ["data"],  # sources, row formats, tokenization rules, DataModules
     ["models", "optim", "faults", "tracking"],  # loading and exporting models, training infrastructure
-    ["losses", "fits", "rollout", "scorers", "labelers", "evaluation"],  # maths, sampling, scoring
-    ["stages", "rl"],  # the stages
+    ["losses", "losses_dpo", "fits", "rollout", "scorers", "labelers", "evaluation"],  # maths, sampling
+    ["stages", "rl", "dpo"],  # the stages
     ["pipeline"],  # stage chaining and the cache
     ["cli", "api", "report", "report_fits", "report_rm"],  # entry points
 ]
