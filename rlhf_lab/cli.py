@@ -34,7 +34,7 @@ from omegaconf import DictConfig
 
 from rlhf_lab.api import CONF_DIR
 from rlhf_lab.artifacts import RESULT_FILE
-from rlhf_lab.config import register_configs, upgrade_overrides, validate
+from rlhf_lab.config import Config, register_configs, upgrade_overrides, validate
 from rlhf_lab.errors import Stopped, UserError
 from rlhf_lab.runinfo import write_run_info
 
@@ -44,6 +44,7 @@ OBJECTIVE = {
     "sft": "sft/val/loss",
     "reward": "reward/val/loss",
     "rl": "rl/eval/gold",
+    "dpo": "dpo/eval/gold",
     "eval": "eval/rl/gold",
 }
 
@@ -67,6 +68,8 @@ def run(cfg: DictConfig) -> float | None:
     try:
         with stop_on_sigterm():
             typed = validate(cfg)  # ranges and cross-field rules fail here, before any model is built
+            if typed.stage == "label":  # a page served until stopped, not an artifact
+                return run_label(typed, run_dir)
             from rlhf_lab.pipeline import run_pipeline  # heavy imports after validation: errors come fast
 
             record = run_pipeline(typed, run_dir)
@@ -76,6 +79,24 @@ def run(cfg: DictConfig) -> float | None:
     if record["status"] == "completed":
         show_summary(Path(record["artifacts"][typed.stage]), run_dir)
     return record["metrics"].get(OBJECTIVE.get(typed.stage, ""))
+
+
+def run_label(cfg: Config, run_dir: Path) -> None:
+    """stage=label: the labeling page (rlhf_lab/label/) for `label.pairs`, or for the pairs of this
+    config's collect artifact (built first if missing), until Ctrl-C or SIGTERM; result.json then
+    records the label file and its summary's numbers."""
+    from rlhf_lab.label.serve import serve
+    from rlhf_lab.label.summary import metrics
+
+    pairs = cfg.label.pairs
+    if pairs is None:
+        from rlhf_lab.pipeline import ensure
+
+        pairs = str(ensure(cfg, "collect", run_dir))
+    summary = serve(cfg.label, pairs, cfg.seed if cfg.label.seed is None else cfg.label.seed, run_dir)
+    labels = str(Path(cfg.label.labels).expanduser().resolve())
+    record = {"status": "completed", "stage": "label", "pairs": pairs, "labels": labels}
+    (run_dir / RESULT_FILE).write_text(json.dumps(record | {"metrics": metrics(summary)}, indent=2))
 
 
 def show_summary(artifact: Path, run_dir: Path) -> None:

@@ -13,7 +13,7 @@ FLOORS = [  # lowest first; a name covers a module and everything inside it
     ["tensors", "seeds", "errors"],  # the ground floor: tensor helpers, derived seeds, error types
     ["config", "runinfo", "artifacts"],  # settings, run records, the artifact cache
     ["world"],  # the tiny offline world
-    ["data"],  # sources, row formats, tokenization rules, DataModules
+    ["data", "label"],  # sources, row formats, tokenization rules, DataModules; the labeling page
     ["models", "optim", "faults", "tracking"],  # loading and exporting models, training infrastructure
     ["losses", "losses_dpo", "fits", "rollout", "scorers", "labelers", "evaluation"],  # maths, sampling
     ["stages", "rl", "dpo"],  # the stages

@@ -41,6 +41,8 @@ def test_a_non_editable_install_finds_its_configs(tmp_path):
     assert sorted(p.name for p in (installed / "conf").iterdir()) == sorted(
         p.name for p in (REPO / "conf").iterdir()
     )
+    static = sorted(p.name for p in (REPO / "rlhf_lab" / "label" / "static").iterdir())
+    assert sorted(p.name for p in (installed / "label" / "static").iterdir()) == static  # the labeling page
 
     job = subprocess.run(
         [str(venv / "bin" / "rlhf-lab"), "stage=pretrain", "--cfg", "job"],

@@ -11,6 +11,7 @@ choosing an option selects it whatever the default.
 """
 
 from rlhf_lab.config.fields import ConfigError, default_of, setting
+from rlhf_lab.config.label import LabelConfig
 from rlhf_lab.config.schema import STAGES, Config, register_configs
 from rlhf_lab.config.sections import (
     DataConfig,
@@ -58,6 +59,7 @@ __all__ = [
     "EvalConfig",
     "KLConfig",
     "LMTrainConfig",
+    "LabelConfig",
     "LabelerConfig",
     "LoggerConfig",
     "ModelConfig",

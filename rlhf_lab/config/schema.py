@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from hydra.core.config_store import ConfigStore
 
 from rlhf_lab.config.fields import setting
+from rlhf_lab.config.label import LabelConfig
 from rlhf_lab.config.sections import (
     DataConfig,
     LoggerConfig,
@@ -29,7 +30,7 @@ from rlhf_lab.config.stages import (
     SFTConfig,
 )
 
-STAGES = ["pretrain", "sft", "collect", "reward", "rl", "bon", "eval"]
+STAGES = ["pretrain", "sft", "collect", "reward", "rl", "bon", "eval", "label"]
 
 
 @dataclass
@@ -80,6 +81,7 @@ class Config:
     rl: RLConfig = setting(RLConfig(), "stage rl: the policy against the reward with a KL penalty")
     bon: BonConfig = setting(BonConfig(), "stage bon: best-of-n reranking on held-out prompts")
     eval: EvalConfig = setting(EvalConfig(), "stage eval: SFT vs RL vs best-of-n on held-out prompts")
+    label: LabelConfig = setting(LabelConfig(), "stage label: the labeling page for human pairwise labels")
 
 
 def register_configs() -> None:

@@ -14,6 +14,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from rlhf_lab.config.fields import ConfigError
+from rlhf_lab.config.label import label_problems
 from rlhf_lab.config.schema import STAGES, Config
 
 # Hydra instantiates `_target_` callables; only these module prefixes may be named, so a config file
@@ -131,6 +132,7 @@ def _cross_checks(cfg: Config):
         yield f"pipeline: must end with the run's stage ({cfg.stage}), got {list(cfg.pipeline)}"
     if any(n < 1 for n in cfg.bon.n):
         yield f"bon.n: every n must be >= 1, got {list(cfg.bon.n)}"
+    yield from label_problems(cfg.pipeline)
 
 
 def allowed_targets() -> tuple[str, ...]:

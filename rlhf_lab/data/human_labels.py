@@ -1,6 +1,7 @@
 """A file of human labels for `labeler=file`: a CSV, JSONL or Parquet table (or anything `load_source`
 reads) with exactly the columns prompt, completion_a, completion_b, choice ("a" or "b"), each row
-validated with the file, row and field named."""
+validated with the file, row and field named; or the labeling page's label file, read through
+`rlhf_lab.label.records.fold`."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 from rlhf_lab.config import SourceConfig
 from rlhf_lab.data.sources import DataError, iter_json_lines, load_source
+from rlhf_lab.label.records import fold, is_label_log
 
 COLUMNS = ("prompt", "completion_a", "completion_b", "choice")
 CHOICES = {"a": 1, "b": 0}  # the `choice` column: exactly the string "a" or "b"
@@ -20,6 +22,8 @@ def read_labels(path: str) -> dict[tuple[str, str, str], tuple[int, int]]:
     """(prompt, first, second) with the completions in sorted order -> (1 if first is preferred else 0,
     the row it came from), every row validated; conflicting rows for one pair are an error."""
     columns, rows = _read_table(path)
+    if is_label_log(columns):  # the labeling page's file (rlhf_lab/label): each pair's standing verdict
+        columns, rows = list(COLUMNS), fold(path, rows)
     _check_columns(path, columns, rows)
     labels: dict[tuple[str, str, str], tuple[int, int]] = {}
     for i, row in rows:

@@ -1,0 +1,172 @@
+"""What the labeling page's tests share: pair files, the server as a real `rlhf-lab stage=label` process
+(started, SIGKILLed, restarted on the same port), JSON requests to it, and headless Chromium.
+
+Chromium comes from the system's packages (.ci/run installs Debian's `chromium`); its path is
+$RLHF_LAB_CHROMIUM or the first of CHROMIUMS found. Without it the browser tests fail, loudly; only
+RLHF_LAB_SKIP_BROWSER=1 skips them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+CHROMIUMS = (
+    "/usr/bin/chromium",
+    "/usr/bin/chromium-browser",
+    "chromium",
+    "chromium-browser",
+    "google-chrome",
+)
+# Flags for a closed network: no background connections, no first-run or sync requests.
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+URL = re.compile(r"labeling page: (http://(\S+?):(\d+)/)(?:\?token=(\S+))?")
+
+
+def write_pairs(path: Path, n: int, *, tag: str = "") -> Path:
+    """n pairs with gold scores (completion_a is the better one by gold)."""
+    rows = [
+        {
+            "prompt": f"Review {tag}{i}: the film",
+            "completion_a": f"was wonderful, number {i}.",
+            "completion_b": f"was dull, number {i}.",
+            "gold_a": 0.5,
+            "gold_b": -0.5,
+        }
+        for i in range(n)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def events(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+class LabelServer:
+    """`rlhf-lab stage=label <overrides>` as a process; the first start takes a free port, restarts
+    keep it (the page in a browser reconnects to the same address)."""
+
+    def __init__(self, *overrides: str, home: Path, cwd: Path, port: int = 0):
+        self.overrides, self.home, self.cwd, self.port = list(overrides), home, cwd, port
+        self.process: subprocess.Popen | None = None
+        self.output: list[str] = []
+        self.token: str | None = None
+        self.base = ""
+
+    def start(self, timeout: float = 180) -> LabelServer:
+        env = {
+            **os.environ,
+            "RLHF_LAB_HOME": str(self.home),
+            "WANDB_MODE": "offline",
+            "HYDRA_FULL_ERROR": "0",
+        }
+        args = [
+            sys.executable,
+            "-m",
+            "rlhf_lab.cli",
+            "stage=label",
+            *self.overrides,
+            f"label.port={self.port}",
+        ]
+        self.output, self.base = [], ""
+        self.process = subprocess.Popen(
+            args, cwd=self.cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        ready = threading.Event()
+        threading.Thread(target=self._read, args=(self.process, ready), daemon=True).start()
+        if not ready.wait(timeout) or not self.base:
+            self.kill()
+            raise AssertionError("the label server did not start:\n" + "".join(self.output))
+        return self
+
+    def _read(self, process: subprocess.Popen, ready: threading.Event) -> None:
+        for line in process.stdout:
+            self.output.append(line)
+            match = URL.search(line)
+            if match and not ready.is_set():
+                self.port = int(match[3])
+                self.base = f"http://127.0.0.1:{self.port}"
+                self.token = match[4]
+                ready.set()
+        ready.set()  # the process ended
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up of any kind."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(30)
+
+    def stop(self) -> str:
+        """SIGINT (Ctrl-C): a clean stop; the output, summary included."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            self.process.wait(30)
+        time.sleep(0.1)
+        return "".join(self.output)
+
+    def request(self, method: str, path: str, body: Any = None, headers: dict | None = None, raw=None):
+        """(status, JSON answer or text) of one request; `raw` bytes are sent as they are."""
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        head = {"Content-Type": "application/json"} if body is not None else {}
+        req = urllib.request.Request(
+            self.base + path, data=data, method=method, headers=head | (headers or {})
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=30) as answer:
+                return answer.status, _decode(answer.read())
+        except urllib.error.HTTPError as err:
+            return err.code, _decode(err.read())
+
+    def state(self, annotator: str) -> dict:
+        status, data = self.request("GET", f"/api/state?annotator={urllib.request.quote(annotator)}")
+        assert status == 200, data
+        return data
+
+    def label(self, annotator: str, pair: str, choice: str = "a", request: str | None = None):
+        body = {"request": request or uuid.uuid4().hex, "annotator": annotator, "pair": pair}
+        return self.request("POST", "/api/label", body | {"choice": choice, "seconds": 1.25})
+
+
+def _decode(data: bytes):
+    try:
+        return json.loads(data)
+    except ValueError:
+        return data.decode("utf-8", "replace")
+
+
+def chromium_path() -> str:
+    """The system's Chromium; fails the test without one (RLHF_LAB_SKIP_BROWSER=1: skips it)."""
+    if os.environ.get("RLHF_LAB_SKIP_BROWSER") == "1":
+        pytest.skip("RLHF_LAB_SKIP_BROWSER=1")
+    for candidate in (os.environ.get("RLHF_LAB_CHROMIUM"), *CHROMIUMS):
+        found = candidate and shutil.which(candidate)
+        if found:
+            return found
+    pytest.fail(
+        "no Chromium found (tried $RLHF_LAB_CHROMIUM and " + ", ".join(CHROMIUMS) + "): the browser tests "
+        "need one; `apt-get install chromium` (.ci/run does), or RLHF_LAB_SKIP_BROWSER=1 to skip them"
+    )
