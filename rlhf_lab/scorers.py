@@ -1,6 +1,7 @@
 """Scorers: `score(prompts, completions) -> (B,) float tensor`, the reward of RL and best-of-n.
 
-All are batched, run without gradients, and return CPU float32 tensors.
+All are batched, run without gradients, and return CPU float32 tensors. A prompt is a string or a
+conversation (a message list) whose completion is the assistant's reply.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Protocol
 import torch
 
 from rlhf_lab.config import Config, ConfigError, ModelConfig
+from rlhf_lab.data.chat import Prompt, prompt_text, render_scored
 from rlhf_lab.data.reward_inputs import reward_inputs
 from rlhf_lab.models import folder_settings, load_reward_model, load_tokenizer, reward_logits
 from rlhf_lab.world.careful import careful_score
@@ -19,7 +21,7 @@ from rlhf_lab.world.gold import GOLDS, vader_score
 
 
 class Scorer(Protocol):
-    def score(self, prompts: list[str], completions: list[str]) -> torch.Tensor: ...
+    def score(self, prompts: list[Prompt], completions: list[str]) -> torch.Tensor: ...
 
 
 class GoldScorer:
@@ -32,9 +34,9 @@ class GoldScorer:
             raise ConfigError(f"gold: {kind!r} is not one of {', '.join(GOLDS)}")
         self.kind = kind
 
-    def score(self, prompts: list[str], completions: list[str]) -> torch.Tensor:
-        if self.kind == "careful":
-            values = careful_score(prompts, completions)
+    def score(self, prompts: list[Prompt], completions: list[str]) -> torch.Tensor:
+        if self.kind == "careful":  # a conversation's completion continues its last message
+            values = careful_score([prompt_text(p) for p in prompts], completions)
         else:
             values = vader_score(completions)
         return torch.tensor(values, dtype=torch.float32)
@@ -82,20 +84,29 @@ class RewardModelScorer:
         self.pool = getattr(self.model.config, "reward_pool", "last")  # a hub reward model: HF's read-out
 
     @torch.no_grad()
-    def raw_score(self, prompts: list[str], completions: list[str]) -> torch.Tensor:
-        """Unnormalized head outputs, (B,)."""
+    def raw_score(self, prompts: list[Prompt], completions: list[str]) -> torch.Tensor:
+        """Unnormalized head outputs, (B,). A conversational prompt and its completion (the assistant's
+        reply) are rendered with the reward model's own chat template (`data.chat.render_scored`)."""
         device = next(self.model.parameters()).device
         out = []
         for i in range(0, len(prompts), self.batch_size):
             batch = slice(i, i + self.batch_size)
+            texts = [
+                render_scored(self.tokenizer, p, c)  # a conversation, rendered with this model's template
+                for p, c in zip(prompts[batch], completions[batch], strict=True)
+            ]
             inputs = reward_inputs(
-                self.tokenizer, prompts[batch], completions[batch], self.max_length, self.pool == "sum"
+                self.tokenizer,
+                [p for p, _ in texts],
+                [c for _, c in texts],
+                self.max_length,
+                self.pool == "sum",
             )
             inputs = {k: t.to(device) for k, t in inputs.items()}  # (b, L)
             out.append(reward_logits(self.model, inputs, self.pool).float().cpu())  # (b,)
         return torch.cat(out) if out else torch.zeros(0)
 
-    def score(self, prompts: list[str], completions: list[str]) -> torch.Tensor:
+    def score(self, prompts: list[Prompt], completions: list[str]) -> torch.Tensor:
         return (self.raw_score(prompts, completions) - self.mean) / self.std
 
 

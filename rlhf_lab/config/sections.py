@@ -28,6 +28,9 @@ class WorldConfig:
     prompt_fraction: float = setting(0.1, "share of documents whose openings are prompts", gt=0, lt=1)
     eval_prompts: int = setting(512, "held-out prompts for evaluation", ge=1)
     model: TinyModelConfig = setting(TinyModelConfig(), "architecture of the tiny Llama")
+    conversational: bool = setting(
+        False, "chat data: prompts as user messages, SFT pairs as user/assistant turns, a chat template"
+    )
 
 
 # --------------------------------------------------------------------------------------- paths
@@ -63,8 +66,10 @@ class SourceConfig:
     split: str = setting("train", "split to read")
     format: str = setting(
         "auto",
-        "row format",
-        choices=["auto", "text", "prompt_completion", "messages", "prompt", "preference"],
+        "row format: auto (from the columns and value types), a TRL format (standard or conversational), "
+        "or a classic dataset's native layout (data.presets)",
+        choices=["auto", "text", "prompt_completion", "messages", "prompt", "preference"]
+        + ["hh_rlhf", "summarize_comparisons", "tldr_sft", "ultrafeedback", "shp"],
     )
     max_rows: int | None = setting(None, "read at most this many rows", gt=0)
 

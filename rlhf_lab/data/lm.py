@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from rlhf_lab.config import DataConfig, SourceConfig
-from rlhf_lab.data.formats import Example, read_examples
+from rlhf_lab.data.formats import Example, PreferencePair, read_examples
 from rlhf_lab.data.prompts import encode_prompts
 from rlhf_lab.data.sources import DataError
 from rlhf_lab.tensors import IGNORE
@@ -24,21 +24,30 @@ def tokenize_pairs(examples: list[Example], tokenizer, data: DataConfig, source:
 
     Truncation: a prompt follows the long-prompt rule of every stage (`data.prompts.encode_prompts`:
     its last `data.max_prompt_length` tokens are kept); a completion is cut so that prompt +
-    completion + EOS fits in `data.max_length`.
+    completion + EOS fits in `data.max_length`. A completion that already ends with EOS (a chat
+    template's end of turn) gets no second one.
     """
     prompts = encode_prompts(tokenizer, [e.prompt for e in examples], data.max_prompt_length, source)
     completions = tokenizer([e.completion for e in examples], add_special_tokens=False)["input_ids"]
     rows = []
     for p, c in zip(prompts, completions, strict=True):
+        if c and c[-1] == tokenizer.eos_token_id:  # a chat template that ends the turn with EOS
+            c = c[:-1]
         c = c[: data.max_length - len(p) - 1] + [tokenizer.eos_token_id]
         rows.append({"input_ids": p + c, "labels": [IGNORE] * len(p) + c})
     return rows
 
 
+def as_example(row: Example | PreferencePair) -> Example:
+    """A preference pair trains a language model on its preferred completion (SFT on chosen)."""
+    return Example(row.prompt, row.chosen) if isinstance(row, PreferencePair) else row
+
+
 def pack_texts(examples: list[Example], tokenizer, block: int) -> list[dict]:
-    """Concatenate documents (framed as the tokenizer frames them, then EOS); cut `block`-token blocks."""
+    """Concatenate documents (prompt + completion, framed as the tokenizer frames them, then EOS); cut
+    `block`-token blocks."""
     stream: list[int] = []
-    for ids in tokenizer([e.completion for e in examples])["input_ids"]:
+    for ids in tokenizer([e.prompt + e.completion for e in examples])["input_ids"]:
         stream += ids + [tokenizer.eos_token_id]
     return [{"input_ids": stream[i : i + block]} for i in range(0, len(stream), block)]
 
@@ -89,6 +98,7 @@ class LMDataModule(L.LightningDataModule):
         if self.train_rows:
             return
         examples, name = read_examples(self.src, self.default, self.tokenizer, self.data.on_bad_row)
+        examples = [as_example(e) for e in examples]
         random.Random(self.seed).shuffle(examples)
         n_val = min(self.data.val_size, len(examples) // 10 or 1)
         train, val = examples[n_val:], examples[:n_val]

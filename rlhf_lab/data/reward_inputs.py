@@ -16,14 +16,17 @@ def reward_inputs(
     mark_completion: bool = True,
 ) -> dict[str, torch.Tensor]:
     """A left-padded batch of prompt + completion in the reward model's own tokenizer, cut to
-    `max_length` and ending in EOS, so the policy's tokenizer never matters (its text is re-tokenized).
+    `max_length` and ending in one EOS, so the policy's tokenizer never matters (its text is re-tokenized;
+    a conversation is rendered with the reward model's own chat template before, `data.chat`).
 
     input_ids, attention_mask, position_ids (N, L); with `mark_completion`, completion_mask (N, L):
     the tokens after the prompt's own (the longest prefix shared with the prompt tokenized alone),
     EOS included. Only pool="sum" reads it; leaving it out spares tokenizing the prompts again.
     """
     joint = tokenizer([p + c for p, c in zip(prompts, completions, strict=True)])["input_ids"]
-    ids = [x[: max_length - 1] + [tokenizer.eos_token_id] for x in joint]
+    eos = tokenizer.eos_token_id
+    joint = [x[:-1] if x and x[-1] == eos else x for x in joint]  # a chat template's own end-of-turn EOS
+    ids = [x[: max_length - 1] + [eos] for x in joint]
     input_ids, mask = left_pad(ids, tokenizer.pad_token_id)  # (N, L)
     inputs = {"input_ids": input_ids, "attention_mask": mask, "position_ids": position_ids_from_mask(mask)}
     if mark_completion:

@@ -18,13 +18,35 @@ class DataError(UserError, ValueError):
     """Bad input data; the message names the file (or dataset), the row and the field."""
 
 
-def load_source(src: SourceConfig, default: str | Path | None = None) -> tuple[datasets.Dataset, str]:
-    """Load the rows of `src` (or of `default` when `src.path` is null) and a name for messages."""
+class BadRow(UserError):
+    """One field of one row is bad; the reader adds the source and the row (`source: row 3, field ...`)."""
+
+    def __init__(self, field: str, reason: str):
+        super().__init__(f"field '{field}': {reason}")
+        self.field = field
+
+
+def hub_unreachable(path: str, key: str, err: Exception) -> DataError:
+    """The message for a hub dataset that cannot be fetched: what to download, and where to point."""
+    return DataError(
+        f"{path}: the Hugging Face hub is unreachable, and no local copy was given ({err}). Where there "
+        f"is network, save it: `datasets.load_dataset({path!r}).save_to_disk(FOLDER)` (or download its "
+        f"files); then set {key}.path=FOLDER (a JSON/JSONL/Parquet/CSV file works too)"
+    )
+
+
+def load_source(
+    src: SourceConfig, default: str | Path | None = None, key: str = "data.<source>"
+) -> tuple[datasets.Dataset, str]:
+    """Load the rows of `src` (or of `default` when `src.path` is null) and a name for messages; `key`
+    names the source's setting in messages (`data.preferences`)."""
     path = src.path or default
     if path is None:
-        raise DataError("no dataset given: set its `path` (a file, a folder or a hub name)")
+        raise DataError(f"no dataset given: set {key}.path (a file, a folder or a hub name)")
     path = str(path)
     local = Path(path).expanduser()
+    if not local.exists() and (local.suffix.lower() in BUILDERS or path.startswith(("/", ".", "~"))):
+        raise DataError(f"{path}: no such file or folder ({key}.path)")
     try:
         if local.is_file():
             ds = _load_file(local)
@@ -35,6 +57,8 @@ def load_source(src: SourceConfig, default: str | Path | None = None) -> tuple[d
             ds = datasets.load_dataset(path, src.name, split=src.split)
     except DataError:
         raise
+    except ConnectionError as err:  # datasets' "Couldn't reach '<name>' on the Hub"
+        raise hub_unreachable(path, key, err) from err
     except Exception as err:  # datasets' own errors rarely say which row broke
         raise DataError(f"{path}: could not be read as a dataset: {err}") from err
     if src.max_rows is not None:

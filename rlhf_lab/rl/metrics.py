@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from rlhf_lab.data.chat import display
 from rlhf_lab.evaluation import held_out_generator, sample_with_kl, summarize
 from rlhf_lab.rollout import Rollout
 from rlhf_lab.tracking import memory_mb
@@ -160,7 +161,7 @@ def _log_samples(module, prompts, completions, scores, gold) -> None:
         return
     golds = gold[:TABLE_ROWS].tolist() if gold is not None else [None] * TABLE_ROWS
     rows = [
-        [module.step_count, p, c, s, g]
+        [module.step_count, display(p), c, s, g]  # a conversational prompt as plain text
         for p, c, s, g in zip(
             prompts[:TABLE_ROWS], completions[:TABLE_ROWS], scores[:TABLE_ROWS].tolist(), golds, strict=False
         )

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from rlhf_lab.config import Config, ConfigError
+from rlhf_lab.data.chat import Prompt
 from rlhf_lab.data.prompts import encode_prompts
 from rlhf_lab.faults import FaultGuard
 from rlhf_lab.losses import AdaptiveKLController, FixedKLController, kl_loss, masked_mean
@@ -54,8 +55,8 @@ class RLModule(L.LightningModule):
         policy: nn.Module,
         tokenizer,
         cfg: Config,
-        prompts: list[str],
-        eval_prompts: list[str],
+        prompts: list[Prompt],
+        eval_prompts: list[Prompt],
         inputs: dict,
         critic: nn.Module | None = None,
         out_dir: Path | None = None,
@@ -177,7 +178,9 @@ class RLModule(L.LightningModule):
             ended = ended | (rollout.response_ids.gather(1, last).squeeze(1) == self.stop_token_id)
         return ended
 
-    def score(self, prompts: list[str], completions: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def score(
+        self, prompts: list[Prompt], completions: list[str]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(objective scores (N,), gold scores (N,) or None), on the module's device."""
         scores = self.scorer.score(prompts, completions).to(self.device)  # (N,)
         if self.gold is None:

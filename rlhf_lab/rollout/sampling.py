@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from rlhf_lab.config import SamplingConfig
+from rlhf_lab.data.chat import Prompt
 from rlhf_lab.data.prompts import encode_prompts
 from rlhf_lab.models import accepts, eval_mode, model_device
 from rlhf_lab.rollout.batch import Rollout, decode_responses
@@ -211,7 +212,7 @@ def generation_args(sampling: SamplingConfig) -> dict[str, Any]:
 def generate_text(
     model: nn.Module,
     tokenizer: Any,
-    prompts: list[str],
+    prompts: list[Prompt],
     *,
     max_prompt_length: int | None = None,
     batch_size: int = 64,

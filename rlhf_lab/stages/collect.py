@@ -10,7 +10,9 @@
 
 Output: `preferences.jsonl` in TRL's preference format (prompt, chosen, rejected) plus the columns
 gold_chosen, gold_rejected, labeler and policy (and annotator, for `pool`); the same rows as a
-`datasets` folder `preferences/`; and every sample in `samples.jsonl`.
+`datasets` folder `preferences/`; and every sample in `samples.jsonl`. Conversational prompts (message
+lists) are sampled with the policy's chat template and give conversational pairs: the prompt's messages,
+and chosen and rejected as the assistant's reply `[{"role": "assistant", "content": ...}]`.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import torch
 from rich.progress import track
 
 from rlhf_lab.config import Config, ConfigError, SamplingConfig
+from rlhf_lab.data.chat import Prompt, as_completion, display
 from rlhf_lab.labelers import Comparison, PoolLabeler, bt_ceiling, make_labeler, temperature_for_ceiling
 from rlhf_lab.scorers import Scorer, gold_scorer
 from rlhf_lab.seeds import derive_seed, stage_seed, without_seed
@@ -69,14 +72,21 @@ def build(ctx: Context, out: Path) -> dict[str, float]:
     with open(out / "samples.jsonl", "w") as f:
         f.writelines(json.dumps(s) + "\n" for s in samples)
     metrics = {f"collect/{k}": v for k, v in stats.items()}
-    table = [[r[c] for c in TABLE_COLUMNS] for r in rows[:50]]
+    table = [[_cell(r[c]) for c in TABLE_COLUMNS] for r in rows[:50]]
     log_stage_metrics(
         cfg, "collect", ctx.log_dir("collect"), metrics, ("collect/pairs", TABLE_COLUMNS, table)
     )
     return metrics
 
 
-def sample_in_chunks(ctx: Context, policy: str, prompts: list[str], chunk_dir: Path) -> list[dict]:
+def _cell(value):
+    """A table cell: a conversation (prompt, or a reply) as plain text."""
+    if isinstance(value, list):
+        return value[0]["content"] if value and value[0]["role"] == "assistant" else display(value)
+    return value
+
+
+def sample_in_chunks(ctx: Context, policy: str, prompts: list[Prompt], chunk_dir: Path) -> list[dict]:
     """K samples per prompt, gold-scored, one JSONL file per chunk of prompts; finished chunks are reused."""
     cfg, k, size = ctx.cfg, ctx.cfg.collect.samples_per_prompt, ctx.cfg.collect.chunk
     chunk_dir.mkdir(exist_ok=True)
@@ -107,7 +117,7 @@ def sample_in_chunks(ctx: Context, policy: str, prompts: list[str], chunk_dir: P
 def sample_chunk(
     model,
     tokenizer,
-    prompts: list[str],
+    prompts: list[Prompt],
     k: int,
     sampling: SamplingConfig,
     seed: int,
@@ -129,14 +139,15 @@ def candidate_pairs(k: int, mode: str) -> list[tuple[int, int]]:
 
 
 def comparisons_of(samples: list[dict], mode: str) -> list[tuple[int, Comparison]]:
-    """(group, comparison) for each candidate pair of each prompt's samples; group = the sample's index."""
+    """(group, comparison) for each candidate pair of each prompt's samples; group = the sample's index.
+    A conversational prompt is compared (and looked up in a human-label file) as its plain text."""
     out = []
     for group, s in enumerate(samples):
         for i, j in candidate_pairs(len(s["completions"]), mode):
             a, b = s["completions"][i], s["completions"][j]
             if a != b and a.strip() and b.strip():  # identical or empty samples make no useful pair
                 gold_a, gold_b = (s["gold"][i], s["gold"][j]) if s["gold"] else (None, None)
-                out.append((group, Comparison(s["prompt"], a, b, gold_a, gold_b)))
+                out.append((group, Comparison(display(s["prompt"]), a, b, gold_a, gold_b)))
     return out
 
 
@@ -175,11 +186,12 @@ def label_pairs(cfg: Config, samples: list[dict], policy: str) -> tuple[list[dic
         if label is None:
             continue
         (chosen, g_c), (rejected, g_r) = ((c.a, c.gold_a), (c.b, c.gold_b))[:: 1 if label else -1]
+        prompt = samples[group]["prompt"]  # a string, or a conversation: then the completions are replies
         rows.append(
             {
-                "prompt": c.prompt,
-                "chosen": chosen,
-                "rejected": rejected,
+                "prompt": prompt,
+                "chosen": as_completion(prompt, chosen),
+                "rejected": as_completion(prompt, rejected),
                 "gold_chosen": g_c,
                 "gold_rejected": g_r,
                 "labeler": lab.kind,

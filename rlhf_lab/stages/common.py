@@ -15,7 +15,8 @@ import torch
 from hydra.utils import instantiate
 
 from rlhf_lab.config import Config, SamplingConfig, SourceConfig, TrainConfig
-from rlhf_lab.data.formats import read_examples
+from rlhf_lab.data.chat import Prompt
+from rlhf_lab.data.formats import read_prompts
 from rlhf_lab.faults import SaveOnSigterm
 from rlhf_lab.models import folder_settings, load_causal_lm, load_tokenizer
 from rlhf_lab.rollout import generate_text, generation_args
@@ -48,22 +49,24 @@ class Context:
         """The tiny world's `world_file` (corpus, sft, prompts, eval_prompts) when `src.path` is null."""
         return getattr(self.world, world_file) if src.path is None else None
 
-    def prompts(self, src: SourceConfig, world_file: str, limit: int | None = None) -> list[str]:
+    def prompts(self, src: SourceConfig, world_file: str, limit: int | None = None) -> list[Prompt]:
         """`limit` prompts of `src` (or of the world's `world_file`), in order and cycling through them
-        again when there are fewer: each pass samples new completions. All of them if `limit` is None."""
-        examples, name = read_examples(
-            src, self.default_source(src, world_file), None, self.cfg.data.on_bad_row
+        again when there are fewer: each pass samples new completions. All of them if `limit` is None.
+        Each is a string or, from conversational rows, a message list that the policy's chat template
+        renders when it samples (`data.prompts.encode_prompts`)."""
+        prompts, name = read_prompts(
+            src, self.default_source(src, world_file), self.cfg.data.on_bad_row, key=f"data.{world_file}"
         )
         if limit is None:
-            return [e.prompt for e in examples]
-        if len(examples) < limit:
+            return prompts
+        if len(prompts) < limit:
             log.info(
                 "%s has %d prompts: each is used up to %d times",
                 name,
-                len(examples),
-                -(-limit // len(examples)),
+                len(prompts),
+                -(-limit // len(prompts)),
             )
-        return [examples[i % len(examples)].prompt for i in range(limit)]
+        return [prompts[i % len(prompts)] for i in range(limit)]
 
     @property
     def device(self) -> torch.device:
@@ -181,9 +184,16 @@ def check_ranks_agree(trainer: L.Trainer, module: torch.nn.Module) -> None:
 
 
 def sample_completions(
-    model, tokenizer, prompts: list[str], k: int, sampling: SamplingConfig, seed: int, max_prompt_length: int
+    model,
+    tokenizer,
+    prompts: list[Prompt],
+    k: int,
+    sampling: SamplingConfig,
+    seed: int,
+    max_prompt_length: int,
 ) -> list[str]:
-    """k completions of each prompt, flat: those of prompt i are at i*k .. i*k+k-1."""
+    """k completions of each prompt, flat: those of prompt i are at i*k .. i*k+k-1 (a conversational
+    prompt is rendered with the policy's chat template; its completions are the assistant's replies)."""
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     return generate_text(
         model,

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from rlhf_lab.config import Config
+from rlhf_lab.data.chat import Prompt
 from rlhf_lab.data.lm import LMDataModule, collate
 from rlhf_lab.data.prompts import encode_prompts
 from rlhf_lab.evaluation import held_out_generator, sample_with_kl, summarize
@@ -100,7 +101,7 @@ def build(ctx: Context, out: Path) -> dict[str, float]:
     return metrics
 
 
-def sample_policy(policy, reference, tokenizer, prompts: list[str], cfg: Config, device):
+def sample_policy(policy, reference, tokenizer, prompts: list[Prompt], cfg: Config, device):
     """One completion per prompt (seed fixed across policies) and its exact KL to `reference`."""
     s = cfg.eval.sampling
     sample = partial(

@@ -21,6 +21,7 @@ run-to-run noise, so both are off by default.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 from pathlib import Path
@@ -271,10 +272,14 @@ def build(ctx: Context, out: Path) -> dict[str, float]:
     init = ctx.inputs.get(train.init) or cfg.model.name_or_path
     collected = ctx.inputs.get("collect")
     default = collected / "preferences.jsonl" if collected else None
-    pairs, name = read_examples(cfg.data.preferences, default, None, cfg.data.on_bad_row)
+    tokenizer = functools.cache(lambda: load_tokenizer(init, dataclasses.replace(cfg.model, tokenizer=None)))
+    # every row is checked before the tokenizer loads; conversational pairs are then rendered with the
+    # reward model's own chat template, as its scorer will render what it scores
+    pairs, name = read_examples(
+        cfg.data.preferences, default, tokenizer, cfg.data.on_bad_row, key="data.preferences"
+    )
     temperature = read_manifest(collected)["metrics"].get("collect/bt_temperature") if collected else None
-
-    tokenizer = load_tokenizer(init, dataclasses.replace(cfg.model, tokenizer=None))
+    tokenizer = tokenizer()
     model = load_reward_model(init, cfg.model, tokenizer, new_head=True, pool=train.pool)
     model = apply_peft(model, cfg.peft, task_type="SEQ_CLS")
     model.train()

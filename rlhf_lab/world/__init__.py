@@ -8,6 +8,11 @@ through `from_pretrained` and `datasets`, the same code paths that load hub mode
     <hash>/prompts.jsonl       {"prompt"}                  review openings for collection and RL
     <hash>/eval_prompts.jsonl  {"prompt"}                  held-out openings for evaluation
     <hash>/init/               tokenizer + randomly initialized tiny Llama (a standard HF folder)
+
+With `world.conversational=true` the same texts come in TRL's conversational form: sft.jsonl
+{"prompt": [user], "completion": [assistant]}, the prompts {"prompt": [user]}, and the tokenizer's chat
+template ends each assistant turn with EOS (`tokenizer.CONVERSATION_TEMPLATE`), so the whole pipeline
+runs on chat data.
 """
 
 from __future__ import annotations
@@ -22,8 +27,8 @@ from rlhf_lab.artifacts import building, claim, config_hash, is_complete
 from rlhf_lab.config import WorldConfig
 from rlhf_lab.world.corpus import corpus_stats, generate_documents
 from rlhf_lab.world.model import build_tiny_llama
-from rlhf_lab.world.tasks import make_prompts, make_sft_pairs
-from rlhf_lab.world.tokenizer import train_tokenizer
+from rlhf_lab.world.tasks import as_conversation, make_prompts, make_sft_pairs
+from rlhf_lab.world.tokenizer import CHAT_TEMPLATE, CONVERSATION_TEMPLATE, train_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +61,10 @@ class World:
 
 
 def world_key(cfg: WorldConfig) -> str:
-    return config_hash(dataclasses.asdict(cfg))
+    settings = dataclasses.asdict(cfg)
+    if not settings["conversational"]:  # worlds built before the setting existed keep their key
+        del settings["conversational"]
+    return config_hash(settings)
 
 
 def build_world(cfg: WorldConfig, cache_dir: str | Path) -> World:
@@ -82,12 +90,14 @@ def _generate(cfg: WorldConfig, world: World) -> None:
     )
     prompts = make_prompts(prompt_docs, seed=cfg.seed)
     n_eval = min(cfg.eval_prompts, len(prompts) // 2)
+    chat = as_conversation if cfg.conversational else (lambda row: row)
     _write_jsonl(world.corpus, [{"text": d} for d in corpus])
-    _write_jsonl(world.sft, make_sft_pairs(sft_docs, seed=cfg.seed))
-    _write_jsonl(world.prompts, [{"prompt": p} for p in prompts[n_eval:]])
-    _write_jsonl(world.eval_prompts, [{"prompt": p} for p in prompts[:n_eval]])
+    _write_jsonl(world.sft, [chat(row) for row in make_sft_pairs(sft_docs, seed=cfg.seed)])
+    _write_jsonl(world.prompts, [chat({"prompt": p}) for p in prompts[n_eval:]])
+    _write_jsonl(world.eval_prompts, [chat({"prompt": p}) for p in prompts[:n_eval]])
 
-    tokenizer = train_tokenizer(corpus, vocab_size=cfg.vocab_size)
+    template = CONVERSATION_TEMPLATE if cfg.conversational else CHAT_TEMPLATE
+    tokenizer = train_tokenizer(corpus, vocab_size=cfg.vocab_size, chat_template=template)
     model = build_tiny_llama(cfg.model, tokenizer, seed=cfg.seed)
     model.save_pretrained(world.init_model)
     tokenizer.save_pretrained(world.init_model)

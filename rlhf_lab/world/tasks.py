@@ -32,3 +32,12 @@ def make_sft_pairs(documents: list[str], seed: int, min_words: int = 2, max_word
     rng = random.Random(seed)
     pairs = (split_prompt(d, rng, min_words, max_words) for d in documents)
     return [{"prompt": prompt, "completion": completion} for prompt, completion in pairs]
+
+
+def as_conversation(row: dict) -> dict:
+    """A prompt or prompt/completion row in TRL's conversational form: the prompt as the user's message,
+    the completion as the assistant's (its text unchanged, so prompt + completion is still the document)."""
+    out = {"prompt": [{"role": "user", "content": row["prompt"]}]}
+    if "completion" in row:
+        out["completion"] = [{"role": "assistant", "content": row["completion"]}]
+    return out

@@ -14,9 +14,21 @@ CHAT_TEMPLATE = (
     "{% for message in messages %}{{ message['role'] + ': ' + message['content'] + '\\n' }}{% endfor %}"
     "{% if add_generation_prompt %}{{ 'assistant:' }}{% endif %}"
 )
+# The conversational world's template (`world.conversational`): an assistant turn follows `assistant:`
+# directly and ends with EOS, as chat models end theirs, so that the world's assistant replies (a
+# review's continuation, which begins with a space) render as the same tokens as its plain text.
+#   [user "The acting", assistant " was superb."] -> "user: The acting\nassistant: was superb.</s>"
+CONVERSATION_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] == 'assistant' %}"
+    "{{ 'assistant:' + message['content'] + eos_token }}"
+    "{% else %}{{ message['role'] + ': ' + message['content'] + '\\n' }}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'assistant:' }}{% endif %}"
+)
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
+def train_tokenizer(
+    texts: Iterable[str], vocab_size: int, chat_template: str = CHAT_TEMPLATE
+) -> PreTrainedTokenizerFast:
     """Train byte-level BPE with pad, BOS and EOS special tokens; BOS is prepended to every input.
 
     Pad is its own token, never EOS (Huang et al. 2024, "N+ implementation details of RLHF").
@@ -41,6 +53,6 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
         eos_token=EOS,
         pad_token=PAD,
         padding_side="left",
-        chat_template=CHAT_TEMPLATE,
+        chat_template=chat_template,
         model_max_length=1_000_000,
     )
