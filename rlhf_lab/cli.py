@@ -93,7 +93,8 @@ def run_label(cfg: Config, run_dir: Path) -> None:
         from rlhf_lab.pipeline import ensure
 
         pairs = str(ensure(cfg, "collect", run_dir))
-    summary = serve(cfg.label, pairs, cfg.seed if cfg.label.seed is None else cfg.label.seed, run_dir)
+    seed = cfg.seed if cfg.label.seed is None else cfg.label.seed
+    summary = serve(cfg.label, pairs, seed, run_dir, overrides=list(HydraConfig.get().overrides.task))
     labels = str(Path(cfg.label.labels).expanduser().resolve())
     record = {"status": "completed", "stage": "label", "pairs": pairs, "labels": labels}
     (run_dir / RESULT_FILE).write_text(json.dumps(record | {"metrics": metrics(summary)}, indent=2))

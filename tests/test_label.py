@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +15,7 @@ from rlhf_lab.errors import UserError
 from rlhf_lab.label.assign import Desk, Refused
 from rlhf_lab.label.pairs import Pair, load_pairs, ordered
 from rlhf_lab.label.records import LabelFileError, Ledger, fold, pair_id, parse_label, replay
+from rlhf_lab.label.serve import train_command
 from rlhf_lab.label.store import LabelStore
 from rlhf_lab.label.summary import summarize, to_html, to_markdown
 from rlhf_lab.labelers import Comparison, make_labeler
@@ -294,7 +296,11 @@ def test_summary_counts_agreement_kappa_gold_and_time():
 
 def test_the_summary_page_escapes_what_it_shows():
     rows = [label("<script>alert(1)</script>", "p", "x", "y", "a")]
-    page = to_html(summarize(replay("f", list(enumerate(rows))).decisions(), 0, 1), "<b>labels.jsonl")
+    train = train_command(
+        Path("<b>labels.jsonl"), ["stage=label", "debug=fast", "label.port=0", "labeler=bt"]
+    )
+    assert train == "rlhf-lab stage=reward debug=fast labeler=file 'labeler.path=<b>labels.jsonl'"
+    page = to_html(summarize(replay("f", list(enumerate(rows))).decisions(), 0, 1), train)
     assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "labeler.path=&lt;b&gt;labels.jsonl" in page
 

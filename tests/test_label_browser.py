@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from collections import Counter
 from pathlib import Path
 
@@ -183,11 +184,17 @@ def test_a_reward_model_trains_on_labels_made_through_the_page(browser, servers,
     labels = tmp_path / "labels.jsonl"
     decided = sum(e["choice"] in ("a", "b") for e in events(labels))
 
-    file_labels = [o for o in SMALL if not o.startswith("labeler")] + [
+    train = shlex.split(re.search(r"train on them: (.+)", "".join(s.output))[1])  # as the page printed it
+    assert train == [
+        "rlhf-lab",
+        "stage=reward",
+        DEBUG,
+        *(o for o in SMALL if not o.startswith("labeler")),
+    ] + [
         "labeler=file",
         f"labeler.path={labels}",
     ]
-    done = rlhf_lab("stage=reward", DEBUG, *file_labels, home=lab_home, cwd=tmp_path)
+    done = rlhf_lab(*train[1:], home=lab_home, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(
         max((lab_home / "runs" / "reward").glob("*/result.json"), key=lambda p: p.stat().st_mtime).read_text()

@@ -13,6 +13,7 @@ import ipaddress
 import json
 import logging
 import secrets
+import shlex
 import signal
 import socket
 import threading
@@ -94,7 +95,14 @@ class _Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
-def open_labeling(settings: LabelConfig, pairs_source: str, seed: int) -> Labeling:
+def train_command(labels: Path, overrides: list[str]) -> str:
+    """The command that trains a reward model on the label file: the labeling run's other overrides
+    (which chose its collect artifact), with labeler=file reading the file."""
+    kept = [o for o in overrides if not o.startswith(("stage=", "label.", "labeler", "+label", "~label"))]
+    return shlex.join(["rlhf-lab", "stage=reward", *kept, "labeler=file", f"labeler.path={labels}"])
+
+
+def open_labeling(settings: LabelConfig, pairs_source: str, seed: int, overrides: list[str]) -> Labeling:
     """The pairs, the label file (locked, replayed) and the desk that hands pairs out."""
     pairs = load_pairs(pairs_source)
     store = LabelStore(settings.labels)
@@ -119,12 +127,20 @@ def open_labeling(settings: LabelConfig, pairs_source: str, seed: int) -> Labeli
             foreign,
             pairs_source,
         )
-    return Labeling(desk=desk, store=store, seed=seed, guideline=settings.guideline)
+    train = train_command(store.path, overrides)
+    return Labeling(desk=desk, store=store, seed=seed, guideline=settings.guideline, train=train)
 
 
-def serve(settings: LabelConfig, pairs_source: str, seed: int, run_dir: Path | None = None) -> dict[str, Any]:
-    """Serve the labeling page until stopped; return the summary of the label file."""
-    lab = open_labeling(settings, pairs_source, seed)
+def serve(
+    settings: LabelConfig,
+    pairs_source: str,
+    seed: int,
+    run_dir: Path | None = None,
+    overrides: list[str] | None = None,
+) -> dict[str, Any]:
+    """Serve the labeling page until stopped; return the summary of the label file. `overrides`: the
+    command line's, for the training command the page and the terminal show."""
+    lab = open_labeling(settings, pairs_source, seed, overrides or [])
     try:
         token = access_token(settings.host, settings.token)
         sock = listen(settings.host, settings.port)
@@ -169,7 +185,7 @@ def announce(lab: Labeling, host: str, port: int, token: str | None, pairs_sourc
         f"labeling page: {url}\n"
         + ("" if is_loopback(host) else "  every request needs the access token above\n")
         + f"labels: {lab.store.path}\n"
-        + f"train on them: rlhf-lab stage=reward labeler=file labeler.path={lab.store.path}\n"
+        + f"train on them: {lab.train}\n"
         + "stop with Ctrl-C",
         flush=True,
     )

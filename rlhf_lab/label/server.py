@@ -59,6 +59,7 @@ class Labeling:
     store: LabelStore
     seed: int
     guideline: str
+    train: str  # the command that trains a reward model on the label file
 
 
 def error(status: int, message: str) -> JSONResponse:
@@ -234,7 +235,7 @@ def _summary(lab: Labeling) -> dict[str, Any]:
 
 async def get_summary(request: Request) -> Response:
     lab: Labeling = request.app.state.lab
-    return HTMLResponse(to_html(_summary(lab), str(lab.store.path)))
+    return HTMLResponse(to_html(_summary(lab), lab.train))
 
 
 async def get_summary_json(request: Request) -> Response:

@@ -165,17 +165,17 @@ def to_markdown(summary: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
-def to_html(summary: dict[str, Any], labels: str) -> str:
-    """The summary page; every value is escaped."""
+def to_html(summary: dict[str, Any], train: str) -> str:
+    """The summary page, ending with the command that trains on the labels; every value is escaped."""
     e = html.escape
     body = []
     for title, header, rows in tables(summary):
-        head = "".join(f"<th>{e(h)}</th>" for h in header)
+        head = "".join(f"<th>{e(h)}</th>" for h in header) if any(header) else ""
         cells = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows)
         empty = f'<tr><td colspan="{len(header)}">none yet</td></tr>'
-        table = f"<table><thead><tr>{head}</tr></thead><tbody>{cells or empty}</tbody></table>"
+        thead = f"<thead><tr>{head}</tr></thead>" if head else ""
+        table = f"<table>{thead}<tbody>{cells or empty}</tbody></table>"
         body.append(f"<h2>{e(title)}</h2>\n{table}")
-    train = f"rlhf-lab stage=reward labeler=file labeler.path={labels}"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Labels: summary</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
