@@ -19,7 +19,7 @@ from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from omegaconf import DictConfig
 
-from rlhf_lab.config import Config, ModelConfig, register_configs, upgrade_overrides, validate
+from rlhf_lab.config import Config, ConfigError, ModelConfig, register_configs, upgrade_overrides, validate
 
 
 def conf_dir() -> Path:
@@ -50,6 +50,11 @@ def compose(*overrides: str) -> Config:
 def run(cfg: Config, run_dir: str | Path | None = None) -> dict:
     """Run `cfg.pipeline` (or `cfg.stage`) like the CLI; logs go to `run_dir` (default: a new folder
     under `paths.runs/api/`). Returns the run's record: status, artifacts by stage, metrics."""
+    if cfg.stage == "label":
+        raise ConfigError(
+            "stage: label serves the labeling page until it is stopped: run `rlhf-lab stage=label`, or "
+            "rlhf_lab.label.serve.serve(cfg.label, <pairs>, seed) from Python"
+        )
     from rlhf_lab.pipeline import run_pipeline
 
     if run_dir is None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from rlhf_lab import api
 from rlhf_lab.config import ConfigError, validate
 from rlhf_lab.data.human_labels import read_labels
 from rlhf_lab.errors import UserError
@@ -316,3 +317,5 @@ def test_stage_label_composes_and_its_settings_are_checked():
         validate(compose_config("stage=label", "label.overlap_annotators=1"))
     with pytest.raises(ConfigError, match="pipeline: label serves a page until it is stopped"):
         validate(compose_config("stage=label", "pipeline=[collect,label]"))
+    with pytest.raises(ConfigError, match="stage: label serves the labeling page until it is stopped"):
+        api.run(cfg)  # the Python API runs artifacts; the page is served by the command or serve()
