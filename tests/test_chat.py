@@ -3,6 +3,9 @@ prompts; and every bad row of the conversational layouts named by file, row and 
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import pytest
 
 from rlhf_lab.config import DataConfig, SourceConfig
@@ -197,3 +200,35 @@ def test_every_field_of_a_row_has_one_form():
         PARSERS["preference"]({**GOOD, "chosen": "Yes."})
     with pytest.raises(BadRow, match="field 'completion': expected a string like 'prompt', got list"):
         PARSERS["prompt_completion"]({"prompt": "The film", "completion": REPLY})
+
+
+def test_worlds_built_before_the_conversational_setting_keep_their_key():
+    from rlhf_lab.artifacts import config_hash
+    from rlhf_lab.config import WorldConfig
+    from rlhf_lab.world import world_key
+
+    settings = {k: v for k, v in dataclasses.asdict(WorldConfig()).items() if k != "conversational"}
+    assert world_key(WorldConfig()) == config_hash(settings)
+    assert world_key(WorldConfig(conversational=True)) != world_key(WorldConfig())
+
+
+@pytest.mark.slow
+def test_the_conversational_world_holds_the_same_texts_as_chat_data(lab_home):
+    """world.conversational=true: the default world's texts as user/assistant messages, and a tokenizer
+    whose template ends assistant turns with EOS."""
+    from transformers import AutoTokenizer
+
+    from rlhf_lab.config import validate
+    from rlhf_lab.world import build_world
+    from tests.helpers import compose_config
+
+    plain_cfg, chat_cfg = validate(compose_config()), validate(compose_config("world.conversational=true"))
+    plain = build_world(plain_cfg.world, plain_cfg.paths.world)
+    chat = build_world(chat_cfg.world, chat_cfg.paths.world)
+    for name in ("sft", "prompts", "eval_prompts"):
+        before = [json.loads(line) for line in getattr(plain, name).open()]
+        after = [json.loads(line) for line in getattr(chat, name).open()]
+        assert [r["prompt"] for r in after] == [[{"role": "user", "content": r["prompt"]}] for r in before]
+        if name == "sft":
+            assert [r["completion"][0]["content"] for r in after] == [r["completion"] for r in before]
+    assert AutoTokenizer.from_pretrained(chat.init_model).chat_template == CONVERSATION_TEMPLATE
