@@ -42,7 +42,7 @@ def test_help_lists_groups_and_options(tmp_path):
     result = rlhf_lab("--help", home=tmp_path / "lab", cwd=tmp_path)
     assert result.returncode == 0
     for line in (
-        "stage: bon, collect, eval, pretrain, reward, rl, sft",
+        "stage: bon, collect, eval, label, pretrain, reward, rl, sft",
         "algo: grpo, ppo, reinforce, rloo",
         "peft: lora, none",
         "trainer: cpu, ddp, deepspeed_zero2, deepspeed_zero3, fsdp, gpu",
