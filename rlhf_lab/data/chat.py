@@ -21,8 +21,12 @@ scorers judge the text the completion continues (`prompt_text`: the last message
 
 from __future__ import annotations
 
+import functools
+import logging
+
 from rlhf_lab.data.sources import BadRow
 
+log = logging.getLogger(__name__)
 ROLES = ("system", "user", "assistant", "tool")
 PLAIN_NAMES = {"system": "System", "user": "Human", "assistant": "Assistant", "tool": "Tool"}
 
@@ -72,12 +76,18 @@ def _render(tokenizer, messages: list[Message], generation_prompt: bool) -> str:
     if tokenizer is None:
         raise ValueError("rendering a conversation needs the tokenizer whose chat template applies")
     if not getattr(tokenizer, "chat_template", None):
+        _say_plain(getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__)
         return plain(messages, generation_prompt)
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
     bos = tokenizer.bos_token
     if bos and text.startswith(bos) and _adds_bos(tokenizer):
         text = text[len(bos) :]  # tokenizer(text) puts it back: one BOS, not two
     return text
+
+
+@functools.cache
+def _say_plain(name: str) -> None:
+    log.warning("%s has no chat template: conversations are rendered as plain '\\n\\nHuman: ...' text", name)
 
 
 def _adds_bos(tokenizer) -> bool:
