@@ -172,6 +172,23 @@ def test_pairs_from_a_collect_artifact_and_from_csv(tmp_path):
     ]
 
 
+def test_conversational_pairs_are_labeled_as_the_text_labeler_file_matches(tmp_path):
+    from rlhf_lab.data.chat import display
+
+    prompt = [{"role": "user", "content": "How was <the> film?"}]
+    row = {"prompt": prompt, "chosen": [{"role": "assistant", "content": "Superb."}]}
+    row |= {"rejected": [{"role": "assistant", "content": "Dull."}], "gold_chosen": 1, "gold_rejected": 0}
+    path = tmp_path / "preferences.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    (pair,) = load_pairs(str(path))
+    assert (pair.prompt, pair.first, pair.second) == (display(prompt), "Dull.", "Superb.")
+    shown = pair.shown(0)
+    labels = write_events(tmp_path / "labels.jsonl", [label("ana", pair.prompt, shown["completion_a"],
+                                                            shown["completion_b"], "a")])  # fmt: skip
+    labeler = make_labeler("file", path=str(labels))  # collect looks conversations up by display(prompt)
+    assert labeler.label([Comparison(display(prompt), shown["completion_a"], shown["completion_b"])]) == [1]
+
+
 @pytest.mark.parametrize(
     ("row", "message"),
     [

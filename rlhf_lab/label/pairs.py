@@ -5,6 +5,9 @@ Columns of a file: `prompt` and either `completion_a`, `completion_b` or `chosen
 preference file: which one was chosen is not shown, and not used); gold scores, when present, as
 `gold_a`, `gold_b` or `gold_chosen`, `gold_rejected`. JSONL and CSV are read here; other formats
 (Parquet, JSON, a `save_to_disk` folder) through `datasets`. A pair that appears twice is labeled once.
+Conversational rows (TRL's message lists, as collect writes for chat prompts) are shown and recorded as
+the text `labeler=file` matches them by: the prompt as `data.chat.display` writes it, each completion
+as its assistant message's content.
 
 Every draw is a hash of (seed, purpose, pair id), so the order, the sides and the overlap are the same
 at every start and do not depend on the order of the file.
@@ -134,9 +137,22 @@ def _text(path: str, i: int, row: dict[str, Any], key: str) -> str:
             "(or chosen, rejected)"
         )
     value = row[key]
+    if isinstance(value, list) and value and all(isinstance(m, dict) for m in value):
+        value = _conversation_text(value, prompt=key == "prompt")
     if not isinstance(value, str) or not value.strip():
         raise PairsError(f"{path}: row {i}, field '{key}': expected a non-empty string, got {value!r:.40}")
     return value
+
+
+def _conversation_text(messages: list[dict[str, Any]], prompt: bool) -> Any:
+    """A prompt's messages as `display` shows them; a completion's one message as its content."""
+    from rlhf_lab.data.chat import display, plain  # conversations only: its import is slower
+
+    if prompt:
+        return display(messages)
+    if len(messages) == 1:
+        return messages[0].get("content")
+    return plain(messages, generation_prompt=False).lstrip("\n")
 
 
 def _gold(path: str, i: int, row: dict[str, Any], key: str) -> float | None:
