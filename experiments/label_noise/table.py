@@ -19,7 +19,7 @@ from rlhf_lab.report import Run, find_runs
 from rlhf_lab.report_rm import run_row, table
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["argmax", "bt ceiling 0.9", "flip ε 0.1", "bt ceiling 0.8", "bt ceiling 0.7", "pool"]
+ORDER = ["argmax", "bt ceiling 0.8", "flip ε 0.2", "bt ceiling 0.7", "pool"]
 
 
 def labeler_name(run: Run) -> str:
