@@ -71,14 +71,15 @@ def win_rate(gold: torch.Tensor, baseline: torch.Tensor) -> float:
 
 
 def summarize(
-    samples: Samples, proxy: torch.Tensor, gold: torch.Tensor | None, baseline_gold: torch.Tensor | None
+    samples: Samples,
+    proxy: torch.Tensor | None,
+    gold: torch.Tensor | None,
+    baseline_gold: torch.Tensor | None,
 ) -> dict[str, float]:
-    """reward (proxy), kl, length, and with a gold scorer: gold, and win_rate against `baseline_gold`."""
-    metrics = {
-        "reward": proxy.mean().item(),
-        "kl": samples.kl.mean().item(),
-        "length": samples.length.mean().item(),
-    }
+    """reward (proxy, unless None), kl, length, and with a gold scorer: gold, and win_rate against
+    `baseline_gold`."""
+    metrics = {} if proxy is None else {"reward": proxy.mean().item()}
+    metrics |= {"kl": samples.kl.mean().item(), "length": samples.length.mean().item()}
     if gold is not None:
         metrics["gold"] = gold.mean().item()
         if baseline_gold is not None:

@@ -40,6 +40,7 @@ from rlhf_lab.artifacts import (
     worker_rank,
 )
 from rlhf_lab.config import Config, ConfigError
+from rlhf_lab.dpo import stage as dpo
 from rlhf_lab.rl import stage as rl
 from rlhf_lab.seeds import stage_seed
 from rlhf_lab.stages import bon, collect, evaluate, pretrain, reward, sft
@@ -57,6 +58,7 @@ STAGES: dict[str, ModuleType] = {
     "collect": collect,
     "reward": reward,
     "rl": rl,
+    "dpo": dpo,
     "bon": bon,
     "eval": evaluate,
 }

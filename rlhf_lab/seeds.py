@@ -1,11 +1,11 @@
 """Every seed a run derives, in one place: each stage's seed, and one name per purpose within a stage.
 
 A stage's seed (`stage_seed`) is its own setting — `collect.seed`, `reward_model.seed`, `rl.seed`,
-`bon.seed` — or, when that is null, the run's `seed`; pretrain and sft always use `seed`, and eval uses
-the RL stage's (it draws the same held-out samples as RL's evaluations). A stage seeds everything it
-draws with its own seed only, and its cache key holds that seed (resolved, so a null stage seed and
-one equal to `seed` are one artifact) and its inputs' keys: `rl.seed=0,1,2` trains one SFT policy and
-one reward model, and a `reward_model.seed` sweep reuses one set of collected pairs.
+`dpo.seed`, `bon.seed` — or, when that is null, the run's `seed`; pretrain and sft always use `seed`,
+and eval uses the RL stage's (it draws the same held-out samples as RL's evaluations). A stage seeds
+everything it draws with its own seed only, and its cache key holds that seed (resolved, so a null stage
+seed and one equal to `seed` are one artifact) and its inputs' keys: `rl.seed=0,1,2` trains one SFT
+policy and one reward model, and a `reward_model.seed` sweep reuses one set of collected pairs.
 
 A derived seed is ``seed * stride + offset + index``; two purposes never share a stream by accident,
 and the RL stage and the eval stage draw their held-out samples from the same one on purpose. The RNG
@@ -22,7 +22,14 @@ import numpy as np
 import torch
 
 # stage: the config section whose `seed` it takes (null = the run's `seed`); pretrain and sft have none
-STAGE_SEEDS = {"collect": "collect", "reward": "reward_model", "rl": "rl", "bon": "bon", "eval": "rl"}
+STAGE_SEEDS = {
+    "collect": "collect",
+    "reward": "reward_model",
+    "rl": "rl",
+    "dpo": "dpo",
+    "bon": "bon",
+    "eval": "rl",
+}
 
 
 def stage_seed(cfg: Any, stage: str) -> int:
@@ -43,6 +50,8 @@ PURPOSES: dict[str, tuple[int, int]] = {  # purpose: (stride, offset)
     "prompt_order": (1_000_003, 0),  # RL's shuffled passes over the prompts; index = the pass
     "collect_chunk": (100_003, 0),  # collect's completions; index = the resumable chunk
     "best_of_n": (1, 0),  # best-of-n's candidates
+    "dpo_pairs": (1_000_003, 500_009),  # DPO's shuffled passes over a round's pairs; index = the round
+    "dpo_round": (100_003, 50_021),  # online DPO's samples; index = the round
 }
 
 

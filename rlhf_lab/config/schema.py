@@ -21,6 +21,7 @@ from rlhf_lab.config.stages import (
     AlgoConfig,
     BonConfig,
     CollectConfig,
+    DPOConfig,
     EvalConfig,
     LabelerConfig,
     PretrainConfig,
@@ -30,7 +31,7 @@ from rlhf_lab.config.stages import (
     SFTConfig,
 )
 
-STAGES = ["pretrain", "sft", "collect", "reward", "rl", "bon", "eval", "label"]
+STAGES = ["pretrain", "sft", "collect", "reward", "rl", "dpo", "bon", "eval", "label"]
 
 
 @dataclass
@@ -79,6 +80,7 @@ class Config:
     )
     algo: AlgoConfig = setting(AlgoConfig(), "the RL algorithm (set by the `algo` group)")
     rl: RLConfig = setting(RLConfig(), "stage rl: the policy against the reward with a KL penalty")
+    dpo: DPOConfig = setting(DPOConfig(), "stage dpo: the policy trained on preference pairs directly")
     bon: BonConfig = setting(BonConfig(), "stage bon: best-of-n reranking on held-out prompts")
     eval: EvalConfig = setting(EvalConfig(), "stage eval: SFT vs RL vs best-of-n on held-out prompts")
     label: LabelConfig = setting(LabelConfig(), "stage label: the labeling page for human pairwise labels")

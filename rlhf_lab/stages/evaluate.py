@@ -1,12 +1,13 @@
-"""Stage `eval`: the pipeline's summary — SFT vs RL vs best-of-n on held-out prompts.
+"""Stage `eval`: the pipeline's summary — SFT against every trained policy and best-of-n, on held-out prompts.
 
-The SFT and RL policies each sample one completion per held-out prompt (the same seed for both) and
-are compared on: gold reward, proxy reward (the `objective` scorer), the exact KL to the SFT policy, the
-win rate against SFT judged by gold, and perplexity on held-out SFT pairs (what RL costs the language
+The SFT policy and each policy of `eval.policies` (rl, dpo: their artifacts are built first) sample one
+completion per held-out prompt (the same seed for all) and are compared on: gold reward, proxy reward
+(the `objective` scorer, unless `eval.proxy=false`), the exact KL to the SFT policy, the win rate
+against SFT judged by gold, and perplexity on held-out SFT pairs (what training costs the language
 model). Best-of-n rows come from the bon artifact (its proxy and gold scores, its analytic KL).
 
 Writes `summary.json`, `summary.csv`, `summary.md` and `summary.png` (gold and proxy against √KL:
-SFT, RL and the best-of-n curve on the same axes, Gao et al. 2022).
+SFT, each trained policy and the best-of-n curve on the same axes, Gao et al. 2022).
 """
 
 from __future__ import annotations
@@ -46,11 +47,30 @@ HEADERS = {
 }
 
 
+POLICIES = ("rl", "dpo")  # the stages whose policies eval.policies may name
+
+
 def upstream(cfg: Config) -> list[str]:
-    needs = ["sft", "rl"]
+    needs = ["sft", *(p for p in cfg.eval.policies if p in POLICIES)]  # others: `check` names them
     if cfg.eval.bon:
         needs.append("bon")
-    return needs + (["reward"] if needs_reward_stage(cfg) else [])
+    return needs + (["reward"] if needs_reward_stage(cfg) and cfg.eval.proxy else [])
+
+
+def check(cfg: Config):
+    """'key: message' for eval.policies that name no trained policy, or one twice."""
+    policies = list(cfg.eval.policies)
+    if any(p not in POLICIES for p in policies) or len(set(policies)) < len(policies):
+        yield f"eval.policies: each of {', '.join(POLICIES)} at most once, got {policies}"
+
+
+def policy_name(cfg: Config, stage: str) -> str:
+    """The row of a trained policy: its stage and the settings that tell runs apart."""
+    if stage == "rl":
+        return f"rl ({cfg.algo.name}, β={cfg.algo.kl.beta:g})"
+    dpo = cfg.dpo
+    rounds = f", {dpo.rounds} rounds" if dpo.rounds > 1 else ""
+    return f"dpo ({dpo.loss}, {'τ' if dpo.loss == 'ipo' else 'β'}={dpo.resolved_beta():g}{rounds})"
 
 
 def key_config(cfg: Config) -> dict:
@@ -67,18 +87,17 @@ def key_config(cfg: Config) -> dict:
 def build(ctx: Context, out: Path) -> dict[str, float]:
     cfg = ctx.cfg
     prompts = ctx.prompts(cfg.data.eval_prompts, "eval_prompts", cfg.eval.num_prompts)
-    scorer, gold = objective_scorer(cfg, ctx.inputs, ctx.device), gold_scorer(cfg)
+    scorer = objective_scorer(cfg, ctx.inputs, ctx.device) if cfg.eval.proxy else None
+    gold = gold_scorer(cfg)
     sft, tokenizer = ctx.load_policy(ctx.inputs["sft"])
     ppl_rows = heldout_sft_rows(ctx, tokenizer)
 
-    rl = ctx.load_policy(ctx.inputs["rl"])[0]
     rows, sft_gold = [], None
-    for name, policy, reference in (
-        ("sft", sft, None),
-        (f"rl ({cfg.algo.name}, β={cfg.algo.kl.beta:g})", rl, sft),
-    ):
+    for stage in ["sft", *cfg.eval.policies]:  # one policy in memory at a time, besides SFT
+        name = "sft" if stage == "sft" else policy_name(cfg, stage)
+        policy, reference = (sft, None) if stage == "sft" else (ctx.load_policy(ctx.inputs[stage])[0], sft)
         samples = sample_policy(policy, reference, tokenizer, prompts, cfg, ctx.device)
-        proxy = scorer.score(prompts, samples.completions)
+        proxy = scorer.score(prompts, samples.completions) if scorer else None
         golds = gold.score(prompts, samples.completions) if gold else None
         sft_gold = golds if sft_gold is None else sft_gold
         metrics = summarize(samples, proxy, golds, sft_gold)
@@ -206,7 +225,7 @@ def plot_summary(rows: list[dict], path: Path, proxy_name: str) -> None:
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle("SFT vs RL vs best-of-n on held-out prompts")
+    fig.suptitle("SFT vs trained policies vs best-of-n on held-out prompts")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -1,0 +1,185 @@
+"""Stage `dpo`: the policy trained directly on preference pairs — DPO, conservative DPO, IPO, SimPO —
+offline on the collect artifact or any preference dataset, or online over rounds (`dpo.sources`).
+
+Starts from the SFT artifact (or `dpo.policy`), full or LoRA (`peft=`). The reference is the starting
+policy: its log-probs of every pair are computed once, in one no-grad pass, by a frozen copy or, with
+LoRA, by the same model with its adapter disabled (no second copy), and kept with the run; SimPO has no
+reference at all. Checkpoints (every `dpo.checkpoint_every` steps and at each round's end) live in the
+artifact's scratch folder: the same command resumes a killed run at its round and step, to the same
+weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import RichProgressBar
+
+from rlhf_lab.config import Config
+from rlhf_lab.data.formats import read_examples
+from rlhf_lab.dpo.metrics import EVALS
+from rlhf_lab.dpo.module import DPOModule
+from rlhf_lab.dpo.pairs import all_logps, split_pairs, tokenize_pairs
+from rlhf_lab.dpo.sources import ROUNDS, Offline, Online, PairSource
+from rlhf_lab.faults import SaveOnSigterm
+from rlhf_lab.models import apply_peft, export_model, folder_settings, load_causal_lm, load_tokenizer
+from rlhf_lab.rl.experience import Reference
+from rlhf_lab.scorers import needs_reward_stage, objective_scorer
+from rlhf_lab.seeds import stage_seed, without_seed
+from rlhf_lab.stages import collect
+from rlhf_lab.stages.common import CHECKPOINTS, Context, data_key, model_key, trainer_key
+from rlhf_lab.tracking import make_loggers
+
+log = logging.getLogger("rlhf_lab.dpo")
+VERSION = 1  # in the cache key: raise it whenever what this stage computes changes (pipeline.py)
+RESUMABLE = True  # checkpoints, round pairs and reference log-probs in the scratch folder survive a crash
+CHECKPOINT = Path(CHECKPOINTS) / "last.ckpt"
+# dpo settings that do not change the artifact (micro-batches change only the order of float sums)
+NOT_IN_KEY = ("checkpoint_every", "micro_batch_tokens", "val_every", "val_batches")
+
+
+def online(cfg: Config) -> bool:
+    return cfg.dpo.rounds > 1
+
+
+def uses_reward_model(cfg: Config) -> bool:
+    """Whether the run scores with the objective's reward model: as the online judge, or as the proxy."""
+    return cfg.dpo.proxy or (online(cfg) and cfg.dpo.judge == "rm")
+
+
+def scores_proxy(cfg: Config) -> bool:
+    """Whether held-out samples get a proxy score: dpo.proxy, or an objective that needs no reward stage
+    (gold, length, keyword, a reward model at objective.path), or one the online judge builds anyway."""
+    return not needs_reward_stage(cfg) or uses_reward_model(cfg)
+
+
+def upstream(cfg: Config) -> list[str]:
+    needs = [] if cfg.dpo.policy else ["sft"]
+    if not online(cfg) and not cfg.data.preferences.path:
+        needs.append("collect")
+    if uses_reward_model(cfg) and needs_reward_stage(cfg):
+        needs.append("reward")
+    return needs
+
+
+def check(cfg: Config) -> Iterator[str]:
+    """'key: message' for each setting this stage cannot run with (before anything is built)."""
+    t, dpo = cfg.trainer, cfg.dpo
+    if t.strategy != "auto" or str(t.devices) != "1" or t.num_nodes != 1:
+        yield (
+            f"trainer.strategy: stage dpo trains on one device for now, got strategy={t.strategy} "
+            f"devices={t.devices} num_nodes={t.num_nodes}; use trainer=cpu or trainer=gpu"
+        )
+    if dpo.rounds > dpo.max_steps:
+        yield f"dpo.rounds: {dpo.rounds} rounds need at least as many steps, dpo.max_steps={dpo.max_steps}"
+    if not online(cfg):
+        return
+    if cfg.data.preferences.path:
+        yield "data.preferences.path: online DPO (dpo.rounds >= 2) samples its own pairs, it reads none"
+    if dpo.rounds > cfg.collect.num_prompts:
+        yield (
+            f"dpo.rounds: {dpo.rounds} rounds need at least as many prompts, "
+            f"collect.num_prompts={cfg.collect.num_prompts}"
+        )
+    if dpo.judge == "rm" and cfg.objective.kind != "rm":
+        yield f"dpo.judge: judge=rm labels with the objective's reward model, objective={cfg.objective.kind}"
+    if dpo.judge == "labeler" and cfg.labeler.kind != "file" and cfg.gold is None:
+        yield f"labeler.kind: labeler={cfg.labeler.kind} simulates labels from the gold score, but gold=null"
+
+
+def key_config(cfg: Config) -> dict:
+    sampled = collect.key_config(cfg) if online(cfg) else {}
+    return {
+        "policy": cfg.dpo.policy,
+        "model": model_key(cfg),
+        "dpo": {k: v for k, v in without_seed(cfg.dpo).items() if k not in NOT_IN_KEY},
+        "preferences": None if online(cfg) else data_key(cfg, "preferences"),
+        "online": {k: sampled[k] for k in ("collect", "labeler", "prompts")} if online(cfg) else None,
+        "objective": dataclasses.asdict(cfg.objective) if scores_proxy(cfg) else None,
+        "gold": cfg.gold,
+        "peft": dataclasses.asdict(cfg.peft),
+        "eval_prompts": data_key(cfg, "eval_prompts"),
+        "seed": stage_seed(cfg, "dpo"),
+        "trainer": trainer_key(cfg),
+    }
+
+
+class _Steps(torch.utils.data.IterableDataset):
+    """What Lightning iterates: the numbers of the steps still to run (read after a checkpoint restore)."""
+
+    def __init__(self, module: DPOModule, max_steps: int):
+        self.module, self.max_steps = module, max_steps
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.module.step_count, self.max_steps))
+
+    def __len__(self) -> int:
+        return self.max_steps
+
+
+def pair_source(ctx: Context, out: Path, policy, tokenizer, reference: Reference | None) -> PairSource:
+    """Online rounds, or the offline pairs split by prompt; with the reference pass each set gets."""
+    cfg, pad = ctx.cfg, tokenizer.pad_token_id
+    budget = cfg.dpo.micro_batch_tokens or 4096  # a training pass's size, without gradients
+
+    def reference_pass(pairs):
+        return all_logps(policy, pairs, pad, budget, reference)[:2]  # (N,) chosen, (N,) rejected
+
+    ref = None if reference is None else reference_pass
+    if online(cfg):
+        prompts = ctx.prompts(cfg.data.prompts, "prompts", cfg.collect.num_prompts)
+        judge = objective_scorer(cfg, ctx.inputs, ctx.device) if cfg.dpo.judge == "rm" else None
+        return Online(cfg, prompts, tokenizer, out / ROUNDS, ref, judge)
+    collected = ctx.inputs.get("collect")
+    default = collected / "preferences.jsonl" if collected else None
+    pairs, name = read_examples(cfg.data.preferences, default, tokenizer, cfg.data.on_bad_row)
+    train, val = split_pairs(pairs, cfg.data.val_size, stage_seed(cfg, "dpo"))
+    log.info("%s: %d training and %d held-out pairs", name, len(train), len(val))
+    return Offline(
+        tokenize_pairs(train, tokenizer, cfg.data, name),
+        tokenize_pairs(val, tokenizer, cfg.data, f"{name}, held out"),
+        ref,
+        out,
+        cfg.dpo.max_steps,
+    )
+
+
+def build(ctx: Context, out: Path) -> dict[str, float]:
+    cfg, log_dir = ctx.cfg, ctx.log_dir("dpo")
+    log_dir.mkdir(parents=True, exist_ok=True)
+    start, settings = cfg.dpo.policy or ctx.inputs["sft"], folder_settings(cfg.model)
+    tokenizer = load_tokenizer(start, settings)
+    policy = apply_peft(load_causal_lm(start, settings, tokenizer), cfg.peft)
+    reference = None if cfg.dpo.loss == "simpo" else Reference(policy)  # SimPO: no reference at all
+    source = pair_source(ctx, out, policy, tokenizer, reference)
+    scorer = objective_scorer(cfg, ctx.inputs, ctx.device) if scores_proxy(cfg) else None
+    eval_prompts = ctx.prompts(cfg.data.eval_prompts, "eval_prompts", cfg.dpo.eval_prompts)
+    checkpoint = (ctx.checkpoint_dir or out) / CHECKPOINT
+    module = DPOModule(policy, tokenizer, cfg, source, reference, eval_prompts, scorer, out, checkpoint)
+    resume = cfg.resume == "auto" and checkpoint.is_file()
+    if resume:
+        log.info("dpo: resuming from %s", checkpoint)
+    else:  # a scratch folder left by a run killed before its first checkpoint
+        (out / EVALS).unlink(missing_ok=True)
+    progress_bar = [RichProgressBar()] if cfg.trainer.enable_progress_bar else []
+    trainer: L.Trainer = instantiate(
+        cfg.trainer,
+        max_epochs=1,
+        max_steps=-1,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=make_loggers(cfg, "dpo", log_dir),
+        callbacks=[SaveOnSigterm(checkpoint), *progress_bar],
+        enable_checkpointing=False,
+        default_root_dir=str(log_dir),
+    )
+    steps = torch.utils.data.DataLoader(_Steps(module, cfg.dpo.max_steps), batch_size=None)
+    trainer.fit(module, train_dataloaders=steps, ckpt_path=str(checkpoint) if resume else None)
+    export_model(module.policy, tokenizer, out, cfg.peft)
+    return module.metrics.final() | {f"dpo/data/{k}": v for k, v in source.pair_counts().items()}
