@@ -86,6 +86,23 @@ def read_evals(rl_artifact: str, log) -> list[dict]:
     return [{"step": step, **row} for step, row in sorted(by_step.items())]
 
 
+def signature(evals: list[dict]) -> dict:
+    """The overoptimization signature of one RL run's evaluations (step, kl, gold, reward = the proxy):
+    the gold peak, the trough (the lowest gold after the peak) and the end, with how far gold falls
+    after its peak (to the trough, to the end) and how far the proxy climbs after it."""
+    peak = max(evals, key=lambda e: e["gold"])
+    trough = min(evals[evals.index(peak) :], key=lambda e: e["gold"])
+    end = evals[-1]
+    points = {"start": evals[0], "peak": peak, "trough": trough, "end": end}
+    keys = {"step": "step", "kl": "kl", "gold": "gold", "reward": "proxy"}  # eval.jsonl -> column
+    row = {f"{name}_{column}": e[key] for name, e in points.items() for key, column in keys.items()}
+    return row | {
+        "gold_drop": peak["gold"] - trough["gold"],
+        "gold_drop_to_end": peak["gold"] - end["gold"],
+        "proxy_rise": end["reward"] - peak["reward"],
+    }
+
+
 def _curve_set(method: str, label: str, sources: list[tuple[str, list[dict]]], notes: list[str]) -> CurveSet:
     curves, (_, x, start) = CurveSet(method, label), METHODS[method]
     for source, rows in sources:

@@ -13,7 +13,6 @@ The ceiling is the best accuracy any model can expect against the labels:
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 from rlhf_lab.artifacts import read_manifest
 from rlhf_lab.fits import format_interval
 from rlhf_lab.report import Run
+from rlhf_lab.report_fits import read_evals, signature
 
 COLUMNS = [
     "pairs",
@@ -33,7 +33,8 @@ COLUMNS = [
     "peak_kl",
     "peak_step",
     "end_gold",
-    "end_proxy",
+    "gold_drop_to_end",
+    "proxy_rise",
 ]
 DIGITS = {"pairs": 0, "peak_kl": 1, "peak_step": 0}  # the others: 3
 
@@ -52,20 +53,6 @@ def label_ceiling(labeler: dict, collect: dict, reward: dict) -> float | None:
     return None
 
 
-def rl_peak(rl_artifact: Path) -> dict:
-    """Where gold peaked during RL (its evaluation with the highest gold), and where RL ended."""
-    evals = [json.loads(line) for line in open(rl_artifact / "eval.jsonl")]
-    best = max(evals, key=lambda e: e["gold"])
-    return {
-        "start_gold": evals[0]["gold"],
-        "peak_gold": best["gold"],
-        "peak_kl": best["kl"],
-        "peak_step": best["step"],
-        "end_gold": evals[-1]["gold"],
-        "end_proxy": evals[-1]["reward"],
-    }
-
-
 def run_row(run: Run) -> dict:
     """One run's reward-model metrics, with its RL gold peak when the run went on to RL."""
     reward = read_manifest(Path(run.artifacts["reward"]))["metrics"]
@@ -79,8 +66,8 @@ def run_row(run: Run) -> dict:
         "accuracy_minus_ceiling": None if ceiling is None else accuracy - ceiling,
         "gold_agreement": reward.get("reward/val/gold_accuracy"),
     }
-    if "rl" in run.artifacts:
-        row |= rl_peak(Path(run.artifacts["rl"]))
+    if "rl" in run.artifacts:  # where RL against this reward model put the gold peak
+        row |= signature(read_evals(run.artifacts["rl"], log=lambda: {}))
     return row
 
 

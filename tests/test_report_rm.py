@@ -1,11 +1,11 @@
-"""The reward-model tables of the data experiments: the ceiling each labeler allows, the RL gold peak,
-and one table line per configuration with its seeds' interval."""
-
-import json
+"""The tables of the experiments on overoptimization and the reward model's data: the signature of an
+RL run (peak, trough, end), the ceiling each labeler allows, one line per configuration with its
+seeds' interval."""
 
 import pytest
 
-from rlhf_lab.report_rm import label_ceiling, rl_peak, table
+from rlhf_lab.report_fits import signature
+from rlhf_lab.report_rm import label_ceiling, table
 
 REWARD = {"reward/val/bt_ceiling": 0.81}
 COLLECT = {"collect/label_ceiling": 0.74}
@@ -25,21 +25,20 @@ def test_label_ceiling_per_labeler(labeler, ceiling):
     assert label_ceiling(labeler, COLLECT, REWARD) == ceiling
 
 
-def test_rl_peak_is_the_evaluation_with_the_most_gold(tmp_path):
+def test_signature_finds_the_gold_peak_the_trough_after_it_and_the_end():
     evals = [
         {"step": 0, "gold": -0.1, "kl": 0.0, "reward": 0.0},
         {"step": 5, "gold": 0.4, "kl": 3.0, "reward": 0.5},
-        {"step": 10, "gold": 0.1, "kl": 9.0, "reward": 0.9},
+        {"step": 10, "gold": -0.5, "kl": 9.0, "reward": 0.9},
+        {"step": 15, "gold": 0.1, "kl": 12.0, "reward": 1.2},
     ]
-    (tmp_path / "eval.jsonl").write_text("".join(json.dumps(e) + "\n" for e in evals))
-    assert rl_peak(tmp_path) == {
-        "start_gold": -0.1,
-        "peak_gold": 0.4,
-        "peak_kl": 3.0,
-        "peak_step": 5,
-        "end_gold": 0.1,
-        "end_proxy": 0.9,
-    }
+    row = signature(evals)
+    assert (row["peak_step"], row["peak_kl"], row["peak_proxy"]) == (5, 3.0, 0.5)
+    assert (row["trough_step"], row["trough_gold"]) == (10, -0.5)
+    assert (row["start_gold"], row["end_step"], row["end_gold"]) == (-0.1, 15, 0.1)
+    assert row["gold_drop"] == pytest.approx(0.9)
+    assert row["gold_drop_to_end"] == pytest.approx(0.3)
+    assert row["proxy_rise"] == pytest.approx(0.7)
 
 
 def test_table_has_one_line_per_configuration_with_the_seed_interval():

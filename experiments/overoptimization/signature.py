@@ -10,46 +10,23 @@ Writes `signature.csv` (one row per run) and prints a Markdown table (one row pe
 from __future__ import annotations
 
 import csv
-import json
 import sys
 from collections import defaultdict
 from pathlib import Path
 
 from rlhf_lab.fits import format_interval
 from rlhf_lab.report import Run, find_runs
+from rlhf_lab.report_fits import read_evals, signature
 
 HERE = Path(__file__).resolve().parent
 SEEDS = ("seed", "rl.seed", "bon.seed", "reward_model.seed", "collect.seed")
 
 
 def run_row(run: Run) -> dict:
-    overrides = run.overrides
-    evals = [json.loads(line) for line in open(Path(run.artifacts["rl"]) / "eval.jsonl")]
-    peak = max(evals, key=lambda e: e["gold"])
-    trough = min(evals[evals.index(peak) :], key=lambda e: e["gold"])  # the lowest gold after the peak
-    end = evals[-1]
-    config = " ".join(f"{k}={v}" for k, v in sorted(overrides.items()) if k not in SEEDS)
-    seed = " ".join(f"{k}={v}" for k, v in sorted(overrides.items()) if k in SEEDS)
-    return {
-        "configuration": config or "default",
-        "seed": seed,
-        "start_gold": evals[0]["gold"],
-        "peak_step": peak["step"],
-        "peak_kl": peak["kl"],
-        "peak_gold": peak["gold"],
-        "peak_proxy": peak["reward"],
-        "trough_step": trough["step"],
-        "trough_kl": trough["kl"],
-        "trough_gold": trough["gold"],
-        "trough_proxy": trough["reward"],
-        "end_step": end["step"],
-        "end_kl": end["kl"],
-        "end_gold": end["gold"],
-        "end_proxy": end["reward"],
-        "max_proxy": max(e["reward"] for e in evals),
-        "gold_drop": peak["gold"] - trough["gold"],  # how far gold falls after its peak
-        "proxy_rise": end["reward"] - peak["reward"],  # how far the proxy climbs after the gold peak
-    }
+    config = " ".join(f"{k}={v}" for k, v in sorted(run.overrides.items()) if k not in SEEDS)
+    seed = " ".join(f"{k}={v}" for k, v in sorted(run.overrides.items()) if k in SEEDS)
+    evals = read_evals(run.artifacts["rl"], log=lambda: {})
+    return {"configuration": config or "default", "seed": seed} | signature(evals)
 
 
 def main(root: Path) -> None:
@@ -61,7 +38,16 @@ def main(root: Path) -> None:
     groups = defaultdict(list)
     for row in rows:
         groups[row["configuration"]].append(row)
-    columns = ["peak_kl", "peak_gold", "trough_kl", "trough_gold", "end_gold", "gold_drop", "proxy_rise"]
+    columns = [
+        "peak_kl",
+        "peak_gold",
+        "trough_kl",
+        "trough_gold",
+        "end_gold",
+        "gold_drop",
+        "gold_drop_to_end",
+        "proxy_rise",
+    ]
     print("| configuration | seeds | " + " | ".join(columns) + " |")
     print("|---|---:|" + "---:|" * len(columns))
     for config, group in groups.items():
