@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 import torch
+from torch import nn
 from transformers import (
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
@@ -202,6 +203,46 @@ def accepts(model: torch.nn.Module, argument: str) -> bool:
 def model_device(model: torch.nn.Module) -> torch.device:
     param = next(model.parameters(), None)
     return param.device if param is not None else torch.device("cpu")
+
+
+def decoder_layers(model: nn.Module) -> list[nn.Module]:
+    """The transformer blocks of a HF decoder (Llama-style: `self_attn` and `mlp`), LoRA-wrapped or not."""
+    return [m for m in model.modules() if hasattr(m, "self_attn") and hasattr(m, "mlp")]
+
+
+def add_training_dropout(model: nn.Module, p: float, key: str = "reward_model.dropout"):
+    """Dropout with probability p on attention probabilities (the attention modules' `attention_dropout`,
+    which HF applies only in train mode) and on each block's attention and MLP outputs, before they
+    are added to the residual stream (forward hooks, active only in train mode). The model's config is
+    left untouched, so nothing of this is saved. Returns a function that removes it all again. `key`: the
+    setting named when the model has no decoder layers."""
+    if p == 0:
+        return lambda: None
+    layers = decoder_layers(model)
+    if not layers:
+        raise ConfigError(f"{key}: found no decoder layers (modules with self_attn and mlp)")
+
+    def drop(module: nn.Module, args, output):
+        if not module.training:
+            return output
+        if isinstance(output, tuple):  # attention returns (hidden, weights)
+            return (nn.functional.dropout(output[0], p, training=True), *output[1:])
+        return nn.functional.dropout(output, p, training=True)
+
+    handles, attention = [], []
+    for layer in layers:
+        handles += [layer.self_attn.register_forward_hook(drop), layer.mlp.register_forward_hook(drop)]
+        if hasattr(layer.self_attn, "attention_dropout"):
+            attention.append((layer.self_attn, layer.self_attn.attention_dropout))
+            layer.self_attn.attention_dropout = p
+
+    def remove() -> None:
+        for h in handles:
+            h.remove()
+        for module, before in attention:
+            module.attention_dropout = before
+
+    return remove
 
 
 class eval_mode:

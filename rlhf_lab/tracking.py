@@ -135,7 +135,8 @@ def log_stage_metrics(
 
 def memory_mb(device) -> tuple[float, float]:
     """(current, peak) memory of this process in MiB: allocated CUDA memory on a GPU, else the resident
-    set size (Linux `/proc`, peak from `getrusage`)."""
+    set size (Linux `/proc`: VmRSS, and the peak VmHWM, which `reset_peak_memory` restarts; elsewhere
+    the peak from `getrusage`)."""
     import torch
 
     if torch.device(device).type == "cuda":
@@ -145,10 +146,26 @@ def memory_mb(device) -> tuple[float, float]:
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
     try:
-        status = Path("/proc/self/status").read_text()
-        current = (
-            int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1]) / 2**10
+        status = dict(
+            line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line
         )
-    except (OSError, StopIteration):
+        current = int(status["VmRSS"].split()[0]) / 2**10
+        peak = int(status["VmHWM"].split()[0]) / 2**10
+    except (OSError, KeyError, ValueError):
         current = peak
     return current, peak
+
+
+def reset_peak_memory(device) -> None:
+    """Restart the peak that `memory_mb` reports from the current memory, so that a stage reports its own
+    peak and not an earlier stage's or job's of the same process (a multirun runs its jobs in one
+    process): CUDA's peak statistics, or Linux's VmHWM (`/proc/self/clear_refs`); elsewhere nothing."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass

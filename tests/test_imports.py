@@ -15,7 +15,8 @@ FLOORS = [  # lowest first; a name covers a module and everything inside it
     ["world"],  # the tiny offline world
     ["data", "label"],  # sources, row formats, tokenization rules, DataModules; the labeling page
     ["models", "optim", "faults", "tracking"],  # loading and exporting models, training infrastructure
-    ["losses", "losses_dpo", "fits", "rollout", "scorers", "labelers", "evaluation"],  # maths, sampling
+    # maths, sampling
+    ["losses", "losses_dpo", "losses_pg", "fits", "rollout", "scorers", "labelers", "evaluation"],
     ["stages", "rl", "dpo"],  # the stages
     ["pipeline"],  # stage chaining and the cache
     ["cli", "api", "report", "report_fits", "report_rm"],  # entry points

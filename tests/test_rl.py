@@ -13,6 +13,7 @@ from rlhf_lab.artifacts import read_manifest
 from rlhf_lab.config import ConfigError
 from rlhf_lab.losses import gae, kl_penalized_rewards
 from rlhf_lab.pipeline import artifact_dir, ensure
+from rlhf_lab.rl.algorithms import ALGORITHMS
 from rlhf_lab.rl.experience import Experience, PromptStream, Reference, Share, micro_batches
 from rlhf_lab.rl.module import RLModule
 from rlhf_lab.rl.stage import CHECKPOINT
@@ -22,7 +23,7 @@ from tests.helpers import RL_FAST, SMALL, policy_weights, tiny_llama
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algo", ["ppo", "reinforce", "rloo", "grpo", "ppo-critic", "lora"])
+@pytest.mark.parametrize("algo", [*ALGORITHMS, "ppo-critic", "lora"])
 def test_every_algorithm_changes_the_policy_and_logs_its_metrics(algo, make_cfg, tmp_path):
     overrides = {
         "ppo-critic": [*SMALL, "algo=ppo", "objective=rm", "algo.value.model=critic", "algo.epochs=2"],
@@ -44,6 +45,11 @@ def test_every_algorithm_changes_the_policy_and_logs_its_metrics(algo, make_cfg,
         assert {"rl/train/clip_fraction", "rl/train/value_loss", "rl/train/explained_variance"} <= set(
             metrics
         )
+    if algo in ALGORITHMS and not ALGORITHMS[algo].on_policy:  # the raw importance ratios
+        assert {"rl/train/ratio_mean", "rl/train/ratio_max", "rl/train/clip_fraction"} <= set(metrics)
+        assert metrics["rl/train/ratio_max"] >= metrics["rl/train/ratio_mean"] > 0
+    for key in ("memory/peak_mb", "memory/weights_mb", "time/total"):
+        assert metrics[f"rl/train/{key}"] > 0, key
     if algo == "ppo":
         assert load_file(out / "value" / "head.safetensors")["weight"].shape == (
             1,
@@ -56,6 +62,16 @@ def test_every_algorithm_changes_the_policy_and_logs_its_metrics(algo, make_cfg,
     assert not (out / "checkpoints").exists(), "a finished artifact keeps no resume state"
     rows = (tmp_path / "rl" / "csv" / "metrics.csv").read_text().splitlines()
     assert "rl/train/reward" in rows[0] and len(rows) >= 3
+
+
+@pytest.mark.slow
+def test_dapo_learns_nothing_from_groups_whose_rewards_are_all_equal(make_cfg, tmp_path):
+    all_zero = ["objective=keyword", "objective.keywords=[zzzz]"]  # every completion scores 0
+    cfg = make_cfg(*RL_FAST, "algo=dapo", *all_zero, "algo.entropy_coef=0.1")  # the bonus alone would move it
+    out = ensure(cfg, "rl", tmp_path)
+    before, after = policy_weights(read_manifest(out)["inputs"]["sft"]), policy_weights(out)
+    assert all(torch.equal(before[k], after[k]) for k in before), "no update from dropped groups"
+    assert read_manifest(out)["metrics"]["rl/train/kept_fraction"] == 0
 
 
 @pytest.mark.slow
@@ -156,7 +172,7 @@ def test_tokens_after_eos_or_a_stop_token_carry_nothing():
     assert adv[junk].eq(0).all() and ret[junk].eq(0).all()
 
 
-@pytest.mark.parametrize("algo", ["ppo", "reinforce", "rloo", "grpo"])
+@pytest.mark.parametrize("algo", list(ALGORITHMS))
 def test_micro_batches_add_up_to_the_minibatch_gradient(algo, make_cfg):
     """Each loss term is a mean over tokens or over sequences; weighted by the micro-batch's share of
     either, the micro-batch gradients sum to the gradient of the whole minibatch."""
@@ -177,13 +193,16 @@ def test_micro_batches_add_up_to_the_minibatch_gradient(algo, make_cfg):
     n, width = rollout.response_ids.shape
     assert rollout.lengths().unique().numel() > 1, "the test needs ragged responses"
     noise = torch.randn(n, width, generator=g)
+    per_token = algo in ("ppo", "reinforce_pp")
     experience = Experience(
         rollout,
         old_logprobs=rollout.logprobs + 0.1 * noise,
         ref_logprobs=rollout.logprobs - 0.2 * noise,
-        advantages=torch.randn(n, width, generator=g) if algo == "ppo" else torch.randn(n, generator=g),
+        advantages=torch.randn(n, width, generator=g) if per_token else torch.randn(n, generator=g),
         old_values=torch.randn(n, width, generator=g) if algo == "ppo" else None,
         returns=torch.randn(n, width, generator=g) if algo == "ppo" else None,
+        keep=torch.tensor([True, True, False, False, True, True, True, True]) if algo == "dapo" else None,
+        max_new_tokens=8,
     )
     params = [p for p in module.parameters() if p.requires_grad]
 
@@ -195,7 +214,7 @@ def test_micro_batches_add_up_to_the_minibatch_gradient(algo, make_cfg):
     parts = micro_batches(lengths, budget=-(-int(lengths.sum()) // 3))
     assert len(parts) == 3 and sorted(torch.cat(parts).tolist()) == list(range(n))
     summed = [torch.zeros_like(p) for p in params]
-    response_mask = rollout.response_mask
+    response_mask = experience.mask  # the rows the loss trains on
     for index in parts:
         share = Share(tokens=response_mask[index].sum() / response_mask.sum(), rows=len(index) / n)
         for total, part in zip(summed, grads(module.loss(experience.select(index), share)[0]), strict=True):

@@ -33,6 +33,15 @@ def test_every_algo_file_names_an_entry_of_the_table(make_cfg):
         (["algo=reinforce", "algo.epochs=2"], "algo.epochs: algo=reinforce is an on-policy estimator"),
         (["algo=rloo", "algo.minibatches=2"], "algo.epochs: algo=rloo is an on-policy estimator"),
         (["algo=rloo", "rl.rollouts_per_step=10"], "rl.rollouts_per_step: must be a multiple"),
+        (
+            ["algo=dapo", "algo.samples_per_prompt=1"],
+            "algo.samples_per_prompt: algo=dapo compares the samples",
+        ),
+        (
+            ["algo=gspo", "algo.samples_per_prompt=1"],
+            "algo.samples_per_prompt: algo=gspo compares the samples",
+        ),
+        (["algo=rloo", "algo.clip_high=0.3"], "algo.clip_high: algo=rloo has no importance ratio"),
         (["algo.name=dpo"], "algo.name: 'dpo' is not one of ppo, reinforce, rloo, grpo"),
     ],
 )
@@ -101,3 +110,52 @@ def test_ppo_advantages_are_gae_with_its_value_targets():
     a0 = d0 + 0.95 * a1
     torch.testing.assert_close(advantages[1], torch.tensor([a0, a1, a2]))
     torch.testing.assert_close(returns, (advantages + values) * mask)
+
+
+def test_the_newer_entries_advantages_by_hand():
+    rewards, mask = _rewards([1.0, 2.0, 4.0, 7.0])
+    algo = AlgoConfig(name="dr_grpo", samples_per_prompt=2)
+    advantages, returns = ALGORITHMS["dr_grpo"].advantages(rewards, None, mask, algo, None)
+    assert returns is None
+    torch.testing.assert_close(advantages, torch.tensor([-0.5, 0.5, -1.5, 1.5]))  # r − mean, no std
+    algo = AlgoConfig(name="dapo", samples_per_prompt=2)
+    dapo, _ = ALGORITHMS["dapo"].advantages(rewards, None, mask, algo, None)
+    gspo, _ = ALGORITHMS["gspo"].advantages(rewards, None, mask, algo, None)
+    grpo, _ = ALGORITHMS["grpo"].advantages(rewards, None, mask, algo, None)
+    torch.testing.assert_close(dapo, grpo)
+    torch.testing.assert_close(gspo, grpo)
+
+    # REINFORCE++: per token, the return to go (rewards (r − 0.5, 0.5, 0.5)), whitened over the batch
+    advantages, _ = ALGORITHMS["reinforce_pp"].advantages(rewards, None, mask, AlgoConfig(), None)
+    assert advantages.shape == rewards.shape and advantages[0, -1] == 0  # row 0 is one token shorter
+    to_go = torch.tensor([[1.0, 0.5, 0.0], [2.0, 0.5, 0.0], [4.0, 0.5, 0.0], [7.0, 0.5, 0.0]])
+    real = to_go[mask.bool()]
+    expected = torch.where(mask.bool(), (to_go - real.mean()) / real.std(), torch.zeros(()))
+    torch.testing.assert_close(advantages, expected, atol=1e-5, rtol=0)
+
+
+def test_dapo_leaves_out_the_groups_whose_rewards_are_all_equal(make_cfg):
+    from rlhf_lab.rl.experience import Experience
+    from rlhf_lab.rl.module import RLModule
+    from rlhf_lab.rollout import generate
+    from rlhf_lab.tensors import left_pad
+    from tests.helpers import tiny_llama
+
+    module = RLModule(tiny_llama(), None, make_cfg("stage=rl", "algo=dapo"), [], [], None)
+    ids, mask = left_pad([[1, 5, 6]] * 4 + [[1, 7]] * 4 + [[1, 9, 4]] * 4, pad_token_id=0)
+    g = torch.Generator().manual_seed(0)
+    rollout = generate(
+        module.policy, ids, mask, max_new_tokens=8, eos_token_id=2, pad_token_id=0, generator=g
+    )
+    scores = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.0, 0.2, 0.0, 0.0])  # group 2 all equal
+    keep = ALGORITHMS["dapo"].keep(scores, 4)
+    assert keep.tolist() == [True] * 4 + [False] * 4 + [True] * 4
+    experience = Experience(
+        rollout, rollout.logprobs + 0.1, rollout.logprobs, torch.randn(12, generator=g), keep=keep
+    )
+    assert experience.mask[4:8].eq(0).all() and experience.mask[keep].equal(rollout.response_mask[keep])
+    loss, stats = module.loss(experience)
+    kept = keep.nonzero().squeeze(1)
+    loss_kept, stats_kept = module.loss(experience.select(kept))  # the same: a token mean over kept rows
+    torch.testing.assert_close(loss, loss_kept)
+    torch.testing.assert_close(stats["ratio_mean"], stats_kept["ratio_mean"])

@@ -228,7 +228,14 @@ class AlgoConfig:
     )
     epochs: int = setting(1, "passes over each batch of rollouts", gt=0)
     minibatches: int = setting(1, "optimizer steps per epoch (the rollouts split evenly)", gt=0)
-    clip: float = setting(0.2, "ppo/grpo: ratio clipping range ε (Schulman 2017)", gt=0)
+    clip: float = setting(
+        0.2,
+        "ratio clipping range ε (Schulman 2017) of every algorithm with a ratio; ε_low with clip_high",
+        gt=0,
+    )
+    clip_high: float | None = setting(
+        None, "upper ratio clipping range ε_high (DAPO's clip-higher, Yu 2025); null = algo.clip", gt=0
+    )
     baseline: str = setting(
         "none",
         "reinforce: baseline subtracted from the return; moving_average of past mean returns",
@@ -251,6 +258,20 @@ class AlgoConfig:
     entropy_coef: float = setting(0.0, "entropy bonus weight in the loss", ge=0)
     scale_logprobs: bool = setting(
         True, "log-probs from logits / sampling temperature, as sampled (Huang 2024); false = T=1"
+    )
+    truncate_logprobs: bool = setting(
+        True,
+        "the log-probs of ratios and KL are those of the distribution that sampled: rl.sampling's top-k / "
+        "top-p applied (the sampled token always kept) and renormalized, for the policy and the reference "
+        "alike; false = the untruncated softmax (what TRL and OpenRLHF trainers compute). No effect "
+        "without top-k / top-p",
+    )
+    dropout: float = setting(
+        0.0,
+        "dropout in the policy's forward passes of the update (attention probabilities and residual "
+        "branches); sampling, old and reference log-probs stay without it. Huang 2024: off (0)",
+        ge=0,
+        lt=1,
     )
 
 

@@ -11,10 +11,17 @@ An entry says what tells an algorithm apart:
                    per-sequence mean); otherwise the stage adds β·`losses.kl_loss`, a mean over sequences
     value_function / group / on_policy   what it needs: a value function, k ≥ 2 samples per prompt,
                    one update per batch (no importance ratio)
+    keep           which rows the update trains on, from the scores (N,) and k; None = all (DAPO leaves
+                   out the groups whose rewards are all equal)
 
-Loss aggregation of each entry: PPO a token mean over the minibatch; REINFORCE and RLOO a token sum
-over the number of sequences; GRPO a mean over sequences of each sequence's token mean.
-Adding an algorithm is one entry here, one pure loss in `losses.py` and one `conf/algo/` file.
+Loss aggregation of each entry (`losses_pg`):
+    a token mean over the minibatch                 ppo, dapo, reinforce_pp
+    a mean over sequences of each one's token mean  grpo; gspo (its log-ratio; then one term per sequence)
+    a token sum over a constant, mean over sequences  reinforce and rloo (the constant 1), dr_grpo
+                                                    (rl.sampling.max_new_tokens)
+Every entry with a ratio (all but reinforce and rloo) logs the raw ratios: ratio_mean, ratio_max and
+clip_fraction. Adding an algorithm is one entry here, one pure loss in `losses_pg.py` (re-exported by
+`losses.py`) and one `conf/algo/` file.
 """
 
 from __future__ import annotations
@@ -26,15 +33,21 @@ import torch
 
 from rlhf_lab.config import AlgoConfig
 from rlhf_lab.losses import (
+    dapo_loss,
+    dr_grpo_advantages,
+    dr_grpo_loss,
     explained_variance,
     gae,
     grpo_advantages,
     grpo_loss,
+    gspo_loss,
     masked_sum,
     ppo_policy_loss,
     reinforce_loss,
+    reinforce_pp_advantages,
     rloo_advantages,
     value_loss,
+    varied_groups,
 )
 from rlhf_lab.rl.experience import Experience
 
@@ -64,6 +77,7 @@ class Algorithm:
     value_function: bool = False
     group: bool = False
     on_policy: bool = False
+    keep: Callable[[Tensor, int], Tensor] | None = None  # (scores (N,), k) -> (N,) bool
 
 
 # ---------------------------------------------------------------------------------- advantages
@@ -90,10 +104,20 @@ def _group_normalized(rewards, values, mask, algo: AlgoConfig, baseline) -> tupl
     return grpo_advantages(_returns(rewards, mask), algo.samples_per_prompt), None
 
 
+def _group_centered(rewards, values, mask, algo: AlgoConfig, baseline) -> tuple[Tensor, None]:
+    return dr_grpo_advantages(_returns(rewards, mask), algo.samples_per_prompt), None
+
+
+def _batch_normalized(rewards, values, mask, algo: AlgoConfig, baseline) -> tuple[Tensor, None]:
+    return reinforce_pp_advantages(rewards, mask), None  # (N, T) per token
+
+
 # --------------------------------------------------------------------------------------- losses
 def _ppo(logprobs, values, batch: Experience, algo: AlgoConfig, beta: float) -> tuple[Tensor, Stats]:
     mask = batch.mask
-    loss, stats = ppo_policy_loss(logprobs, batch.old_logprobs, batch.advantages, mask, algo.clip)
+    loss, stats = ppo_policy_loss(
+        logprobs, batch.old_logprobs, batch.advantages, mask, algo.clip, algo.clip_high
+    )
     v_loss, v_stats = value_loss(values, batch.old_values, batch.returns, mask, algo.value.clip)
     stats |= v_stats | {
         "value_loss": v_loss.detach(),
@@ -104,10 +128,54 @@ def _ppo(logprobs, values, batch: Experience, algo: AlgoConfig, beta: float) -> 
 
 def _grpo(logprobs, values, batch: Experience, algo: AlgoConfig, beta: float) -> tuple[Tensor, Stats]:
     loss, stats = grpo_loss(
-        logprobs, batch.old_logprobs, batch.ref_logprobs, batch.advantages, batch.mask, algo.clip, beta
+        logprobs,
+        batch.old_logprobs,
+        batch.ref_logprobs,
+        batch.advantages,
+        batch.mask,
+        algo.clip,
+        beta,
+        algo.clip_high,
     )
     stats["kl_loss"] = stats.pop("kl")
     return loss, stats
+
+
+def _dr_grpo(logprobs, values, batch: Experience, algo: AlgoConfig, beta: float) -> tuple[Tensor, Stats]:
+    loss, stats = dr_grpo_loss(
+        logprobs,
+        batch.old_logprobs,
+        batch.ref_logprobs,
+        batch.advantages,
+        batch.mask,
+        constant=batch.max_new_tokens,  # the generation budget
+        clip=algo.clip,
+        clip_high=algo.clip_high,
+        beta=beta,
+    )
+    stats["kl_loss"] = stats.pop("kl")
+    return loss, stats
+
+
+def _dapo(logprobs, values, batch: Experience, algo: AlgoConfig, beta: float) -> tuple[Tensor, Stats]:
+    high = algo.clip if algo.clip_high is None else algo.clip_high
+    loss, stats = dapo_loss(
+        logprobs, batch.old_logprobs, batch.ref_logprobs, batch.advantages, batch.mask, algo.clip, high, beta
+    )
+    stats["kl_loss"] = stats.pop("kl")
+    return loss, stats
+
+
+def _gspo(logprobs, values, batch: Experience, algo: AlgoConfig, beta: float) -> tuple[Tensor, Stats]:
+    high = algo.clip if algo.clip_high is None else algo.clip_high
+    return gspo_loss(logprobs, batch.old_logprobs, batch.advantages, batch.mask, algo.clip, high)
+
+
+def _clipped(logprobs, values, batch: Experience, algo: AlgoConfig, beta: float) -> tuple[Tensor, Stats]:
+    """PPO's clipped surrogate without a value function (REINFORCE++)."""
+    return ppo_policy_loss(
+        logprobs, batch.old_logprobs, batch.advantages, batch.mask, algo.clip, algo.clip_high
+    )
 
 
 def _reinforce(logprobs, values, batch: Experience, algo: AlgoConfig, beta: float) -> tuple[Tensor, Stats]:
@@ -124,6 +192,17 @@ ALGORITHMS: dict[str, Algorithm] = {
     "rloo": Algorithm(_leave_one_out, _reinforce, "sequences", group=True, on_policy=True),
     # GRPO (Shao 2024): group-normalized advantages, clipped ratio per token, k3 KL in the loss
     "grpo": Algorithm(_group_normalized, _grpo, "sequences", owns_kl=True, group=True),
+    # Dr. GRPO (Liu 2025): GRPO without its std and length normalizations: r − mean(group), token sums
+    # over a constant
+    "dr_grpo": Algorithm(_group_centered, _dr_grpo, "sequences", owns_kl=True, group=True),
+    # DAPO (Yu 2025): decoupled clip range (ε_low, ε_high), a token mean over the batch, groups whose
+    # rewards are all equal left out
+    "dapo": Algorithm(_group_normalized, _dapo, "tokens", owns_kl=True, group=True, keep=varied_groups),
+    # GSPO (Zheng 2025): group-normalized advantages, a sequence-level ratio clipped per sequence
+    "gspo": Algorithm(_group_normalized, _gspo, "sequences", group=True),
+    # REINFORCE++ (Hu 2025): per-token returns to go normalized over the whole batch, PPO's clipped
+    # surrogate, no critic, KL per token in the reward
+    "reinforce_pp": Algorithm(_batch_normalized, _clipped, "tokens"),
 }
 
 
@@ -139,6 +218,8 @@ def problems(algo: AlgoConfig, rollouts_per_step: int) -> Iterator[str]:
         )
     if entry.value_function and algo.value.model == "none":
         yield f"algo.value.model: algo={algo.name} needs a value function (head or critic)"
+    if entry.on_policy and algo.clip_high is not None:
+        yield f"algo.clip_high: algo={algo.name} has no importance ratio to clip; use null"
     if entry.on_policy and algo.epochs * algo.minibatches > 1:
         yield (
             f"algo.epochs: algo={algo.name} is an on-policy estimator without an importance ratio, so it "

@@ -56,6 +56,8 @@ class Experience:
     advantages: torch.Tensor  # (N, T) per token or (N,) per sequence, as the algorithm computes them
     old_values: torch.Tensor | None = None  # (N, T) with a value function
     returns: torch.Tensor | None = None  # (N, T) with a value function: its targets
+    keep: torch.Tensor | None = None  # (N,) bool: the rows the loss trains on; None = all
+    max_new_tokens: int = 0  # the generation budget, rl.sampling.max_new_tokens (Dr. GRPO's constant)
 
     def select(self, index: torch.Tensor) -> Experience:
         """The rows `index` of every tensor (a minibatch)."""
@@ -66,7 +68,9 @@ class Experience:
 
     @property
     def mask(self) -> torch.Tensor:
-        return self.rollout.response_mask  # (N, T)
+        """(N, T) the response tokens the loss trains on: every one of a kept row."""
+        mask = self.rollout.response_mask  # (N, T)
+        return mask if self.keep is None else mask * self.keep.unsqueeze(1).to(mask.dtype)  # (N, T)
 
 
 def assemble(

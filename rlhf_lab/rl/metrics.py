@@ -19,7 +19,7 @@ import torch
 from rlhf_lab.data.chat import display
 from rlhf_lab.evaluation import held_out_generator, sample_with_kl, summarize
 from rlhf_lab.rollout import Rollout
-from rlhf_lab.tracking import memory_mb
+from rlhf_lab.tracking import memory_mb, reset_peak_memory
 
 log = logging.getLogger("rlhf_lab.rl")
 TABLE_ROWS = 16  # rollouts per W&B sample table
@@ -55,15 +55,18 @@ class Metrics:
         self.last_train: dict[str, float] = {}
         self.last_eval: dict[str, float] = {}
         self.memory_at_start = 0.0
+        self.train_seconds = 0.0  # the RL steps' wall time so far, evaluations left out (checkpointed)
 
     def start(self, module) -> None:
         self.memory_at_start = memory_mb(module.device)[0]  # models loaded, nothing run yet
+        reset_peak_memory(module.device)  # memory/peak_mb: this stage's peak, not an earlier job's
         if module.step_count == 0 and self.sft_gold is None:
             self.evaluate(module)  # the starting (SFT) policy: the baseline of the gains and the win rate
 
     def step_stats(self, module, rollout: Rollout, scores, gold, ended, stats: dict, timer: Timer) -> dict:
         """A step's metrics, averaged over the ranks."""
         seconds = sum(timer.seconds.values())
+        self.train_seconds += seconds
         stats = stats | {
             "reward": scores.mean().item(),
             "length": rollout.lengths().float().mean().item(),
@@ -71,9 +74,11 @@ class Metrics:
             "lr": module.optimizers().param_groups[0]["lr"],
             **{f"time/{k}": v for k, v in timer.seconds.items()},
             "time/step": seconds,
+            "time/total": self.train_seconds,
             "tokens_per_second": rollout.lengths().sum().item() / max(seconds, 1e-9),
             "memory/peak_mb": memory_mb(module.device)[1],
             "memory/at_start_mb": self.memory_at_start,
+            "memory/weights_mb": weights_mb(module),
         }
         if gold is not None:
             stats["gold"] = gold.mean().item()
@@ -138,15 +143,33 @@ class Metrics:
         return metrics
 
 
+def weights_mb(module) -> float:
+    """MiB of the tensors that the algorithm and its settings keep in memory for the whole run: the
+    weights of the policy, the value head or critic and the reference's frozen copy (none with LoRA), and
+    the optimizer's state. Counted, not measured: the same on every machine, unlike the peak."""
+    tensors = {id(p): p for p in module.parameters()}  # the policy, value head, critic
+    if module.reference.copy is not None:
+        tensors |= {id(p): p for p in module.reference.copy.parameters()}
+    for state in module.optimizers().optimizer.state.values():
+        tensors |= {id(v): v for v in state.values() if torch.is_tensor(v)}
+    return sum(t.numel() * t.element_size() for t in tensors.values()) / 2**20
+
+
 def _mean_over_ranks(module, stats: dict[str, float]) -> dict[str, float]:
-    """Each metric averaged over the ranks (each drew its own rollouts), in one all-reduce; the
-    adaptive β then follows the same KL on every rank."""
+    """Each metric averaged over the ranks (each drew its own rollouts), a maximum (`*_max`) the largest,
+    in one all-reduce each; the adaptive β then follows the same KL on every rank."""
     if module.trainer.world_size < 2:
         return stats
-    keys = sorted(stats)
-    values = torch.tensor([stats[k] for k in keys], dtype=torch.float64, device=module.device)
-    values = module.trainer.strategy.reduce(values, reduce_op="mean")
-    return dict(zip(keys, values.tolist(), strict=True))
+    reduced = {}
+    for op, keys in (
+        ("mean", [k for k in sorted(stats) if not k.endswith("_max")]),
+        ("max", [k for k in sorted(stats) if k.endswith("_max")]),
+    ):
+        if keys:
+            values = torch.tensor([stats[k] for k in keys], dtype=torch.float64, device=module.device)
+            values = module.trainer.strategy.reduce(values, reduce_op=op)
+            reduced |= dict(zip(keys, values.tolist(), strict=True))
+    return reduced
 
 
 def _log(module, metrics: dict[str, float]) -> None:

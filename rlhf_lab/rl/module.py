@@ -6,6 +6,7 @@ between algorithms is one entry of `rl.algorithms.ALGORITHMS`; nothing here bran
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections import defaultdict
@@ -20,6 +21,7 @@ from rlhf_lab.data.chat import Prompt
 from rlhf_lab.data.prompts import encode_prompts
 from rlhf_lab.faults import FaultGuard
 from rlhf_lab.losses import AdaptiveKLController, FixedKLController, kl_loss, masked_mean
+from rlhf_lab.models import add_training_dropout, eval_mode
 from rlhf_lab.optim import build_optimizer
 from rlhf_lab.rl.algorithms import ALGORITHMS, MovingAverage
 from rlhf_lab.rl.experience import (
@@ -69,7 +71,9 @@ class RLModule(L.LightningModule):
         self.algorithm = ALGORITHMS[self.algo.name]
         self.value_head = self._value_head(policy) if self.algo.value.model == "head" else None
         self.reference = Reference(policy)
-        self.train()  # models load in eval mode; train mode is harmless: dropout is already off
+        # dropout is off in every model (Huang 2024); algo.dropout > 0 puts it back into the update's passes
+        add_training_dropout(policy, self.algo.dropout, key="algo.dropout")  # not in the reference's copy
+        self.train()  # models load in eval mode; the update runs in train mode, everything else in eval
         self.inputs = inputs  # upstream artifacts: the objective's reward model, if any
         max_prompt = cfg.data.max_prompt_length
         self.prompts, self.eval_prompts = prompts, eval_prompts
@@ -84,8 +88,12 @@ class RLModule(L.LightningModule):
             if kl.adaptive
             else FixedKLController(kl.beta)
         )
-        # the temperature of every log-prob: the sampling one (Huang 2024), or 1 with scale_logprobs=false
-        self.temperature = self.settings.sampling.temperature if self.algo.scale_logprobs else 1.0
+        # the distribution of every log-prob of ratios and KL: the sampling temperature (Huang 2024), or 1
+        # with scale_logprobs=false; the sampler's top-k / top-p with truncate_logprobs (see the README)
+        sampling = self.settings.sampling
+        self.temperature = sampling.temperature if self.algo.scale_logprobs else 1.0
+        truncated = self.algo.truncate_logprobs
+        self.truncation = dict(top_k=sampling.top_k, top_p=sampling.top_p) if truncated else {}
         self.stop_token_id = self._stop_token_id(self.algo.stop_token)
         self.step_count = 0  # RL steps done: the position in the prompt stream
         self.baseline = MovingAverage(self.algo.baseline_decay)  # reinforce's
@@ -166,6 +174,7 @@ class RLModule(L.LightningModule):
             eos_token_id=self.tokenizer.eos_token_id,
             pad_token_id=pad,
             generator=generator,
+            truncated_logprobs=self.algo.truncate_logprobs,
             **generation_args(self.settings.sampling),
         )
         return rollout if self.stop_token_id is None else rollout.truncate_after(self.stop_token_id, pad)
@@ -204,6 +213,7 @@ class RLModule(L.LightningModule):
             self.policy,
             rollout,
             self.temperature,
+            **self.truncation,
             return_entropy=True,
             entropy_grad=self.algo.entropy_coef > 0,
             return_hidden=self.value_head is not None,
@@ -216,23 +226,39 @@ class RLModule(L.LightningModule):
 
     @torch.no_grad()
     def experience(self, rollout: Rollout, scores: torch.Tensor) -> tuple[Experience, dict[str, float]]:
-        """Old and reference log-probs (N, T), values, then `experience.assemble`."""
-        budget = self.settings.micro_batch_tokens
-        if self.value_head is not None or self.temperature != self.settings.sampling.temperature:
-            # A fresh pass (it also gives the value head's values); else generation's own log-probs,
-            # which equal a fresh pass.
-            old_logprobs, values = in_parts(rollout, self._logprobs_and_values, budget)  # (N, T) each
-        else:
-            old_logprobs, values = rollout.logprobs, None  # (N, T)
-            if self.critic is not None:
-                values = in_parts(rollout, functools.partial(critic_values, self.critic), budget)  # (N, T)
-        ref_logprobs = in_parts(
-            rollout, lambda part: self.reference(self.policy, part, self.temperature), budget
-        )
+        """`experience.assemble` from the old and reference log-probs and the values; the rows the
+        algorithm keeps (`Algorithm.keep`) and the generation budget."""
+        old_logprobs, ref_logprobs, values = self.before_update(rollout)  # (N, T) each; values or None
         advantages_of = functools.partial(self.algorithm.advantages, algo=self.algo, baseline=self.baseline)
-        return assemble(
+        experience, stats = assemble(
             rollout, scores, old_logprobs, ref_logprobs, values, self.algo, advantages_of, self.kl_ctl.value
         )
+        keep = None
+        if self.algorithm.keep is not None:
+            keep = self.algorithm.keep(scores, self.algo.samples_per_prompt)  # (N,) bool
+            stats["kept_fraction"] = keep.float().mean().item()
+        budget = self.settings.sampling.max_new_tokens
+        return dataclasses.replace(experience, keep=keep, max_new_tokens=budget), stats
+
+    def before_update(self, rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Old and reference log-probs (N, T) and values (N, T) or None, in eval mode (algo.dropout acts in
+        the update only)."""
+        budget = self.settings.micro_batch_tokens
+        with eval_mode(self.policy):
+            if self.value_head is not None or self.temperature != self.settings.sampling.temperature:
+                # A fresh pass (it also gives the value head's values); else generation's own log-probs,
+                # which equal a fresh pass (generate returns those of the same distribution).
+                old_logprobs, values = in_parts(rollout, self._logprobs_and_values, budget)  # (N, T) each
+            else:
+                old_logprobs, values = rollout.logprobs, None  # (N, T)
+                if self.critic is not None:
+                    values = in_parts(rollout, functools.partial(critic_values, self.critic), budget)
+            ref_logprobs = in_parts(
+                rollout,
+                lambda part: self.reference(self.policy, part, self.temperature, **self.truncation),
+                budget,
+            )  # (N, T)
+        return old_logprobs, ref_logprobs, values
 
     def _logprobs_and_values(self, rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor | None]:
         stats, values = self.forward(rollout)
@@ -246,7 +272,10 @@ class RLModule(L.LightningModule):
         totals: dict[str, list[torch.Tensor]] = defaultdict(list)
         for _ in range(self.algo.epochs):
             for index in torch.randperm(n, device=self.device).split(n // self.algo.minibatches):
-                stats = self.accumulate(experience.select(index))
+                minibatch = experience.select(index)
+                if minibatch.keep is not None and self._max_over_ranks(int(minibatch.mask.sum())) == 0:
+                    continue  # every row left out (e.g. DAPO's equal-reward groups), on every rank
+                stats = self.accumulate(minibatch)
                 if stats is None:
                     continue  # a non-finite loss: this minibatch's update is skipped
                 if (grad_norm := self.guard.check_grads(self, self.step_count)) is None:
@@ -257,7 +286,7 @@ class RLModule(L.LightningModule):
                 for key, value in stats.items():
                     totals[key].append(value.detach().float())
         self.lr_schedulers().step()
-        metrics = {k: torch.stack(v).mean().item() for k, v in totals.items()}
+        metrics = {k: _reduce(k, torch.stack(v)).item() for k, v in totals.items()}
         return metrics | {"skipped_updates": float(self.guard.skipped)}
 
     def accumulate(self, minibatch: Experience) -> dict[str, torch.Tensor] | None:
@@ -279,7 +308,10 @@ class RLModule(L.LightningModule):
                 return None
             self.manual_backward(loss)
             for key, value in part_stats.items():
-                stats[key] += (value if key == "loss" else share.tokens * value).detach()
+                if key.endswith("_max"):  # a maximum, not a mean (ratio_max)
+                    stats[key] = torch.maximum(stats[key], value.detach())
+                else:
+                    stats[key] += (value if key == "loss" else share.tokens * value).detach()
         return dict(stats)
 
     def _max_over_ranks(self, count: int) -> int:
@@ -324,12 +356,19 @@ class RLModule(L.LightningModule):
             "baseline": self.baseline.value,
             "sft_gold": self.metrics.sft_gold,
             "rng": rng_state(self.generator),
+            "train_seconds": self.metrics.train_seconds,
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint["rl"]
         self.step_count, self.baseline.value = state["step_count"], state["baseline"]
         self.metrics.sft_gold, self._restored_rng = state["sft_gold"], state["rng"]
+        self.metrics.train_seconds = state.get("train_seconds", 0.0)  # older checkpoints lack it
         self.kl_ctl.load_state_dict(state["kl_controller"])
         if self.global_rank == 0:
             self.metrics.keep_evals_until(self.step_count)
+
+
+def _reduce(key: str, values: torch.Tensor) -> torch.Tensor:
+    """A metric over a step's minibatches: the largest of a maximum (`*_max`), else the mean."""
+    return values.max() if key.endswith("_max") else values.mean()

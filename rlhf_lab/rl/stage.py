@@ -44,6 +44,9 @@ DISTRIBUTED = True  # trains with a Lightning Trainer: under DDP every rank take
 CHECKPOINT = Path(CHECKPOINTS) / "last.ckpt"
 # rl settings that do not change the artifact (micro-batches change only the order of float sums)
 NOT_IN_KEY = ("samples_every", "checkpoint_every", "micro_batch_tokens")
+# algo settings added after artifacts were built: at these values they compute what those artifacts did,
+# so they stay out of the key there and the artifacts keep their keys
+ADDED_ALGO_SETTINGS = {"clip_high": None, "dropout": 0.0}
 
 
 def upstream(cfg: Config) -> list[str]:
@@ -59,7 +62,7 @@ def key_config(cfg: Config) -> dict:
     return {
         "policy": cfg.rl.policy,
         "model": model_key(cfg),
-        "algo": dataclasses.asdict(cfg.algo),
+        "algo": algo_key(cfg),
         "rl": {k: v for k, v in without_seed(cfg.rl).items() if k not in NOT_IN_KEY},
         "objective": dataclasses.asdict(cfg.objective),
         "gold": cfg.gold,
@@ -69,6 +72,19 @@ def key_config(cfg: Config) -> dict:
         "seed": stage_seed(cfg, "rl"),
         "trainer": trainer_key(cfg),
     }
+
+
+def algo_key(cfg: Config) -> dict:
+    """The algo settings in the key: `ADDED_ALGO_SETTINGS` only away from their old values, and
+    truncate_logprobs only where rl.sampling truncates (top-k or top-p: before the setting existed such
+    runs used the untruncated log-probs, so they must not be reused for its default, true)."""
+    algo = dataclasses.asdict(cfg.algo)
+    for name, old in ADDED_ALGO_SETTINGS.items():
+        if algo[name] == old:
+            del algo[name]
+    if cfg.rl.sampling.top_k == 0 and cfg.rl.sampling.top_p == 1.0:
+        del algo["truncate_logprobs"]
+    return algo
 
 
 class _Steps(torch.utils.data.IterableDataset):

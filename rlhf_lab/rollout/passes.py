@@ -13,6 +13,7 @@ from torch import nn
 from rlhf_lab.losses import entropy_from_logprobs
 from rlhf_lab.models import accepts, eval_mode, model_device, unwrap
 from rlhf_lab.rollout.batch import ResponseStats, Rollout
+from rlhf_lab.rollout.sampling import truncate
 from rlhf_lab.tensors import position_ids_from_mask
 
 log = logging.getLogger("rlhf_lab.rollout")
@@ -23,20 +24,24 @@ def response_logprobs(
     rollout: Rollout,
     temperature: float = 1.0,
     *,
+    top_k: int = 0,
+    top_p: float = 1.0,
     return_entropy: bool = False,
     entropy_grad: bool = False,
     return_logits: bool = False,
     return_hidden: bool = False,
 ) -> torch.Tensor | ResponseStats:
-    """(B, T) log-probs of the response tokens under log_softmax(logits / temperature).
+    """(B, T) log-probs of the response tokens under log_softmax(logits / temperature), or, with `top_k`
+    / `top_p`, under that distribution truncated as the sampler truncates it (`sampling.truncate`, the
+    response tokens always kept) and renormalized: the distribution that sampled.
 
     A fresh forward pass over prompt + response with the same position ids as generation, padding-free
     when the model supports it (:func:`response_states`); 0 where response_mask is 0. Runs with
     gradients if enabled (the RL step calls it that way) and leaves the model's train/eval mode alone.
     With `return_entropy` / `return_logits`, returns a :class:`ResponseStats` (logprobs, entropy (B, T),
-    logits / temperature (B, T, V)); the entropy carries a gradient only with `entropy_grad` (a loss
-    term, not just a metric). With `return_hidden`, also the last hidden states (B, T, d) at the same
-    positions as the logits.
+    logits / temperature (B, T, V), truncated with top_k / top_p); the entropy carries a gradient only
+    with `entropy_grad` (a loss term, not just a metric). With `return_hidden`, also the last hidden
+    states (B, T, d) at the same positions as the logits.
     """
     device = model_device(model)
     rollout = rollout.to(device)
@@ -57,6 +62,7 @@ def response_logprobs(
     logits = logits.float()  # (B, T, V)
     if temperature != 1.0:
         logits = logits / temperature  # (B, T, V)
+    logits = truncate(logits, top_k, top_p, keep=rollout.response_ids)  # (B, T, V)
     logp_all = logits.log_softmax(dim=-1)  # (B, T, V)
     resp_mask = rollout.response_mask.bool()  # (B, T)
     logp = logp_all.gather(-1, rollout.response_ids.unsqueeze(-1)).squeeze(-1)  # (B, T)

@@ -38,6 +38,23 @@ def _filter_top_p(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     return torch.empty_like(logits).scatter_(-1, order, sorted_logits)  # (B, V)
 
 
+def truncate(
+    logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0, keep: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(..., V) logits with every token outside the top-k / top-p set at -inf, as `_select` samples; the
+    set is found without gradient, the kept logits keep theirs. `keep` (...,): token ids kept whatever
+    (the sampled tokens, when a fresh pass replays the truncation: after an update, or by a last-bit
+    difference at the boundary, a sampled token may fall outside the set and get log-prob -inf)."""
+    if top_k <= 0 and top_p >= 1.0:
+        return logits
+    flat = logits.reshape(-1, logits.shape[-1])  # (N, V)
+    with torch.no_grad():
+        dropped = _filter_top_p(_filter_top_k(flat.detach(), top_k), top_p).isneginf()  # (N, V)
+        if keep is not None:
+            dropped.scatter_(-1, keep.reshape(-1, 1), False)
+    return flat.masked_fill(dropped, float("-inf")).view(logits.shape)  # (..., V)
+
+
 def _sample(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """(B,) one draw per row of (B, V) probs by inverse CDF: a single uniform per row, no sync.
 
@@ -57,11 +74,14 @@ def _select(
     top_k: int,
     top_p: float,
     generator: torch.Generator | None,
+    truncated_logprobs: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Next token (B,) and its log-prob (B,) under log_softmax(logits / T) (T = 1 if greedy).
 
-    The log-prob is that of the temperature-scaled distribution BEFORE top-k / top-p filtering,
-    which is what a fresh forward pass (:func:`response_logprobs`) reproduces.
+    The log-prob is that of the temperature-scaled distribution before top-k / top-p filtering, or,
+    with `truncated_logprobs`, that of the distribution that sampled (filtered and renormalized): a
+    fresh forward pass (:func:`response_logprobs` with or without the same top_k / top_p) reproduces
+    either.
     """
     logits = logits.float()  # (B, V)
     if greedy:
@@ -69,8 +89,8 @@ def _select(
         token = logits.argmax(dim=-1)  # (B,)
     else:
         scaled = logits / temperature if temperature != 1.0 else logits  # (B, V)
-        logp = scaled.log_softmax(dim=-1)  # (B, V)
         filtered = _filter_top_p(_filter_top_k(scaled, top_k), top_p)  # (B, V)
+        logp = (filtered if truncated_logprobs else scaled).log_softmax(dim=-1)  # (B, V)
         token = _sample(filtered.softmax(dim=-1), generator)  # (B,)
     token_logp = logp.gather(-1, token.unsqueeze(-1)).squeeze(-1)  # (B,)
     return token, token_logp
@@ -167,6 +187,7 @@ def generate(
     top_p: float = 1.0,
     do_sample: bool = True,
     generator: torch.Generator | None = None,
+    truncated_logprobs: bool = False,
 ) -> Rollout:
     """Sample (or greedily decode) responses for left-padded prompts with a KV cache.
 
@@ -174,7 +195,8 @@ def generate(
     Each response stops at EOS (kept and masked-in); the loop stops when all rows are done or
     after `max_new_tokens`. Greedy when ``do_sample`` is False or ``temperature`` is 0.
     Log-probs are log_softmax(logits / temperature) at the chosen token (temperature 1 if
-    greedy), unfiltered by top-k/top-p, in float32. The returned tensors are ordinary
+    greedy), unfiltered by top-k/top-p, in float32; with `truncated_logprobs`, those of the
+    filtered, renormalized distribution that sampled. The returned tensors are ordinary
     (non-inference) tensors, safe to feed into a later forward pass with gradients.
     """
     prompt_ids, prompt_mask = _checked(prompt_ids, prompt_mask, model_device(model))  # (B, P) each
@@ -187,7 +209,13 @@ def generate(
         )
     greedy = not do_sample or temperature == 0
     pick = partial(
-        _select, greedy=greedy, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator
+        _select,
+        greedy=greedy,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        generator=generator,
+        truncated_logprobs=truncated_logprobs,
     )
     with eval_mode(model), torch.inference_mode():
         response, mask, logprobs = _decode_loop(

@@ -31,12 +31,19 @@ import torch
 from torch import nn
 
 from rlhf_lab.artifacts import read_manifest, worker_rank
-from rlhf_lab.config import Config, ConfigError, RewardModelConfig
+from rlhf_lab.config import Config, RewardModelConfig
 from rlhf_lab.data.formats import read_examples
 from rlhf_lab.data.preferences import PreferenceDataModule
 from rlhf_lab.faults import FaultGuard
 from rlhf_lab.losses import bradley_terry_loss, pairwise_differences
-from rlhf_lab.models import apply_peft, export_model, load_reward_model, load_tokenizer, reward_logits
+from rlhf_lab.models import (
+    add_training_dropout,
+    apply_peft,
+    export_model,
+    load_reward_model,
+    load_tokenizer,
+    reward_logits,
+)
 from rlhf_lab.optim import build_optimizer
 from rlhf_lab.scorers import RewardModelScorer
 from rlhf_lab.seeds import stage_seed, without_seed
@@ -105,45 +112,6 @@ def calibration_error(p_chosen: torch.Tensor, bins: int = 10) -> float:
         if in_bin.any():
             error += in_bin.float().mean() * (confidence[in_bin].mean() - correct[in_bin].mean()).abs()
     return error.item()
-
-
-def decoder_layers(model: nn.Module) -> list[nn.Module]:
-    """The transformer blocks of a HF decoder (Llama-style: `self_attn` and `mlp`), LoRA-wrapped or not."""
-    return [m for m in model.modules() if hasattr(m, "self_attn") and hasattr(m, "mlp")]
-
-
-def add_training_dropout(model: nn.Module, p: float):
-    """Dropout with probability p on attention probabilities (the attention modules' `attention_dropout`,
-    which HF applies only in train mode) and on each block's attention and MLP outputs, before they
-    are added to the residual stream (forward hooks, active only in train mode). The model's config is
-    left untouched, so nothing of this is saved. Returns a function that removes it all again."""
-    if p == 0:
-        return lambda: None
-    layers = decoder_layers(model)
-    if not layers:
-        raise ConfigError("reward_model.dropout: found no decoder layers (modules with self_attn and mlp)")
-
-    def drop(module: nn.Module, args, output):
-        if not module.training:
-            return output
-        if isinstance(output, tuple):  # attention returns (hidden, weights)
-            return (nn.functional.dropout(output[0], p, training=True), *output[1:])
-        return nn.functional.dropout(output, p, training=True)
-
-    handles, attention = [], []
-    for layer in layers:
-        handles += [layer.self_attn.register_forward_hook(drop), layer.mlp.register_forward_hook(drop)]
-        if hasattr(layer.self_attn, "attention_dropout"):
-            attention.append((layer.self_attn, layer.self_attn.attention_dropout))
-            layer.self_attn.attention_dropout = p
-
-    def remove() -> None:
-        for h in handles:
-            h.remove()
-        for module, before in attention:
-            module.attention_dropout = before
-
-    return remove
 
 
 class WeightEMA:
