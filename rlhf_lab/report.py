@@ -14,6 +14,7 @@ Writes to `<dir>/report/` (or `--out`):
     overoptimization.png   proxy against gold during training (and over n for best-of-n)
     bon_vs_rl.png          best-of-n and RL on the same axes: gold and proxy against √KL
     fits.png               the fits: each seed's points, the seed band, the fitted curves, the peaks
+    frontier.{csv,md,png}  final gold against KL per method: DPO and RL over β, best-of-n over n
 Runs that differ only in `seed` or a `<stage>.seed` are one configuration's seeds.
 """
 
@@ -30,12 +31,12 @@ from pathlib import Path
 
 import yaml
 
-from rlhf_lab import fits
+from rlhf_lab import fits, report_frontier
 from rlhf_lab.artifacts import LOG_FILE, RESULT_FILE
 from rlhf_lab.report_fits import fit_configurations, plot_fits, read_evals, write_fits
 
 IGNORED_OVERRIDES = ("hydra", "seed", "logger", "trainer.enable_progress_bar")  # not a configuration
-HEADLINE = ["rl/eval/gold", "rl/eval/reward", "rl/eval/kl", "rl/eval/win_rate", "rl/eval/gold_gain"]
+HEADLINE = [f"{s}/eval/{m}" for s in ("rl", "dpo") for m in ("gold", "reward", "kl", "win_rate", "gold_gain")]
 
 
 @dataclass
@@ -377,6 +378,7 @@ def report(root: Path, out: Path | None = None) -> tuple[str, list[Path]]:
     out.mkdir(parents=True, exist_ok=True)
     fitted = fit_runs(runs)
     markdown = write_tables(runs, out) + "\n" + write_fits(*fitted, out)
+    markdown += report_frontier.write_frontier(runs, out)  # DPO, RL and best-of-n: gold against KL
     return markdown, plot_all(runs, out, fitted)
 
 
