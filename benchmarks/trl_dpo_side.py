@@ -63,6 +63,38 @@ def read_pairs(path: str) -> list[dict]:
     return [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows]
 
 
+def dpo_config(args, out_dir: str) -> trl.DPOConfig:
+    """The benchmark's settings as TRL's config: CPU, fp32, no logging, evaluation or saving."""
+    return trl.DPOConfig(
+        output_dir=out_dir,
+        use_cpu=True,
+        bf16=False,
+        fp16=False,
+        per_device_train_batch_size=args.batch_size,
+        gradient_accumulation_steps=1,
+        max_steps=args.steps,
+        learning_rate=args.lr,
+        lr_scheduler_type="constant_with_warmup",
+        warmup_steps=WARMUP_LR_STEPS,
+        optim="adamw_torch",  # torch.optim.AdamW, as rlhf_lab
+        adam_beta1=BETAS[0],
+        adam_beta2=BETAS[1],
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        max_length=args.max_length,
+        beta=args.beta,
+        loss_type=["sigmoid"],
+        precompute_ref_log_probs=True,
+        report_to="none",
+        logging_strategy="no",
+        save_strategy="no",
+        eval_strategy="no",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        seed=0,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--policy", required=True, help="HF folder of the starting policy (and tokenizer)")
@@ -84,34 +116,7 @@ def main() -> None:
 
     timer = StepTimer()
     with tempfile.TemporaryDirectory(prefix="trl_dpo_side_") as out_dir:
-        config = trl.DPOConfig(
-            output_dir=out_dir,
-            use_cpu=True,
-            bf16=False,
-            fp16=False,
-            per_device_train_batch_size=args.batch_size,
-            gradient_accumulation_steps=1,
-            max_steps=args.steps,
-            learning_rate=args.lr,
-            lr_scheduler_type="constant_with_warmup",
-            warmup_steps=WARMUP_LR_STEPS,
-            optim="adamw_torch",  # torch.optim.AdamW, as rlhf_lab
-            adam_beta1=BETAS[0],
-            adam_beta2=BETAS[1],
-            weight_decay=0.0,
-            max_grad_norm=1.0,
-            max_length=args.max_length,
-            beta=args.beta,
-            loss_type=["sigmoid"],
-            precompute_ref_log_probs=True,
-            report_to="none",
-            logging_strategy="no",
-            save_strategy="no",
-            eval_strategy="no",
-            disable_tqdm=True,
-            dataloader_num_workers=0,
-            seed=0,
-        )
+        config = dpo_config(args, out_dir)
         tokenizer = AutoTokenizer.from_pretrained(args.policy)
         model = AutoModelForCausalLM.from_pretrained(args.policy, dtype=torch.float32)
         trainer = CountingDPOTrainer(

@@ -38,9 +38,7 @@ from tests.helpers import (
 )
 
 # DPO on the debug world's collected pairs: a few steps, evaluated on a few held-out prompts
-DPO_FAST = [
-    *SMALL,
-    "stage=dpo",
+DPO_SMALL = [
     "dpo.max_steps=4",
     "dpo.batch_size=8",
     "dpo.lr=1e-3",
@@ -50,6 +48,7 @@ DPO_FAST = [
     "dpo.sampling.max_new_tokens=12",
     "dpo.checkpoint_every=2",
 ]
+DPO_FAST = [*SMALL, "stage=dpo", *DPO_SMALL]
 ONLINE = ["dpo.rounds=2", "collect.num_prompts=24"]  # two rounds of 12 prompts x 3 samples
 
 
@@ -281,3 +280,51 @@ def test_online_dpo_killed_in_its_second_round_resumes_to_an_uninterrupted_runs_
     uninterrupted = saved_weights(artifact)
     assert all(torch.equal(resumed[k], uninterrupted[k]) for k in uninterrupted)
     assert resumed_evals == (artifact / "eval.jsonl").read_text()
+
+
+@pytest.mark.slow
+def test_eval_compares_sft_rl_dpo_and_best_of_n_in_one_table(make_cfg, tmp_path):
+    from rlhf_lab.api import run
+    from tests.helpers import EVAL_SMALL, RL_SMALL
+
+    cfg = make_cfg(
+        "experiment=dpo",
+        *SMALL,
+        *DPO_SMALL,
+        *RL_SMALL,
+        *EVAL_SMALL,
+        "pipeline=[pretrain,sft,collect,reward,rl,bon,dpo,eval]",
+        "eval.policies=[rl,dpo]",
+        "eval.bon=true",
+        "eval.proxy=true",
+    )
+    record = run(cfg, tmp_path)
+    rows = json.loads((Path(record["artifacts"]["eval"]) / "summary.json").read_text())
+    names = [r["policy"] for r in rows]
+    assert names[:3] == ["sft", "rl (ppo, β=0.05)", "dpo (dpo, β=0.1)"] and "best-of-4" in names
+    assert all({"gold", "reward", "kl", "win_rate", "ppl"} <= set(r) for r in rows[:3])
+    assert rows[0]["kl"] == pytest.approx(0.0, abs=1e-6) and rows[2]["kl"] > 0
+    assert {"eval/dpo/gold", "eval/rl/gold", "eval/bon_n4/gold"} <= set(record["metrics"])
+
+
+@pytest.mark.slow
+def test_eval_of_experiment_dpo_needs_no_reward_model(make_cfg, tmp_path):
+    from rlhf_lab.api import run
+    from tests.helpers import EVAL_SMALL
+
+    cfg = make_cfg("experiment=dpo", *SMALL, *DPO_SMALL, *EVAL_SMALL)
+    record = run(cfg, tmp_path)
+    assert set(record["artifacts"]) == {"pretrain", "sft", "collect", "dpo", "eval"}
+    rows = json.loads((Path(record["artifacts"]["eval"]) / "summary.json").read_text())
+    assert [r["policy"] for r in rows] == ["sft", "dpo (dpo, β=0.1)"] and "reward" not in rows[1]
+
+
+@pytest.mark.slow
+def test_online_dpo_with_the_reward_model_as_judge(make_cfg, tmp_path):
+    cfg = make_cfg(*DPO_FAST, *ONLINE, "dpo.judge=rm", "objective=rm")
+    out, metrics, _ = trained(cfg, tmp_path)
+    assert "reward" in read_manifest(out)["inputs"], "the judge is the reward stage's model"
+    rows = [json.loads(line) for line in (out / ROUNDS / "round_001.jsonl").read_text().splitlines()]
+    assert rows and all(r["labeler"] == "rm" and r["judge_chosen"] > r["judge_rejected"] for r in rows)
+    assert all(r["gold_chosen"] is not None for r in rows), "the rows keep the gold scores"
+    assert metrics["dpo/data/pairs"] > 0

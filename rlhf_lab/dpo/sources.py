@@ -66,7 +66,8 @@ class PairSource:
         return r * self.max_steps // self.rounds, (r + 1) * self.max_steps // self.rounds
 
     def round_of(self, step: int) -> int:
-        return next(r for r in range(self.rounds) if step < self.bounds(r)[1])
+        """The round of `step` (the last round from max_steps on: a run stopped after its last step)."""
+        return next((r for r in range(self.rounds) if step < self.bounds(r)[1]), self.rounds - 1)
 
     def train(self, r: int, policy) -> PairSet:
         raise NotImplementedError
