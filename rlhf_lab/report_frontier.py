@@ -92,7 +92,7 @@ def write_frontier(runs, out: Path) -> str:
         kl, gold = _cell(r["kl"], r["kl_ci"]), _cell(r["gold"], r["gold_ci"])
         lines.append(f"| {r['method']} | {r['param']}={r['value']:g} | {r['seeds']} | {kl} | {gold} |")
     plot(rows, out / "frontier.png")
-    text = "\n".join(lines) + f"\n\nplot: {out / 'frontier.png'}\n"
+    text = "\n" + "\n".join(lines) + f"\n\nplot: {out / 'frontier.png'}\n"
     (out / "frontier.md").write_text(text)
     return text
 

@@ -333,7 +333,7 @@ class DPOConfig(TrainConfig):
     epsilon: float = setting(0.1, "cdpo: the probability that a label is flipped", ge=0, lt=0.5)
     gamma_ratio: float = setting(0.5, "simpo: the target margin gamma as a multiple of beta", ge=0)
     lr: float = default_of(TrainConfig, "lr", 3e-4)
-    max_steps: int = default_of(TrainConfig, "max_steps", 300)
+    max_steps: int = default_of(TrainConfig, "max_steps", 150)
     warmup_steps: int = default_of(TrainConfig, "warmup_steps", 20)
     batch_size: int = setting(32, "preference pairs per optimizer step", gt=0)
     rounds: int = setting(
@@ -364,7 +364,7 @@ class DPOConfig(TrainConfig):
         ge=0,
     )
     eval_every: int = setting(
-        100, "every N steps (and at the end): held-out pairs, and held-out samples as RL evaluates", gt=0
+        50, "every N steps (and at the end): held-out pairs, and held-out samples as RL evaluates", gt=0
     )
     eval_prompts: int = default_of(RLConfig, "eval_prompts", 256)
     checkpoint_every: int = setting(50, "save a resumable checkpoint every N steps (and at round ends)", gt=0)
