@@ -42,8 +42,8 @@ def test_help_lists_groups_and_options(tmp_path):
     result = rlhf_lab("--help", home=tmp_path / "lab", cwd=tmp_path)
     assert result.returncode == 0
     for line in (
-        "stage: bon, collect, eval, label, pretrain, reward, rl, sft",
-        "algo: grpo, ppo, reinforce, rloo",
+        "stage: bon, collect, dpo, eval, label, pretrain, reward, rl, sft",
+        "algo: dapo, dr_grpo, grpo, gspo, ppo, ppo_critic, reinforce, reinforce_pp, rloo",
         "peft: lora, none",
         "trainer: cpu, ddp, deepspeed_zero2, deepspeed_zero3, fsdp, gpu",
     ):
