@@ -1,19 +1,23 @@
 """RL step throughput: rlhf_lab's `stage=rl` against TRL's RLOOTrainer and its last PPOTrainer
-(`trl.experimental.ppo`, TRL 0.29), on the tiny world's SFT policy, prompts and reward.
+(`trl.experimental.ppo`, TRL 0.29), and its GRPOTrainer (the latest TRL release, 1.16), on the tiny
+world's SFT policy, prompts and reward.
 
     python benchmarks/rl_step.py                             # rloo and ppo, 2 rounds of 12 steps a side
+    python benchmarks/rl_step.py --algos grpo                # GRPO against TRL 1.16's GRPOTrainer
     RLHF_LAB_HOME=/tmp/lab python benchmarks/rl_step.py --algos rloo --steps 6 --warmup 1 --rounds 1
     python benchmarks/rl_step.py --threads 1                 # one core a side
 
-Both sides run the same settings, each in its own process: 32 completions per step (RLOO: 8 prompts
-x 4; PPO: 32 prompts x 1), up to 48 new tokens, temperature 1, β 0.05 (KL in the reward), one update
-epoch of one minibatch, CPU, fp32, torch's default threads (every core), no logging service. RLOO is
-rewarded by the gold scorer (VADER compound); PPO by the world's reward model, with a value model
-initialized from it. The learning rate (`--lr`, default 1e-6) is the same on both sides and small, so
-that both policies stay at SFT and sample completions of the same lengths: the two sides then do the
-same work per step (a step costs the same at any learning rate; at 2e-4 the policies drift apart and
-so do their completion lengths). rlhf_lab runs with its defaults otherwise (padding-free passes,
-micro-batches of `rl.micro_batch_tokens`), TRL with one micro-batch of 32.
+Both sides run the same settings, each in its own process: 32 completions per step (RLOO, GRPO: 8
+prompts x 4; PPO: 32 prompts x 1), up to 48 new tokens, temperature 1, β 0.05 (RLOO, PPO: KL in the
+reward; GRPO: k3 in the loss, a mean over sequences of token means, TRL's loss_type="grpo", advantages
+scaled by the group's std), one update epoch of one minibatch, CPU, fp32, torch's default threads
+(every core), no logging service. RLOO and GRPO are rewarded by VADER's compound score (rlhf_lab:
+gold=vader); PPO by the world's reward model, with a value model initialized from it. The learning
+rate (`--lr`, default 1e-6) is the same on both sides and small, so that both policies stay at SFT and
+sample completions of the same lengths: the two sides then do the same work per step (a step costs the
+same at any learning rate; at 2e-4 the policies drift apart and so do their completion lengths).
+rlhf_lab runs with its defaults otherwise (padding-free passes, micro-batches of
+`rl.micro_batch_tokens`), TRL with one micro-batch of 32.
 
 The sides alternate (`--rounds` runs each: rlhf_lab, TRL, rlhf_lab, TRL, ...), so that a drift in a
 shared machine's speed reaches both. Prints, for each algorithm and side, the median seconds per step
@@ -26,13 +30,15 @@ the machine meanwhile: with every core in use, one more busy thread slows a step
 The SFT policy and reward model come from rlhf_lab's pipeline (built once, then cached below the
 lab's home: `--home`, else $RLHF_LAB_HOME, else ./lab). Each side runs in its own virtual environment
 with the same torch, created on the first run: benchmarks/.venv-trl (torch 2.13.0, trl 0.29.0,
-vaderSentiment) and benchmarks/.venv-rlhf_lab (torch 2.13.0 and `pip install -e .`, no extras).
+vaderSentiment; RLOO, PPO), benchmarks/.venv-trl-latest (torch 2.13.0, trl 1.16.0, vaderSentiment;
+GRPO) and benchmarks/.venv-rlhf_lab (torch 2.13.0 and `pip install -e .`, no extras).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import os
 import platform
@@ -44,11 +50,13 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-VENV = HERE / ".venv-trl"
 LAB_VENV = HERE / ".venv-rlhf_lab"
 RESULTS = HERE / "results" / "rl_step.json"
 TORCH_VERSION = "2.13.0"  # the CPU build on disk; an unpinned torch would pull CUDA wheels
-TRL_VERSION = "0.29.0"
+TRL_VERSION = "0.29.0"  # RLOO and PPO (its last PPOTrainer), as first measured
+TRL_LATEST = "1.16.0"  # GRPO: the latest release when it was added (`pip index versions trl`)
+VENVS = {TRL_VERSION: HERE / ".venv-trl", TRL_LATEST: HERE / ".venv-trl-latest"}
+TRL_OF = {"rloo": TRL_VERSION, "ppo": TRL_VERSION, "grpo": TRL_LATEST}  # the TRL each algorithm runs on
 ROLLOUTS_PER_STEP = 32
 
 # rlhf_lab's command line for the settings above (the TRL side sets the same in trl_side.py).
@@ -69,7 +77,8 @@ SHARED_OVERRIDES = [
     "cache=false",
 ]
 ALGO_OVERRIDES = {
-    "rloo": ["algo=rloo", "algo.samples_per_prompt=4", "objective=gold"],
+    "rloo": ["algo=rloo", "algo.samples_per_prompt=4", "objective=gold", "gold=vader"],
+    "grpo": ["algo=grpo", "algo.samples_per_prompt=4", "objective=gold", "gold=vader"],
     "ppo": ["algo=ppo", "algo.samples_per_prompt=1", "algo.value.model=critic", "objective=rm"],
 }
 
@@ -93,9 +102,10 @@ def tiny_world_inputs(home: Path) -> dict[str, Path]:
 
 
 # ---------------------------------------------------------------------------- environments
-def trl_python() -> Path:
-    """The TRL environment's interpreter: trl and vaderSentiment over the pinned torch."""
-    return venv_python(VENV, [f"trl=={TRL_VERSION}", "vaderSentiment"], _has_trl)
+def trl_python(version: str = TRL_VERSION) -> Path:
+    """The interpreter of the environment of TRL `version`: trl and vaderSentiment over the pinned torch."""
+    ready = functools.partial(_has_trl, version=version)
+    return venv_python(VENVS[version], [f"trl=={version}", "vaderSentiment"], ready)
 
 
 def lab_python() -> Path:
@@ -122,10 +132,10 @@ def venv_python(folder: Path, packages: list[str], ready) -> Path:
     return python
 
 
-def _has_trl(python: Path) -> bool:
+def _has_trl(python: Path, version: str = TRL_VERSION) -> bool:
     code = "import trl, vaderSentiment, torch; print(trl.__version__, torch.__version__)"
     versions = _versions(python, code)
-    return versions is not None and versions[0] == TRL_VERSION and versions[1].startswith(TORCH_VERSION)
+    return versions is not None and versions[0] == version and versions[1].startswith(TORCH_VERSION)
 
 
 def _has_lab(python: Path) -> bool:
@@ -203,7 +213,7 @@ def read_rl_metrics(path: Path) -> tuple[list[float], list[float], float]:
 def trl_side(algo: str, inputs: dict, args, workdir: Path, env: dict) -> dict:
     out = workdir / f"trl_{algo}.json"
     command = [
-        str(trl_python()),
+        str(trl_python(TRL_OF[algo])),
         str(HERE / "trl_side.py"),
         f"--algo={algo}",
         f"--policy={inputs['policy']}",
@@ -307,7 +317,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--algos", default="rloo,ppo", help="comma-separated: rloo, ppo")
+    parser.add_argument("--algos", default="rloo,ppo", help="comma-separated: rloo, ppo, grpo")
     parser.add_argument("--steps", type=int, default=12, help="RL steps per run, warmup included")
     parser.add_argument("--warmup", type=int, default=2, help="first steps of a run left out of the median")
     parser.add_argument(
@@ -336,7 +346,9 @@ def main() -> None:
     if args.steps <= args.warmup:
         parser.error("--steps must exceed --warmup")
 
-    trl_python(), lab_python()  # create the environments first: a failure costs no training
+    for version in sorted({TRL_OF[a] for a in algos}):  # create the environments first: a failure costs
+        trl_python(version)  # no training
+    lab_python()
     inputs = tiny_world_inputs(Path(args.home).resolve())
     env = child_env(args)
     results = {}

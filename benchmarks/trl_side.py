@@ -1,6 +1,8 @@
-"""TRL's side of `benchmarks/rl_step.py`: time RL training steps of TRL's RLOOTrainer or PPOTrainer.
+"""TRL's side of `benchmarks/rl_step.py`: time RL training steps of TRL's RLOOTrainer, PPOTrainer or
+GRPOTrainer.
 
-Runs inside the TRL environment that `rl_step.py` creates (benchmarks/.venv-trl), so it imports
+Runs inside a TRL environment that `rl_step.py` creates (benchmarks/.venv-trl: TRL 0.29 for RLOO and
+PPO; benchmarks/.venv-trl-latest: the latest TRL for GRPO), so it imports
 neither rlhf_lab nor Lightning nor Hydra; it reads only plain files (an HF model folder, a JSONL of
 {"prompt": ...}).
 
@@ -37,7 +39,7 @@ from transformers import (
 
 # The settings both sides share (rl_step.py passes the same ones to rlhf_lab).
 ROLLOUTS_PER_STEP = 32  # completions per step
-RLOO_K = 4  # completions per prompt for RLOO: 8 prompts x 4
+RLOO_K = 4  # completions per prompt for RLOO and GRPO: 8 prompts x 4
 MAX_NEW_TOKENS = 48
 TEMPERATURE = 1.0
 BETA = 0.05
@@ -68,7 +70,7 @@ class StepTimer(TrainerCallback):
 
 
 def vader_reward():
-    """RLOO reward function: the VADER compound score of each completion's text (rlhf_lab's gold)."""
+    """RLOO and GRPO reward function: the VADER compound score of each completion (rlhf_lab's gold=vader)."""
     from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
     analyzer = SentimentIntensityAnalyzer()
@@ -138,6 +140,48 @@ def run_rloo(args, timer: StepTimer, out_dir: str) -> list[int]:
     tokenizer = AutoTokenizer.from_pretrained(args.policy, padding_side="left")
     model = AutoModelForCausalLM.from_pretrained(args.policy, dtype=torch.float32)
     trainer = CountingRLOOTrainer(
+        model=model,
+        reward_funcs=vader_reward(),
+        args=config,
+        train_dataset=Dataset.from_list([{"prompt": p} for p in read_prompts(args.prompts)]),
+        processing_class=tokenizer,
+        callbacks=[timer],
+    )
+    trainer.train()
+    return tokens_per_step
+
+
+def run_grpo(args, timer: StepTimer, out_dir: str) -> list[int]:
+    """Train args.steps GRPO steps (rlhf_lab's algo=grpo: advantages scaled by the group's std, the clipped
+    ratio per token, k3 in the loss, a mean over sequences of token means); returns the completion tokens
+    generated at each step."""
+    tokens_per_step: list[int] = []
+
+    class CountingGRPOTrainer(trl.GRPOTrainer):
+        def _generate(self, prompts):
+            out = super()._generate(prompts)  # (prompt_ids, completion_ids, ...): cut after the first EOS
+            tokens_per_step.append(sum(len(ids) for ids in out[1]))
+            return out
+
+    config = trl.GRPOConfig(
+        **common_args(out_dir, args.lr),
+        max_steps=args.steps,
+        num_generations=RLOO_K,
+        max_completion_length=MAX_NEW_TOKENS,
+        temperature=TEMPERATURE,
+        top_p=1.0,
+        top_k=0,
+        beta=BETA,  # a reference model and k3 in the loss
+        epsilon=0.2,
+        num_iterations=1,
+        loss_type="grpo",  # TRL 1.x defaults to "dapo" (a token mean)
+        scale_rewards="group",
+        disable_dropout=True,
+        log_completions=False,
+    )
+    tokenizer = AutoTokenizer.from_pretrained(args.policy, padding_side="left")
+    model = AutoModelForCausalLM.from_pretrained(args.policy, dtype=torch.float32)
+    trainer = CountingGRPOTrainer(
         model=model,
         reward_funcs=vader_reward(),
         args=config,
@@ -235,7 +279,7 @@ def summarize(seconds: list[float], tokens: list[int], warmup: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--algo", choices=["rloo", "ppo"], required=True)
+    parser.add_argument("--algo", choices=["rloo", "ppo", "grpo"], required=True)
     parser.add_argument("--policy", required=True, help="HF folder of the starting policy (and tokenizer)")
     parser.add_argument("--reward-model", help="HF folder of the reward model (ppo; also the value model)")
     parser.add_argument("--prompts", required=True, help='JSONL with one {"prompt": ...} a line')
@@ -247,7 +291,7 @@ def main() -> None:
 
     timer = StepTimer()
     with tempfile.TemporaryDirectory(prefix="trl_side_") as out_dir:
-        run = run_rloo if args.algo == "rloo" else run_ppo
+        run = {"rloo": run_rloo, "ppo": run_ppo, "grpo": run_grpo}[args.algo]
         tokens = run(args, timer, out_dir)
     result = {
         "algo": args.algo,

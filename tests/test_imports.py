@@ -19,7 +19,7 @@ FLOORS = [  # lowest first; a name covers a module and everything inside it
     ["losses", "losses_dpo", "losses_pg", "fits", "rollout", "scorers", "labelers", "evaluation"],
     ["stages", "rl", "dpo"],  # the stages
     ["pipeline"],  # stage chaining and the cache
-    ["cli", "api", "report", "report_fits", "report_rm", "report_frontier"],  # entry points
+    ["cli", "api", "report", "report_fits", "report_rm", "report_frontier", "report_rl"],  # entry points
 ]
 
 

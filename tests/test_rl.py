@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from safetensors.torch import load_file
 from rlhf_lab.artifacts import read_manifest
 from rlhf_lab.config import ConfigError
 from rlhf_lab.losses import gae, kl_penalized_rewards
-from rlhf_lab.pipeline import artifact_dir, ensure
+from rlhf_lab.pipeline import artifact_dir, ensure, stage_key
 from rlhf_lab.rl.algorithms import ALGORITHMS
 from rlhf_lab.rl.experience import Experience, PromptStream, Reference, Share, micro_batches
 from rlhf_lab.rl.module import RLModule
@@ -72,6 +73,20 @@ def test_dapo_learns_nothing_from_groups_whose_rewards_are_all_equal(make_cfg, t
     before, after = policy_weights(read_manifest(out)["inputs"]["sft"]), policy_weights(out)
     assert all(torch.equal(before[k], after[k]) for k in before), "no update from dropped groups"
     assert read_manifest(out)["metrics"]["rl/train/kept_fraction"] == 0
+
+
+@pytest.mark.slow
+def test_rl_peft_trains_an_adapter_from_the_fully_trained_sft_policy(make_cfg, tmp_path):
+    full = make_cfg(*RL_FAST, "algo=rloo")
+    lora = make_cfg(*RL_FAST, "algo=rloo", "rl.peft.method=lora", "rl.peft.r=4", "rl.peft.save=adapter")
+    assert stage_key(lora, "sft") == stage_key(full, "sft") and stage_key(lora, "rl") != stage_key(full, "rl")
+    out = ensure(lora, "rl", tmp_path)
+    assert (out / "adapter_config.json").is_file()
+    assert read_manifest(out)["inputs"]["sft"] == str(artifact_dir(full, "sft"))
+    assert not (Path(read_manifest(out)["inputs"]["sft"]) / "adapter_config.json").exists()
+    weights = read_manifest(out)["metrics"]["rl/train/memory/weights_mb"]
+    full_weights = read_manifest(ensure(full, "rl", tmp_path))["metrics"]["rl/train/memory/weights_mb"]
+    assert weights < full_weights / 2, "no reference copy, optimizer state for the adapter only"
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rlhf_lab.config.fields import default_of, setting
+from rlhf_lab.config.sections import PeftConfig
 
 
 # ---------------------------------------------------------------------------------- LM training
@@ -291,6 +292,11 @@ class RLConfig(TrainConfig):
         gt=0,
     )
     sampling: SamplingConfig = setting(SamplingConfig(), "how rollouts are sampled")
+    peft: PeftConfig = setting(
+        PeftConfig(),
+        "the RL policy's own adapter (rl.peft.method=lora, rl.peft.r=4, ...), so that the SFT policy and the "
+        "reward model it starts from stay as the peft group trains them; method none = the peft group's",
+    )
     micro_batch_tokens: int = setting(
         512,
         "most prompt + response tokens in one forward pass of the update (gradients of the micro-batches "

@@ -18,6 +18,7 @@ import torch
 
 from rlhf_lab.data.chat import display
 from rlhf_lab.evaluation import held_out_generator, sample_with_kl, summarize
+from rlhf_lab.models import eval_mode
 from rlhf_lab.rollout import Rollout
 from rlhf_lab.tracking import memory_mb, reset_peak_memory
 
@@ -102,15 +103,17 @@ class Metrics:
         """Held-out prompts, one sample each with the same draws every time: gold, proxy, exact KL to the
         reference, length, and the win rate against the starting policy's samples judged by gold."""
         generator = held_out_generator(module.seed, module.device)
-        samples = sample_with_kl(
-            module.policy,
-            module.tokenizer,
-            module.eval_prompt_ids,
-            generate=lambda ids, mask: module.generate(ids, mask, generator),
-            reference_logits=module.reference_logits,
-            temperature=module.temperature,
-            batch_size=module.settings.sampling.batch_size,
-        )
+        with eval_mode(module.policy):  # no dropout (algo.dropout) in what is measured
+            samples = sample_with_kl(
+                module.policy,
+                module.tokenizer,
+                module.eval_prompt_ids,
+                generate=lambda ids, mask: module.generate(ids, mask, generator),
+                reference_logits=module.reference_logits,
+                # the KL of the distributions that sample, whatever the update's algo.scale_logprobs
+                temperature=module.settings.sampling.temperature,
+                batch_size=module.settings.sampling.batch_size,
+            )
         proxy, gold = module.score(module.eval_prompts, samples.completions)
         if gold is not None and self.sft_gold is None:
             self.sft_gold = gold.cpu()

@@ -337,8 +337,10 @@ class RLModule(L.LightningModule):
 
     @torch.no_grad()
     def reference_logits(self, rollout: Rollout) -> torch.Tensor:
-        """(N, T, V) the reference's logits / temperature of a rollout (for the exact KL)."""
-        return self.reference(self.policy, rollout, self.temperature, return_logits=True).logits
+        """(N, T, V) the reference's logits / the sampling temperature of a rollout (for the exact KL of the
+        held-out evaluation: the distributions that sample, whatever algo.scale_logprobs)."""
+        temperature = self.settings.sampling.temperature
+        return self.reference(self.policy, rollout, temperature, return_logits=True).logits
 
     # ---------------------------------------------------------------------------- checkpoints
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:

@@ -19,7 +19,7 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import RichProgressBar
 
-from rlhf_lab.config import Config
+from rlhf_lab.config import Config, PeftConfig
 from rlhf_lab.faults import SaveOnSigterm
 from rlhf_lab.models import (
     apply_peft,
@@ -63,15 +63,21 @@ def key_config(cfg: Config) -> dict:
         "policy": cfg.rl.policy,
         "model": model_key(cfg),
         "algo": algo_key(cfg),
-        "rl": {k: v for k, v in without_seed(cfg.rl).items() if k not in NOT_IN_KEY},
+        "rl": {k: v for k, v in without_seed(cfg.rl).items() if k not in (*NOT_IN_KEY, "peft")},
         "objective": dataclasses.asdict(cfg.objective),
         "gold": cfg.gold,
-        "peft": dataclasses.asdict(cfg.peft),
+        "peft": dataclasses.asdict(rl_peft(cfg)),  # rl.peft, keyed here
         "prompts": data_key(cfg, "prompts"),
         "eval_prompts": data_key(cfg, "eval_prompts"),
         "seed": stage_seed(cfg, "rl"),
         "trainer": trainer_key(cfg),
     }
+
+
+def rl_peft(cfg: Config) -> PeftConfig:
+    """The adapter settings of the RL policy: rl.peft when it names a method, else the peft group's (which
+    SFT and the reward model also train with)."""
+    return cfg.rl.peft if cfg.rl.peft.method != "none" else cfg.peft
 
 
 def algo_key(cfg: Config) -> dict:
@@ -105,7 +111,7 @@ def build(ctx: Context, out: Path) -> dict[str, float]:
     log_dir.mkdir(parents=True, exist_ok=True)
     start, settings = cfg.rl.policy or ctx.inputs["sft"], folder_settings(cfg.model)
     tokenizer = load_tokenizer(start, settings)
-    policy = apply_peft(load_causal_lm(start, settings, tokenizer), cfg.peft)
+    policy = apply_peft(load_causal_lm(start, settings, tokenizer), rl_peft(cfg))
     critic = None
     if cfg.algo.value.model == "critic":  # the value model starts as the reward model (Stiennon 2020)
         reward = reward_model_path(cfg, ctx.inputs)
@@ -141,7 +147,7 @@ def export(module: RLModule, tokenizer, out: Path, cfg: Config) -> dict[str, flo
     """The final policy as an HF folder (merged or adapter), the value function beside it, and metrics."""
     if not module.trainer.is_global_zero:
         return {}
-    export_model(module.policy, tokenizer, out, cfg.peft)
+    export_model(module.policy, tokenizer, out, rl_peft(cfg))
     if module.value_head is not None:
         from safetensors.torch import save_file
 
