@@ -8,7 +8,10 @@ A refactor that should not change what RL computes is checked by running this be
 
 `--against` prints, per run, whether the weights and the evaluations are bitwise equal, and exits 1
 if any differs. benchmarks/results/rl_fingerprint_555dd98.json holds the runs of commit 555dd98 (CPU,
-2 threads), before the RL stage became a package.
+2 threads), before the RL stage became a package; benchmarks/results/rl_fingerprint_8a719d5.json those
+of commit 8a719d5, before issue 17 (the policy-gradient family). The 555dd98 runs no longer match
+8a719d5 itself: its step-0 evaluation already differs, the world's default gold and reward model having
+changed between them.
 """
 
 from __future__ import annotations
