@@ -7,7 +7,7 @@ set -euo pipefail
 OUT=${1:-${RLHF_LAB_HOME:-lab}/runs/multirun/dpo_vs_ppo}
 PARALLEL=(hydra/launcher=local_parallel hydra.launcher.n_jobs=2)  # two single-thread jobs on 2 cores
 
-# The shared upstream once, on both cores: pretrain and SFT (reused if the lab has them), the 800
+# The shared upstream once, on both cores: pretrain and SFT (reused if the lab has them), the 2,000
 # prompts' pairs, the reward model that PPO and best-of-n maximize.
 rlhf-lab experiment=dpo_vs_ppo stage=reward
 
