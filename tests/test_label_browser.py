@@ -20,6 +20,7 @@ from tests.helpers import DEBUG, SMALL, rlhf_lab
 from tests.label_support import CHROMIUM_FLAGS, LabelServer, chromium_path, events
 
 pytestmark = pytest.mark.slow
+expect.set_options(timeout=20_000)  # a loaded 2-core machine can take seconds to answer a request
 HOSTILE = '<img src=x onerror="window.pwned=1"><script>window.pwned=2</script>'
 
 
