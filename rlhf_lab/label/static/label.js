@@ -158,13 +158,8 @@ function onKey(event) {
 }
 
 async function main() {
-  const config = await call("GET", "/api/config");
-  if (!config.ok) {
-    say(config.data.error, "error");
-    return;
-  }
-  $("guideline").textContent = config.data.guideline;
-  $("total").textContent = config.data.pairs;
+  // Handlers first, before any request: a name entered while /api/config is on its way must not
+  // submit the form natively (a page reload that loses it).
   $("who").addEventListener("submit", (event) => {
     event.preventDefault();
     const name = $("annotator").value.trim();
@@ -176,8 +171,15 @@ async function main() {
   $("undo").addEventListener("click", () => !busy && undo());
   document.addEventListener("keydown", onKey);
   const saved = localStorage.getItem(NAME_KEY);
-  if (saved) await start(saved);
-  else $("annotator").focus();
+  if (!saved) $("annotator").focus();
+  const config = await call("GET", "/api/config");
+  if (!config.ok) {
+    say(config.data.error, "error");
+    return;
+  }
+  $("guideline").textContent = config.data.guideline;
+  $("total").textContent = config.data.pairs;
+  if (saved && !annotator) await start(saved);
 }
 
 main();
