@@ -16,25 +16,18 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
-import lightning as L
-import torch
-from hydra.utils import instantiate
-from lightning.pytorch.callbacks import RichProgressBar
-
 from rlhf_lab.config import Config
 from rlhf_lab.data.formats import read_examples
 from rlhf_lab.dpo.metrics import EVALS
 from rlhf_lab.dpo.module import DPOModule
 from rlhf_lab.dpo.pairs import all_logps, split_pairs, tokenize_pairs
 from rlhf_lab.dpo.sources import ROUNDS, Offline, Online, PairSource
-from rlhf_lab.faults import SaveOnSigterm
 from rlhf_lab.models import apply_peft, export_model, folder_settings, load_causal_lm, load_tokenizer
 from rlhf_lab.rl.experience import Reference
 from rlhf_lab.scorers import needs_reward_stage, objective_scorer
 from rlhf_lab.seeds import stage_seed, without_seed
 from rlhf_lab.stages import collect
-from rlhf_lab.stages.common import CHECKPOINTS, Context, data_key, model_key, trainer_key
-from rlhf_lab.tracking import make_loggers
+from rlhf_lab.stages.common import CHECKPOINTS, Context, data_key, fit_steps, model_key, trainer_key
 
 log = logging.getLogger("rlhf_lab.dpo")
 VERSION = 1  # in the cache key: raise it whenever what this stage computes changes (pipeline.py)
@@ -110,19 +103,6 @@ def key_config(cfg: Config) -> dict:
     }
 
 
-class _Steps(torch.utils.data.IterableDataset):
-    """What Lightning iterates: the numbers of the steps still to run (read after a checkpoint restore)."""
-
-    def __init__(self, module: DPOModule, max_steps: int):
-        self.module, self.max_steps = module, max_steps
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(range(self.module.step_count, self.max_steps))
-
-    def __len__(self) -> int:
-        return self.max_steps
-
-
 def pair_source(ctx: Context, out: Path, policy, tokenizer, reference: Reference | None) -> PairSource:
     """Online rounds, or the offline pairs split by prompt; with the reference pass each set gets."""
     cfg, pad = ctx.cfg, tokenizer.pad_token_id
@@ -167,19 +147,6 @@ def build(ctx: Context, out: Path) -> dict[str, float]:
         log.info("dpo: resuming from %s", checkpoint)
     else:  # a scratch folder left by a run killed before its first checkpoint
         (out / EVALS).unlink(missing_ok=True)
-    progress_bar = [RichProgressBar()] if cfg.trainer.enable_progress_bar else []
-    trainer: L.Trainer = instantiate(
-        cfg.trainer,
-        max_epochs=1,
-        max_steps=-1,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=make_loggers(cfg, "dpo", log_dir),
-        callbacks=[SaveOnSigterm(checkpoint), *progress_bar],
-        enable_checkpointing=False,
-        default_root_dir=str(log_dir),
-    )
-    steps = torch.utils.data.DataLoader(_Steps(module, cfg.dpo.max_steps), batch_size=None)
-    trainer.fit(module, train_dataloaders=steps, ckpt_path=str(checkpoint) if resume else None)
+    fit_steps(module, cfg, "dpo", cfg.dpo.max_steps, checkpoint, resume, log_dir)
     export_model(module.policy, tokenizer, out, cfg.peft)
     return module.metrics.final() | {f"dpo/data/{k}": v for k, v in source.pair_counts().items()}

@@ -14,13 +14,7 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
-import lightning as L
-import torch
-from hydra.utils import instantiate
-from lightning.pytorch.callbacks import RichProgressBar
-
 from rlhf_lab.config import Config, PeftConfig
-from rlhf_lab.faults import SaveOnSigterm
 from rlhf_lab.models import (
     apply_peft,
     export_model,
@@ -34,8 +28,15 @@ from rlhf_lab.rl.metrics import EVALS
 from rlhf_lab.rl.module import RLModule
 from rlhf_lab.scorers import needs_reward_stage, reward_model_path
 from rlhf_lab.seeds import stage_seed, without_seed
-from rlhf_lab.stages.common import CHECKPOINTS, Context, check_ranks_agree, data_key, model_key, trainer_key
-from rlhf_lab.tracking import make_loggers
+from rlhf_lab.stages.common import (
+    CHECKPOINTS,
+    Context,
+    check_ranks_agree,
+    data_key,
+    fit_steps,
+    model_key,
+    trainer_key,
+)
 
 log = logging.getLogger(__name__)
 VERSION = 1  # in the cache key: raise it whenever what this stage computes changes (pipeline.py)
@@ -93,19 +94,6 @@ def algo_key(cfg: Config) -> dict:
     return algo
 
 
-class _Steps(torch.utils.data.IterableDataset):
-    """What Lightning iterates: the numbers of the steps still to run (read after a checkpoint restore)."""
-
-    def __init__(self, module: RLModule, max_steps: int):
-        self.module, self.max_steps = module, max_steps
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(range(self.module.step_count, self.max_steps))
-
-    def __len__(self) -> int:
-        return self.max_steps
-
-
 def build(ctx: Context, out: Path) -> dict[str, float]:
     cfg, log_dir = ctx.cfg, ctx.log_dir("rl")
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -125,20 +113,7 @@ def build(ctx: Context, out: Path) -> dict[str, float]:
         log.info("rl: resuming from %s", checkpoint)
     else:  # a scratch folder left by a run killed before its first checkpoint
         (out / EVALS).unlink(missing_ok=True)
-    progress_bar = [RichProgressBar()] if cfg.trainer.enable_progress_bar else []
-    trainer: L.Trainer = instantiate(
-        cfg.trainer,
-        max_epochs=1,
-        max_steps=-1,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=make_loggers(cfg, "rl", log_dir),
-        callbacks=[SaveOnSigterm(checkpoint), *progress_bar],
-        enable_checkpointing=False,
-        default_root_dir=str(log_dir),
-    )
-    steps = torch.utils.data.DataLoader(_Steps(module, cfg.rl.max_steps), batch_size=None)
-    trainer.fit(module, train_dataloaders=steps, ckpt_path=str(checkpoint) if resume else None)
+    trainer = fit_steps(module, cfg, "rl", cfg.rl.max_steps, checkpoint, resume, log_dir)
     check_ranks_agree(trainer, module)
     return export(module, tokenizer, out, cfg)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import RichProgressBar
 
 from rlhf_lab.config import Config, SamplingConfig, SourceConfig, TrainConfig
 from rlhf_lab.data.chat import Prompt
@@ -204,3 +205,38 @@ def sample_completions(
         generator=generator,
         **generation_args(sampling),
     )
+
+
+class _Steps(torch.utils.data.IterableDataset):
+    """What Lightning iterates: the numbers of the steps still to run (read after a checkpoint restore)."""
+
+    def __init__(self, module, max_steps: int):
+        self.module, self.max_steps = module, max_steps
+
+    def __iter__(self):
+        return iter(range(self.module.step_count, self.max_steps))
+
+    def __len__(self) -> int:
+        return self.max_steps
+
+
+def fit_steps(
+    module, cfg: Config, stage: str, max_steps: int, checkpoint: Path, resume: bool, log_dir
+) -> L.Trainer:
+    """Train a module that makes its own batches (RL, DPO) for `max_steps` steps, one per iteration, from
+    `module.step_count`; resumed from `checkpoint` when `resume`, saved there on SIGTERM."""
+    progress_bar = [RichProgressBar()] if cfg.trainer.enable_progress_bar else []
+    trainer: L.Trainer = instantiate(
+        cfg.trainer,
+        max_epochs=1,
+        max_steps=-1,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=make_loggers(cfg, stage, log_dir),
+        callbacks=[SaveOnSigterm(checkpoint), *progress_bar],
+        enable_checkpointing=False,
+        default_root_dir=str(log_dir),
+    )
+    steps = torch.utils.data.DataLoader(_Steps(module, max_steps), batch_size=None)
+    trainer.fit(module, train_dataloaders=steps, ckpt_path=str(checkpoint) if resume else None)
+    return trainer
