@@ -1,8 +1,9 @@
 """RL runs side by side, for the policy-gradient ablations (experiments/pg_family, ppo_details, lora_rank):
 per configuration, mean ± 95% t-interval over seeds of the final held-out gold, its gain over SFT, the
-KL to the reference, the win rate, the RL steps' wall time, the RL stage's peak memory and the memory its
-weights and optimizer state hold; and, seed by seed, each configuration's difference from a baseline
-configuration (runs of the same `rl.seed` share the SFT policy, the reward model and the prompt order).
+KL to the reference, the win rate, the samples' length in tokens, the RL steps' wall time, the RL
+stage's peak memory, what training added to the memory it started with, and the memory its weights and
+optimizer state hold; and, seed by seed, each configuration's difference from a baseline configuration
+(runs of the same `rl.seed` share the SFT policy, the reward model and the prompt order).
 
     python -m rlhf_lab.report_rl <multirun folder> [--baseline LABEL] [--out DIR]
 
@@ -21,16 +22,22 @@ from pathlib import Path
 from rlhf_lab.fits import format_interval, mean_interval
 from rlhf_lab.report import Run, find_runs
 
+# The RL stage's peak memory minus its memory when it started: what training added. A multirun's jobs
+# share processes (one with the basic launcher, a few joblib workers with local_parallel), and memory an
+# earlier job freed is not always returned to the system, so the peak alone carries the job's history.
+ADDED = "rl/train/memory/added_mb"
 COLUMNS = {  # metric: (header, digits)
     "rl/eval/gold": ("gold", 3),
     "rl/eval/gold_gain": ("gain over SFT", 3),
     "rl/eval/kl": ("KL (nats)", 1),
     "rl/eval/win_rate": ("win rate", 2),
+    "rl/eval/length": ("length", 1),
     "rl/train/time/total": ("RL steps (s)", 0),
     "rl/train/memory/peak_mb": ("peak MB", 0),
+    ADDED: ("added MB", 0),
     "rl/train/memory/weights_mb": ("weights MB", 1),
 }
-PAIRED = ["rl/eval/gold", "rl/eval/kl", "rl/train/time/total", "rl/train/memory/peak_mb"]
+PAIRED = ["rl/eval/gold", "rl/eval/kl", "rl/train/time/total", ADDED]
 
 
 def configurations(root: Path) -> dict[str, list[Run]]:
@@ -38,6 +45,9 @@ def configurations(root: Path) -> dict[str, list[Run]]:
     groups: dict[str, list[Run]] = defaultdict(list)
     for run in find_runs(root):
         if run.status == "completed":
+            m = run.metrics
+            if "rl/train/memory/peak_mb" in m and "rl/train/memory/at_start_mb" in m:
+                m[ADDED] = m["rl/train/memory/peak_mb"] - m["rl/train/memory/at_start_mb"]
             groups[run.label].append(run)
     return dict(groups)
 

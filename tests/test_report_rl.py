@@ -27,8 +27,10 @@ def metrics(gold: float, kl: float, seconds: float, peak: float) -> dict:
         "rl/eval/gold_gain": gold + 0.1,
         "rl/eval/kl": kl,
         "rl/eval/win_rate": 0.7,
+        "rl/eval/length": 20.0,
         "rl/train/time/total": seconds,
         "rl/train/memory/peak_mb": peak,
+        "rl/train/memory/at_start_mb": peak - 100 - 10 * gold,
         "rl/train/memory/weights_mb": 30.8,
     }
 
@@ -54,11 +56,14 @@ def test_the_table_and_the_paired_differences(sweep, tmp_path):
     }
     assert set(rows) == {"algo=rloo", "algo=ppo"}, "the run without a result is left out"
     # rloo's gold 0.5, 0.6, 0.7: mean 0.6, half-width t(0.975, 2)·0.1/√3 = 4.303·0.0577 = 0.248
-    assert "| algo=rloo | 3 | 0.600 ± 0.248 | 0.700 ± 0.248 | 11.0 ± 2.5 | 0.70 ± 0.00 |" in rows["algo=rloo"]
+    assert "| algo=rloo | 3 | 0.600 ± 0.248 | 0.700 ± 0.248 | 11.0 ± 2.5 | 0.70 ± 0.00 | 20.0 ± 0.0 |" in rows["algo=rloo"]
     # ppo − rloo by seed: −0.1, −0.15, −0.05: mean −0.1, every seed below
     diff_row = [line for line in markdown.splitlines() if line.startswith("| algo=ppo |")][-1]
     assert "Δ gold" in markdown and "-0.100 ± 0.124 (0/3)" in diff_row  # gold: every seed below
     assert "0.0 ± 0.0 (0/0)" in diff_row  # the same KL in every seed
+    # added = peak − at start = 100 + 10·gold: ppo − rloo by seed 10·(−0.1, −0.15, −0.05)
+    assert diff_row.endswith("| -1 ± 1 (0/3) |")
+    assert "| 800 ± 0 | 106 ± 2 | 30.8 ± 0.0 |" in rows["algo=rloo"]  # peak, added (100 + 10·0.6), weights
     with open(tmp_path / "out" / "runs.csv") as f:
         runs = list(csv.DictReader(f))
     assert len(runs) == 6 and {r["rl.seed"] for r in runs} == {"0", "1", "2"}
