@@ -1,5 +1,6 @@
-"""Held-out evaluation of a policy, shared by the RL stage (every `rl.eval_every` steps) and the eval
-stage (the pipeline's summary): sample once per prompt, measure the exact KL to the reference, score.
+"""Held-out evaluation of a policy, shared by the training stages (RL and DPO, every `*.eval_every`
+steps) and the eval stage (the pipeline's summary): sample once per prompt, measure the exact KL to the
+reference, score; `EvalRecord` keeps a training run's evaluations.
 
 The KL is exact per token, Σ_v π(v|·) log π(v|·)/π_ref(v|·) from the full logits, summed over the
 response: no estimator noise beyond the choice of the sampled contexts.
@@ -7,8 +8,10 @@ response: no estimator noise beyond the choice of the sampled contexts.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -18,6 +21,8 @@ from rlhf_lab.rollout import Rollout, decode_responses, response_logprobs
 from rlhf_lab.seeds import derive_seed
 from rlhf_lab.tensors import left_pad
 
+EVALS = "eval.jsonl"  # one row per held-out evaluation of a training run, in its artifact's folder
+EVAL_SAMPLES = "eval_samples.jsonl"  # the last evaluation's prompts and completions
 KL_ROWS = 32  # sequences whose full (T, V) logits are held at once for the exact KL
 
 Generate = Callable[[torch.Tensor, torch.Tensor], Rollout]  # (left-padded ids, mask) -> rollout
@@ -85,3 +90,61 @@ def summarize(
         if baseline_gold is not None:
             metrics["win_rate"] = win_rate(gold.cpu(), baseline_gold.cpu())
     return metrics
+
+
+class EvalRecord:
+    """What a training run (RL, DPO) keeps of its metrics, under `prefix` (`rl`, `dpo`): the last step's
+    (`<prefix>/train/*`) and the last evaluation's, logged at x = the stage's own step; the starting
+    policy's held-out gold, the baseline of the win rate and the gain (checkpointed by the module); and,
+    on rank 0, `eval.jsonl` and `eval_samples.jsonl` in `out_dir`."""
+
+    def __init__(self, prefix: str, out_dir: Path | None):
+        self.prefix, self.out_dir = prefix, out_dir
+        self.sft_gold: torch.Tensor | None = None  # (B,)
+        self.last_train: dict[str, float] = {}
+        self.last_eval: dict[str, float] = {}
+
+    def baseline(self, gold: torch.Tensor | None) -> torch.Tensor | None:
+        """The starting policy's gold: the first gold this run measured."""
+        if gold is not None and self.sft_gold is None:
+            self.sft_gold = gold.cpu()
+        return self.sft_gold
+
+    def train(self, module, stats: dict[str, float]) -> None:
+        self.last_train = {f"{self.prefix}/train/{k}": v for k, v in stats.items()}
+        self.log(module, self.last_train)
+
+    def evaluation(self, module, metrics: dict[str, float], prompts: list, completions: list[str]) -> None:
+        """Log one evaluation (`metrics` keyed `eval/*` for the samples, other groups such as `val/*`
+        besides), append it to eval.jsonl (`eval/` dropped, other groups as `val_*`) and write its samples."""
+        self.last_eval = {f"{self.prefix}/{k}": v for k, v in metrics.items()}
+        self.log(module, self.last_eval)
+        if self.out_dir is None or not module.trainer.is_global_zero:
+            return
+        row = {"step": module.step_count}
+        row |= {k[5:] if k.startswith("eval/") else k.replace("/", "_"): v for k, v in metrics.items()}
+        with open(self.out_dir / EVALS, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        samples = [{"prompt": p, "completion": c} for p, c in zip(prompts, completions, strict=True)]
+        (self.out_dir / EVAL_SAMPLES).write_text("".join(json.dumps(r) + "\n" for r in samples))
+
+    def log(self, module, metrics: dict[str, float]) -> None:
+        """Log at x = the stage's step (not Lightning's global step, which counts optimizer steps)."""
+        if module.trainer.is_global_zero:
+            for logger in module.loggers:
+                logger.log_metrics(metrics, step=module.step_count)
+
+    def keep_evals_until(self, step: int) -> None:
+        """Drop the evaluations after `step` (a resumed run redoes them)."""
+        path = None if self.out_dir is None else self.out_dir / EVALS
+        if path is not None and path.is_file():
+            rows = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
+            path.write_text("".join(row + "\n" for row in rows))
+
+    def final(self) -> dict[str, float]:
+        """The last train and evaluation metrics, and the held-out gold gained over the starting policy."""
+        metrics = self.last_train | self.last_eval
+        gold = self.last_eval.get(f"{self.prefix}/eval/gold")
+        if self.sft_gold is not None and gold is not None:
+            metrics[f"{self.prefix}/eval/gold_gain"] = gold - self.sft_gold.mean().item()
+        return metrics

@@ -12,7 +12,6 @@ policy's samples judged by gold. Each evaluation is appended to `eval.jsonl` in 
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -20,23 +19,18 @@ import torch
 
 from rlhf_lab.dpo.loss import preference_loss
 from rlhf_lab.dpo.pairs import all_logps
-from rlhf_lab.evaluation import held_out_generator, sample_with_kl, win_rate
+from rlhf_lab.evaluation import EvalRecord, held_out_generator, sample_with_kl, summarize
 from rlhf_lab.rollout import generate, generation_args
 from rlhf_lab.tracking import memory_mb
 
 log = logging.getLogger("rlhf_lab.dpo")
-EVALS = "eval.jsonl"
 
 
-class DPOMetrics:
-    """The last train, held-out-pair and held-out-sample metrics of a run, and the starting policy's
-    held-out gold (the baseline of the win rate; checkpointed)."""
+class DPOMetrics(EvalRecord):
+    """The DPO stage's metrics of one run (`EvalRecord` under `dpo`), with the memory at the start."""
 
     def __init__(self, out_dir: Path | None):
-        self.out_dir = out_dir
-        self.sft_gold: torch.Tensor | None = None
-        self.last_train: dict[str, float] = {}
-        self.last_eval: dict[str, float] = {}
+        super().__init__("dpo", out_dir)
         self.memory_at_start = 0.0
 
     def start(self, module) -> None:
@@ -49,8 +43,7 @@ class DPOMetrics:
             "memory/peak_mb": memory_mb(module.device)[1],
             "memory/at_start_mb": self.memory_at_start,
         }
-        self.last_train = {f"dpo/train/{k}": v for k, v in stats.items()}
-        _log(module, self.last_train)
+        self.train(module, stats)
         shown = {k: stats[k] for k in ("loss", "accuracy", "margin") if k in stats}
         module.log_dict(shown, prog_bar=True, logger=False)
         settings = module.settings
@@ -60,24 +53,16 @@ class DPOMetrics:
     @torch.no_grad()
     def evaluate(self, module) -> None:
         """Held-out pairs, then held-out samples; logged at the step reached and appended to eval.jsonl."""
+        completions, sampled = self.sample_metrics(module)
         metrics = {f"val/{k}": v for k, v in pair_metrics(module).items()}
-        metrics |= {f"eval/{k}": v for k, v in self.sample_metrics(module).items()}
-        self.last_eval = {f"dpo/{k}": v for k, v in metrics.items()}
-        _log(module, self.last_eval)
+        metrics |= {f"eval/{k}": v for k, v in sampled.items()}
         shown = "  ".join(f"{k} {v:+.3f}" for k, v in metrics.items() if k.split("/")[1] in SHOWN)
         log.info("dpo eval @%d: %s", module.step_count, shown)
-        if self.out_dir is not None and module.trainer.is_global_zero:
-            row = {
-                "step": module.step_count,
-                **{k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("eval/")},
-            }
-            row |= {k.replace("/", "_"): v for k, v in metrics.items() if k.startswith("val/")}
-            with open(self.out_dir / EVALS, "a") as f:
-                f.write(json.dumps(row) + "\n")
+        self.evaluation(module, metrics, module.eval_prompts, completions)
 
-    def sample_metrics(self, module) -> dict[str, float]:
-        """One sample per held-out prompt (the same draws every time): gold, proxy, exact KL to the
-        reference, length, win rate against the starting policy's samples."""
+    def sample_metrics(self, module) -> tuple[list[str], dict[str, float]]:
+        """One sample per held-out prompt (the same draws every time) and its metrics: gold, proxy, exact
+        KL to the reference (none without one: SimPO), length, win rate against the starting policy's."""
         sampling, policy, tokenizer = module.settings.sampling, module.policy, module.tokenizer
         generator = held_out_generator(module.seed, module.device)
         temperature = sampling.temperature or 1.0
@@ -101,36 +86,13 @@ class DPOMetrics:
             temperature=temperature,
             batch_size=sampling.batch_size,
         )
-        metrics = {"length": samples.length.mean().item()}
-        if reference is not None:
-            metrics["kl"] = samples.kl.mean().item()
-        if module.scorer is not None:
-            metrics["reward"] = module.scorer.score(module.eval_prompts, samples.completions).mean().item()
-        if module.gold is not None:
-            gold = module.gold.score(module.eval_prompts, samples.completions)  # (B,)
-            self.sft_gold = gold if self.sft_gold is None else self.sft_gold
-            metrics |= {"gold": gold.mean().item(), "win_rate": win_rate(gold, self.sft_gold)}
-        if self.out_dir is not None and module.trainer.is_global_zero:
-            rows = [
-                {"prompt": p, "completion": c}
-                for p, c in zip(module.eval_prompts, samples.completions, strict=True)
-            ]
-            (self.out_dir / "eval_samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-        return metrics
-
-    def keep_evals_until(self, step: int) -> None:
-        """Drop the evaluations after `step` (a resumed run redoes them)."""
-        path = None if self.out_dir is None else self.out_dir / EVALS
-        if path is not None and path.is_file():
-            rows = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
-            path.write_text("".join(row + "\n" for row in rows))
-
-    def final(self) -> dict[str, float]:
-        """The last train and evaluation metrics, and the held-out gold gained over the starting policy."""
-        metrics = self.last_train | self.last_eval
-        if self.sft_gold is not None and "dpo/eval/gold" in self.last_eval:
-            metrics["dpo/eval/gold_gain"] = self.last_eval["dpo/eval/gold"] - self.sft_gold.mean().item()
-        return metrics
+        prompts, completions = module.eval_prompts, samples.completions
+        proxy = None if module.scorer is None else module.scorer.score(prompts, completions)
+        gold = None if module.gold is None else module.gold.score(prompts, completions)
+        metrics = summarize(samples, proxy, gold, self.baseline(gold))
+        if reference is None:
+            del metrics["kl"]  # zeros from sample_with_kl: there is no reference to diverge from
+        return samples.completions, metrics
 
 
 SHOWN = ("accuracy", "margin", "gold", "kl", "win_rate", "reward")  # in the evaluation's log line
@@ -158,10 +120,3 @@ def pair_metrics(module) -> dict[str, float]:
     if known.any():
         metrics["gold_accuracy"] = ((margin[known] > 0) == (gap[known] > 0)).float().mean().item()
     return metrics
-
-
-def _log(module, metrics: dict[str, float]) -> None:
-    """Log at x = the DPO step."""
-    if module.trainer.is_global_zero:
-        for logger in module.loggers:
-            logger.log_metrics(metrics, step=module.step_count)

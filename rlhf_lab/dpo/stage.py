@@ -18,10 +18,10 @@ from pathlib import Path
 
 from rlhf_lab.config import Config
 from rlhf_lab.data.formats import read_examples
-from rlhf_lab.dpo.metrics import EVALS
 from rlhf_lab.dpo.module import DPOModule
 from rlhf_lab.dpo.pairs import all_logps, split_pairs, tokenize_pairs
 from rlhf_lab.dpo.sources import ROUNDS, Offline, Online, PairSource
+from rlhf_lab.evaluation import EVALS
 from rlhf_lab.models import apply_peft, export_model, folder_settings, load_causal_lm, load_tokenizer
 from rlhf_lab.rl.experience import Reference
 from rlhf_lab.scorers import needs_reward_stage, objective_scorer

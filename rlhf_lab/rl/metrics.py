@@ -8,7 +8,6 @@ the win rate against the starting policy's samples judged by gold. Rank 0 append
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from contextlib import contextmanager
@@ -17,14 +16,13 @@ from pathlib import Path
 import torch
 
 from rlhf_lab.data.chat import display
-from rlhf_lab.evaluation import held_out_generator, sample_with_kl, summarize
+from rlhf_lab.evaluation import EvalRecord, held_out_generator, sample_with_kl, summarize
 from rlhf_lab.models import eval_mode
 from rlhf_lab.rollout import Rollout
 from rlhf_lab.tracking import memory_mb, reset_peak_memory
 
 log = logging.getLogger("rlhf_lab.rl")
 TABLE_ROWS = 16  # rollouts per W&B sample table
-EVALS = "eval.jsonl"
 
 
 class Timer:
@@ -46,17 +44,14 @@ class Timer:
             torch.cuda.synchronize(self.device)
 
 
-class Metrics:
-    """The RL stage's metrics of one run: the last train and eval metrics, and the starting policy's
-    held-out gold (the baseline of the win rate; checkpointed)."""
+class Metrics(EvalRecord):
+    """The RL stage's metrics of one run (`EvalRecord` under `rl`), with the memory at the start and the
+    RL steps' wall time so far, evaluations left out (checkpointed)."""
 
     def __init__(self, out_dir: Path | None):
-        self.out_dir = out_dir
-        self.sft_gold: torch.Tensor | None = None
-        self.last_train: dict[str, float] = {}
-        self.last_eval: dict[str, float] = {}
+        super().__init__("rl", out_dir)
         self.memory_at_start = 0.0
-        self.train_seconds = 0.0  # the RL steps' wall time so far, evaluations left out (checkpointed)
+        self.train_seconds = 0.0
 
     def start(self, module) -> None:
         self.memory_at_start = memory_mb(module.device)[0]  # models loaded, nothing run yet
@@ -89,8 +84,7 @@ class Metrics:
         """Log a step's metrics (the progress bar shows a few); a sample table every rl.samples_every
         steps; a held-out evaluation every rl.eval_every steps and after the last."""
         settings, step = module.settings, module.step_count
-        self.last_train = {f"rl/train/{k}": v for k, v in stats.items()}
-        _log(module, self.last_train)
+        self.train(module, stats)
         shown = ("reward", "kl", "gold") if gold is not None else ("reward", "kl")
         module.log_dict({k: stats[k] for k in shown}, prog_bar=True, logger=False)
         if step % settings.samples_every == 0:
@@ -115,35 +109,11 @@ class Metrics:
                 batch_size=module.settings.sampling.batch_size,
             )
         proxy, gold = module.score(module.eval_prompts, samples.completions)
-        if gold is not None and self.sft_gold is None:
-            self.sft_gold = gold.cpu()
-        metrics = summarize(samples, proxy, gold, self.sft_gold)
-        self.last_eval = {f"rl/eval/{k}": v for k, v in metrics.items()}
-        _log(module, self.last_eval)
+        metrics = summarize(samples, proxy, gold, self.baseline(gold))
         shown = "  ".join(f"{k} {v:+.3f}" if k != "length" else f"{k} {v:.1f}" for k, v in metrics.items())
         log.info("rl eval @%d: %s", module.step_count, shown)
-        if self.out_dir is not None and module.trainer.is_global_zero:
-            with open(self.out_dir / EVALS, "a") as f:
-                f.write(json.dumps({"step": module.step_count, **metrics}) + "\n")
-            rows = [
-                {"prompt": p, "completion": c}
-                for p, c in zip(module.eval_prompts, samples.completions, strict=True)
-            ]
-            (self.out_dir / "eval_samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-
-    def keep_evals_until(self, step: int) -> None:
-        """Drop the evaluations after `step` (a resumed run redoes them)."""
-        path = None if self.out_dir is None else self.out_dir / EVALS
-        if path is not None and path.is_file():
-            rows = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
-            path.write_text("".join(row + "\n" for row in rows))
-
-    def final(self) -> dict[str, float]:
-        """The last train and eval metrics, and the held-out gold gained over the starting policy."""
-        metrics = self.last_train | self.last_eval
-        if self.sft_gold is not None and "rl/eval/gold" in self.last_eval:
-            metrics["rl/eval/gold_gain"] = self.last_eval["rl/eval/gold"] - self.sft_gold.mean().item()
-        return metrics
+        metrics = {f"eval/{k}": v for k, v in metrics.items()}
+        self.evaluation(module, metrics, module.eval_prompts, samples.completions)
 
 
 def weights_mb(module) -> float:
@@ -173,13 +143,6 @@ def _mean_over_ranks(module, stats: dict[str, float]) -> dict[str, float]:
             values = module.trainer.strategy.reduce(values, reduce_op=op)
             reduced |= dict(zip(keys, values.tolist(), strict=True))
     return reduced
-
-
-def _log(module, metrics: dict[str, float]) -> None:
-    """Log at x = the RL step (not Lightning's global step, which counts optimizer steps)."""
-    if module.trainer.is_global_zero:
-        for logger in module.loggers:
-            logger.log_metrics(metrics, step=module.step_count)
 
 
 def _log_samples(module, prompts, completions, scores, gold) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from rlhf_lab.config import Config, PeftConfig
+from rlhf_lab.evaluation import EVALS
 from rlhf_lab.models import (
     apply_peft,
     export_model,
@@ -24,7 +25,6 @@ from rlhf_lab.models import (
     load_tokenizer,
 )
 from rlhf_lab.rl.algorithms import problems
-from rlhf_lab.rl.metrics import EVALS
 from rlhf_lab.rl.module import RLModule
 from rlhf_lab.scorers import needs_reward_stage, reward_model_path
 from rlhf_lab.seeds import stage_seed, without_seed
