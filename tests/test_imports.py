@@ -16,7 +16,7 @@ FLOORS = [  # lowest first; a name covers a module and everything inside it
     ["data", "label"],  # sources, row formats, tokenization rules, DataModules; the labeling page
     ["models", "optim", "faults", "tracking"],  # loading and exporting models, training infrastructure
     # maths, sampling
-    ["losses", "losses_dpo", "losses_pg", "fits", "rollout", "scorers", "labelers", "evaluation"],
+    ["losses", "fits", "rollout", "scorers", "labelers", "evaluation"],
     ["stages", "rl", "dpo"],  # the stages
     ["pipeline"],  # stage chaining and the cache
     ["cli", "api", "report", "report_fits", "report_rm", "report_frontier", "report_rl"],  # entry points

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from rlhf_lab.losses import (
-    IGNORE,
     AdaptiveKLController,
     FixedKLController,
     best_of_n_kl,
@@ -23,10 +22,6 @@ from rlhf_lab.losses import (
     grpo_loss,
     kl_estimate,
     kl_penalized_rewards,
-    masked_mean,
-    masked_sum,
-    masked_var,
-    masked_whiten,
     pairwise_differences,
     ppo_policy_loss,
     reinforce_loss,
@@ -34,6 +29,7 @@ from rlhf_lab.losses import (
     token_nll,
     value_loss,
 )
+from rlhf_lab.tensors import IGNORE, masked_mean, masked_sum, masked_var, masked_whiten
 
 
 def lengths_mask(lengths: list[int], t: int) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""The newer policy-gradient losses (rlhf_lab.losses_pg: Dr. GRPO, DAPO, GSPO, REINFORCE++), each against
+"""The newer policy-gradient losses (rlhf_lab.losses.pg: Dr. GRPO, DAPO, GSPO, REINFORCE++), each against
 a hand-computed example and a loop reference written here: a Python loop over sequences and tokens with
 scalar torch ops, so that the gradients are compared too."""
 

@@ -4,7 +4,7 @@ An entry says what tells an algorithm apart:
 
     advantages     from the KL-penalized token rewards (N, T) and the values: per token (N, T) or per
                    sequence (N,), and the value targets when there is a value function
-    loss           a pure function of `losses.py` on a micro-batch: (loss, detached stats)
+    loss           a pure function of `rlhf_lab.losses` on a micro-batch: (loss, detached stats)
     averages_over  what that loss is a mean over, "tokens" or "sequences": a micro-batch's loss is
                    weighted by its share of them, so the micro-batches add up to the minibatch's loss
     owns_kl        with algo.kl.placement=loss, the loss takes β itself (GRPO's k3 inside its
@@ -14,14 +14,14 @@ An entry says what tells an algorithm apart:
     keep           which rows the update trains on, from the scores (N,) and k; None = all (DAPO leaves
                    out the groups whose rewards are all equal)
 
-Loss aggregation of each entry (`losses_pg`):
+Loss aggregation of each entry (`losses/pg.py`):
     a token mean over the minibatch                 ppo, dapo, reinforce_pp
     a mean over sequences of each one's token mean  grpo; gspo (its log-ratio; then one term per sequence)
     a token sum over a constant, mean over sequences  reinforce and rloo (the constant 1), dr_grpo
                                                     (rl.sampling.max_new_tokens)
 Every entry with a ratio (all but reinforce and rloo) logs the raw ratios: ratio_mean, ratio_max and
-clip_fraction. Adding an algorithm is one entry here, one pure loss in `losses_pg.py` (re-exported by
-`losses.py`) and one `conf/algo/` file.
+clip_fraction. Adding an algorithm is one entry here, one pure loss in `losses/pg.py` and one
+`conf/algo/` file.
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ from rlhf_lab.losses import (
     grpo_advantages,
     grpo_loss,
     gspo_loss,
-    masked_sum,
     ppo_policy_loss,
     reinforce_loss,
     reinforce_pp_advantages,
@@ -50,6 +49,7 @@ from rlhf_lab.losses import (
     varied_groups,
 )
 from rlhf_lab.rl.experience import Experience
+from rlhf_lab.tensors import masked_sum
 
 Tensor = torch.Tensor
 Stats = dict[str, Tensor]

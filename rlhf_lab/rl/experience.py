@@ -19,9 +19,10 @@ import torch
 from torch import nn
 
 from rlhf_lab.config import AlgoConfig
-from rlhf_lab.losses import kl_estimate, kl_penalized_rewards, masked_sum, masked_whiten
+from rlhf_lab.losses import kl_estimate, kl_penalized_rewards
 from rlhf_lab.rollout import Rollout, response_logprobs, response_states
 from rlhf_lab.seeds import derive_seed
+from rlhf_lab.tensors import masked_sum, masked_whiten
 
 
 class PromptStream:

@@ -20,7 +20,7 @@ from rlhf_lab.config import Config, ConfigError
 from rlhf_lab.data.chat import Prompt
 from rlhf_lab.data.prompts import encode_prompts
 from rlhf_lab.faults import FaultGuard
-from rlhf_lab.losses import AdaptiveKLController, FixedKLController, kl_loss, masked_mean
+from rlhf_lab.losses import AdaptiveKLController, FixedKLController, kl_loss
 from rlhf_lab.models import add_training_dropout, eval_mode
 from rlhf_lab.optim import build_optimizer
 from rlhf_lab.rl.algorithms import ALGORITHMS, MovingAverage
@@ -46,7 +46,7 @@ from rlhf_lab.rollout import (
 )
 from rlhf_lab.scorers import gold_scorer, objective_scorer
 from rlhf_lab.seeds import derive_seed, rng_state, set_rng_state, stage_seed
-from rlhf_lab.tensors import left_pad, repeat_each
+from rlhf_lab.tensors import left_pad, masked_mean, repeat_each
 
 
 class RLModule(L.LightningModule):

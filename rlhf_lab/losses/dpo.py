@@ -1,10 +1,8 @@
 """The DPO family of preference losses as pure tensor functions: DPO, conservative DPO, IPO and SimPO.
 
-Split from `losses.py` so that both stay under 400 lines; `rlhf_lab.losses` re-exports every function
-here, and callers import them from there. Inputs are per-pair sequence log-probabilities (B,): the sum
-of a completion's token log-probs (EOS included) given its prompt, under the policy and, except for
-SimPO, under the reference. Reference log-probs are constants (detached here). Each loss is the mean
-over the B pairs.
+Inputs are per-pair sequence log-probabilities (B,): the sum of a completion's token log-probs (EOS
+included) given its prompt, under the policy and, except for SimPO, under the reference. Reference
+log-probs are constants (detached here). Each loss is the mean over the B pairs.
 """
 
 from __future__ import annotations

@@ -1,6 +1,5 @@
 """The policy-gradient family as pure tensor functions: advantages, policy and value losses.
 
-Split from `losses.py` (which re-exports every function here; callers import them from there).
 Each loss returns (loss, stats), stats being detached scalar tensors; advantages, old and reference
 log-probs and returns are constants (detached here). Shapes: log-probs and masks (B, T) over response
 tokens, advantages (B, T) per token or (B,) per sequence, k consecutive rows per prompt in a group.

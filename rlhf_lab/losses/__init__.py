@@ -1,0 +1,44 @@
+"""The maths of rlhf_lab as pure tensor functions; stages call these, nothing is copied between stages.
+
+    supervised   next-token likelihood (pretraining, SFT), the Bradley–Terry loss (reward model)
+    kl           KL estimators and the KL-penalized reward, the exact KL, β controllers, best-of-n's KL
+    pg           the policy-gradient family: advantages, policy and value losses
+    dpo          the DPO family: DPO, conservative DPO, IPO, SimPO
+
+Every function is exported here; callers import from `rlhf_lab.losses`. Masked reductions are in
+`rlhf_lab.tensors`.
+"""
+
+from rlhf_lab.losses.dpo import cdpo_loss, dpo_logratio, dpo_loss, ipo_loss, simpo_loss  # noqa: F401
+from rlhf_lab.losses.kl import (  # noqa: F401
+    AdaptiveKLController,
+    FixedKLController,
+    best_of_n_kl,
+    categorical_kl,
+    entropy_from_logprobs,
+    kl_estimate,
+    kl_penalized_rewards,
+)
+from rlhf_lab.losses.pg import (  # noqa: F401
+    dapo_loss,
+    dr_grpo_advantages,
+    dr_grpo_loss,
+    explained_variance,
+    gae,
+    grpo_advantages,
+    grpo_loss,
+    gspo_loss,
+    kl_loss,
+    ppo_policy_loss,
+    reinforce_loss,
+    reinforce_pp_advantages,
+    rloo_advantages,
+    value_loss,
+    varied_groups,
+)
+from rlhf_lab.losses.supervised import (  # noqa: F401
+    bradley_terry_loss,
+    causal_lm_loss,
+    pairwise_differences,
+    token_nll,
+)
