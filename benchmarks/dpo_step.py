@@ -20,8 +20,8 @@ the median seconds per step over every run's steps after its first `--warmup`, p
 (unpadded) tokens per second, the peak resident memory of the process, its resident memory when
 training began and the difference, then the ratios rlhf_lab / TRL; writes it all to
 benchmarks/results/dpo_step.json. The environments are `rl_step.py`'s: benchmarks/.venv-rlhf_lab
-(torch 2.13.0 and `pip install -e .`) and, for TRL, benchmarks/.venv-trl-dpo (torch 2.13.0 and
-trl==TRL_VERSION), created on the first run.
+(torch 2.13.0 and `pip install -e .`) and, for TRL, benchmarks/.venv-trl-latest (torch 2.13.0, the latest
+TRL `rl_step.TRL_LATEST` and vaderSentiment, which this side does not import), created on the first run.
 """
 
 from __future__ import annotations
@@ -40,9 +40,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import rl_step  # noqa: E402  (the environments, the measured child process, the thread setting)
 
-VENV = HERE / ".venv-trl-dpo"
 RESULTS = HERE / "results" / "dpo_step.json"
-TRL_VERSION = "1.16.0"  # the latest release when this benchmark was written (`pip index versions trl`)
 BATCH_PAIRS, MAX_LENGTH, BETA = 32, 128, 0.1
 
 
@@ -69,15 +67,8 @@ def write_pairs(collect: Path, count: int, path: Path) -> Path:
 
 
 def trl_python() -> Path:
-    def ready(python: Path) -> bool:
-        versions = rl_step._versions(python, "import trl, torch; print(trl.__version__, torch.__version__)")
-        return (
-            versions is not None
-            and versions[0] == TRL_VERSION
-            and versions[1].startswith(rl_step.TORCH_VERSION)
-        )
-
-    return rl_step.venv_python(VENV, [f"trl=={TRL_VERSION}"], ready)
+    """The latest TRL's environment, shared with `rl_step.py --algos grpo` (benchmarks/.venv-trl-latest)."""
+    return rl_step.trl_python(rl_step.TRL_LATEST)
 
 
 def rlhf_lab_side(inputs: dict, args, workdir: Path, env: dict) -> dict:

@@ -1,10 +1,10 @@
 """TRL's side of `benchmarks/dpo_step.py`: time DPO training steps of TRL's DPOTrainer.
 
-Runs inside the environment that `dpo_step.py` creates (benchmarks/.venv-trl-dpo, the latest TRL), so
+Runs inside the environment that `dpo_step.py` creates (benchmarks/.venv-trl-latest, the latest TRL), so
 it imports neither rlhf_lab nor Lightning nor Hydra; it reads only plain files (an HF model folder, a
 JSONL of {"prompt", "chosen", "rejected"}).
 
-    benchmarks/.venv-trl-dpo/bin/python benchmarks/trl_dpo_side.py --policy SFT_DIR --pairs pairs.jsonl \
+    benchmarks/.venv-trl-latest/bin/python benchmarks/trl_dpo_side.py --policy SFT_DIR --pairs pairs.jsonl \
         --steps 14 --warmup 2 --batch-size 32 --max-length 128 --beta 0.1 --lr 1e-6 --out trl.json
 
 The reference log-probs are precomputed once before training (`precompute_ref_log_probs=True`), as
@@ -21,40 +21,16 @@ import argparse
 import json
 import resource
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 import trl
 from datasets import Dataset
-from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl_side import StepTimer  # the RL benchmark's TRL side, in the same environment
 
 WARMUP_LR_STEPS = 5  # rlhf_lab's benchmark sets dpo.warmup_steps=5, then a constant learning rate
 BETAS = (0.9, 0.95)  # rlhf_lab's AdamW betas
-
-
-class StepTimer(TrainerCallback):
-    """Wall time of each training step (a transformers Trainer calls on_step_begin and on_step_end
-    around the collation of its batch, forward, backward and optimizer step)."""
-
-    def __init__(self):
-        self.seconds: list[float] = []
-        self._start = 0.0
-        self.rss_at_start_mb = 0.0
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.rss_at_start_mb = current_rss_mb()  # model, tokenized pairs and reference log-probs ready
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        self._start = time.perf_counter()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.seconds.append(time.perf_counter() - self._start)
-
-
-def current_rss_mb() -> float:
-    status = Path("/proc/self/status").read_text().splitlines()
-    return int(next(line for line in status if line.startswith("VmRSS:")).split()[1]) / 1024
 
 
 def read_pairs(path: str) -> list[dict]:
