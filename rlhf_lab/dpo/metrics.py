@@ -53,8 +53,8 @@ class DPOMetrics(EvalRecord):
     @torch.no_grad()
     def evaluate(self, module) -> None:
         """Held-out pairs, then held-out samples; logged at the step reached and appended to eval.jsonl."""
-        completions, sampled = self.sample_metrics(module)
         metrics = {f"val/{k}": v for k, v in pair_metrics(module).items()}
+        completions, sampled = self.sample_metrics(module)
         metrics |= {f"eval/{k}": v for k, v in sampled.items()}
         shown = "  ".join(f"{k} {v:+.3f}" for k, v in metrics.items() if k.split("/")[1] in SHOWN)
         log.info("dpo eval @%d: %s", module.step_count, shown)
