@@ -24,8 +24,9 @@ shared machine's speed reaches both. Prints, for each algorithm and side, the me
 over every run's steps after its first `--warmup`, completion tokens per second (mean completion
 tokens per step over that median), the peak resident memory of the process, its resident memory when
 training began (libraries and models loaded) and the difference (what training added), then the
-ratios rlhf_lab / TRL; writes it all to benchmarks/results/rl_step.json. Do not run anything else on
-the machine meanwhile: with every core in use, one more busy thread slows a step several-fold.
+ratios rlhf_lab / TRL; writes it all to benchmarks/results/rl_step.json (`--algos grpo`:
+rl_step_grpo.json). Do not run anything else on the machine meanwhile: with every core in use, one more
+busy thread slows a step several-fold.
 
 The SFT policy and reward model come from rlhf_lab's pipeline (built once, then cached below the
 lab's home: `--home`, else $RLHF_LAB_HOME, else ./lab). Each side runs in its own virtual environment
@@ -338,9 +339,17 @@ def main() -> None:
         help="learning rate of both sides (default 1e-6: the policies stay at SFT, so both sides sample "
         "completions of the same length and do the same work; a step costs the same at any lr)",
     )
-    parser.add_argument("--out", type=Path, default=RESULTS, help="results JSON")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="results JSON (default: benchmarks/results/rl_step.json for rloo,ppo, else "
+        "rl_step_<algos>.json, so that a run of other algorithms leaves the default's results)",
+    )
     args = parser.parse_args()
     algos = [a.strip() for a in args.algos.split(",") if a.strip()]
+    if args.out is None:
+        named = RESULTS.with_name(f"rl_step_{'_'.join(algos)}.json")
+        args.out = RESULTS if algos == ["rloo", "ppo"] else named
     if unknown := set(algos) - set(ALGO_OVERRIDES):
         parser.error(f"unknown algos {sorted(unknown)}; choose from {sorted(ALGO_OVERRIDES)}")
     if args.steps <= args.warmup:
