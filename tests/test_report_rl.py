@@ -56,7 +56,8 @@ def test_the_table_and_the_paired_differences(sweep, tmp_path):
     }
     assert set(rows) == {"algo=rloo", "algo=ppo"}, "the run without a result is left out"
     # rloo's gold 0.5, 0.6, 0.7: mean 0.6, half-width t(0.975, 2)·0.1/√3 = 4.303·0.0577 = 0.248
-    assert "| algo=rloo | 3 | 0.600 ± 0.248 | 0.700 ± 0.248 | 11.0 ± 2.5 | 0.70 ± 0.00 | 20.0 ± 0.0 |" in rows["algo=rloo"]
+    expected = "| algo=rloo | 3 | 0.600 ± 0.248 | 0.700 ± 0.248 | 11.0 ± 2.5 | 0.70 ± 0.00 | 20.0 ± 0.0 |"
+    assert expected in rows["algo=rloo"]
     # ppo − rloo by seed: −0.1, −0.15, −0.05: mean −0.1, every seed below
     diff_row = [line for line in markdown.splitlines() if line.startswith("| algo=ppo |")][-1]
     assert "Δ gold" in markdown and "-0.100 ± 0.124 (0/3)" in diff_row  # gold: every seed below
