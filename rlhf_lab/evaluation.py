@@ -121,8 +121,7 @@ class EvalRecord:
         self.log(module, self.last_eval)
         if self.out_dir is None or not module.trainer.is_global_zero:
             return
-        row = {"step": module.step_count}
-        row |= {k[5:] if k.startswith("eval/") else k.replace("/", "_"): v for k, v in metrics.items()}
+        row = {"step": module.step_count} | {_column(k): v for k, v in metrics.items()}
         with open(self.out_dir / EVALS, "a") as f:
             f.write(json.dumps(row) + "\n")
         samples = [{"prompt": p, "completion": c} for p, c in zip(prompts, completions, strict=True)]
@@ -148,3 +147,8 @@ class EvalRecord:
         if self.sft_gold is not None and gold is not None:
             metrics[f"{self.prefix}/eval/gold_gain"] = gold - self.sft_gold.mean().item()
         return metrics
+
+
+def _column(key: str) -> str:
+    """An evaluation metric's eval.jsonl column: `eval/gold` -> `gold`, `val/accuracy` -> `val_accuracy`."""
+    return key.removeprefix("eval/") if key.startswith("eval/") else key.replace("/", "_")
