@@ -30,7 +30,6 @@ import argparse
 import csv
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -222,11 +221,7 @@ def main() -> None:
             "trl": runs["trl"][0]["trl_version"],
         },
         "inputs": {k: str(v) for k, v in inputs.items() if k != "pairs"},
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
+        "machine": rl_step.machine(),
         "results": {"rlhf_lab": ours, "trl": trl, "ratio": ratio},
     }
     args.out.write_text(json.dumps(record, indent=2))

@@ -117,6 +117,11 @@ def lab_python() -> Path:
     return venv_python(LAB_VENV, ["-e", str(REPO)], _has_lab)
 
 
+def machine() -> dict:
+    """What a benchmark's results record of the machine it ran on."""
+    return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+
+
 def venv_python(folder: Path, packages: list[str], ready) -> Path:
     """The interpreter of the virtual environment `folder`, created on the first call: the pinned torch
     first (an unpinned one would pull CUDA wheels), then `packages`; `ready(python)` tells whether the
@@ -390,11 +395,7 @@ def main() -> None:
             "threads": args.threads or torch_threads(),
         },
         "inputs": {k: str(v) for k, v in inputs.items()},
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
+        "machine": machine(),
         "results": results,
     }
     args.out.write_text(json.dumps(record, indent=2))

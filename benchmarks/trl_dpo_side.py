@@ -27,10 +27,7 @@ import torch
 import trl
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from trl_side import StepTimer  # the RL benchmark's TRL side, in the same environment
-
-WARMUP_LR_STEPS = 5  # rlhf_lab's benchmark sets dpo.warmup_steps=5, then a constant learning rate
-BETAS = (0.9, 0.95)  # rlhf_lab's AdamW betas
+from trl_side import StepTimer, common_args  # the RL benchmark's TRL side, in the same environment
 
 
 def read_pairs(path: str) -> list[dict]:
@@ -40,34 +37,18 @@ def read_pairs(path: str) -> list[dict]:
 
 
 def dpo_config(args, out_dir: str) -> trl.DPOConfig:
-    """The benchmark's settings as TRL's config: CPU, fp32, no logging, evaluation or saving."""
+    """The benchmark's settings as TRL's config: the RL benchmark's TrainingArguments (CPU, fp32, AdamW
+    with rlhf_lab's betas, the same warm-up, no logging, evaluation or saving), then DPO's own."""
     return trl.DPOConfig(
-        output_dir=out_dir,
-        use_cpu=True,
-        bf16=False,
-        fp16=False,
-        per_device_train_batch_size=args.batch_size,
-        gradient_accumulation_steps=1,
-        max_steps=args.steps,
-        learning_rate=args.lr,
-        lr_scheduler_type="constant_with_warmup",
-        warmup_steps=WARMUP_LR_STEPS,
-        optim="adamw_torch",  # torch.optim.AdamW, as rlhf_lab
-        adam_beta1=BETAS[0],
-        adam_beta2=BETAS[1],
-        weight_decay=0.0,
-        max_grad_norm=1.0,
-        max_length=args.max_length,
-        beta=args.beta,
-        loss_type=["sigmoid"],
-        precompute_ref_log_probs=True,
-        report_to="none",
-        logging_strategy="no",
-        save_strategy="no",
-        eval_strategy="no",
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        seed=0,
+        **common_args(out_dir, args.lr)
+        | {
+            "per_device_train_batch_size": args.batch_size,
+            "max_steps": args.steps,
+            "max_length": args.max_length,
+            "beta": args.beta,
+            "loss_type": ["sigmoid"],
+            "precompute_ref_log_probs": True,
+        }
     )
 
 
