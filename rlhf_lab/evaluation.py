@@ -16,8 +16,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from rlhf_lab.config import SamplingConfig
 from rlhf_lab.losses import categorical_kl
-from rlhf_lab.rollout import Rollout, decode_responses, response_logprobs
+from rlhf_lab.rollout import Rollout, decode_responses, generate, generation_args, response_logprobs
 from rlhf_lab.seeds import derive_seed
 from rlhf_lab.tensors import left_pad
 
@@ -68,6 +69,39 @@ def sample_with_kl(
         lengths.append(rollout.lengths().float().cpu())
         completions += decode_responses(tokenizer, rollout)
     return Samples(completions, torch.cat(kls), torch.cat(lengths))
+
+
+def sample_held_out(
+    policy: nn.Module,
+    tokenizer,
+    prompt_ids: list[list[int]],
+    sampling: SamplingConfig,
+    generator: torch.Generator,
+    reference_logits: Callable[[Rollout, float], torch.Tensor] | None,
+) -> Samples:
+    """`sample_with_kl` with the shared generation under `sampling` and `generator`; the KL is taken at
+    the sampling temperature (at 1 when greedy). `reference_logits(rollout, temperature)` gives the
+    reference's (B, T, V) logits; None: the policy is its own reference."""
+    temperature = sampling.temperature or 1.0
+    return sample_with_kl(
+        policy,
+        tokenizer,
+        prompt_ids,
+        generate=lambda ids, mask: generate(
+            policy,
+            ids,
+            mask,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            generator=generator,
+            **generation_args(sampling),
+        ),
+        reference_logits=None
+        if reference_logits is None
+        else lambda part: reference_logits(part, temperature),
+        temperature=temperature,
+        batch_size=sampling.batch_size,
+    )
 
 
 def win_rate(gold: torch.Tensor, baseline: torch.Tensor) -> float:

@@ -19,8 +19,7 @@ import torch
 
 from rlhf_lab.dpo.loss import preference_loss
 from rlhf_lab.dpo.pairs import all_logps
-from rlhf_lab.evaluation import EvalRecord, held_out_generator, sample_with_kl, summarize
-from rlhf_lab.rollout import generate, generation_args
+from rlhf_lab.evaluation import EvalRecord, held_out_generator, sample_held_out, summarize
 from rlhf_lab.tracking import memory_mb
 
 log = logging.getLogger("rlhf_lab.dpo")
@@ -63,28 +62,16 @@ class DPOMetrics(EvalRecord):
     def sample_metrics(self, module) -> tuple[list[str], dict[str, float]]:
         """One sample per held-out prompt (the same draws every time) and its metrics: gold, proxy, exact
         KL to the reference (none without one: SimPO), length, win rate against the starting policy's."""
-        sampling, policy, tokenizer = module.settings.sampling, module.policy, module.tokenizer
-        generator = held_out_generator(module.seed, module.device)
-        temperature = sampling.temperature or 1.0
-        reference = module.reference
-        samples = sample_with_kl(
+        policy, reference = module.policy, module.reference
+        samples = sample_held_out(
             policy,
-            tokenizer,
+            module.tokenizer,
             module.eval_prompt_ids,
-            generate=lambda ids, mask: generate(
-                policy,
-                ids,
-                mask,
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id,
-                generator=generator,
-                **generation_args(sampling),
-            ),
-            reference_logits=None
+            module.settings.sampling,
+            held_out_generator(module.seed, module.device),
+            None
             if reference is None
-            else lambda part: reference(policy, part, temperature, return_logits=True).logits,
-            temperature=temperature,
-            batch_size=sampling.batch_size,
+            else lambda part, t: reference(policy, part, t, return_logits=True).logits,
         )
         prompts, completions = module.eval_prompts, samples.completions
         proxy = None if module.scorer is None else module.scorer.score(prompts, completions)

@@ -16,7 +16,6 @@ import dataclasses
 import json
 import logging
 import math
-from functools import partial
 from pathlib import Path
 
 import torch
@@ -25,9 +24,9 @@ from rlhf_lab.config import Config
 from rlhf_lab.data.chat import Prompt
 from rlhf_lab.data.lm import LMDataModule, collate
 from rlhf_lab.data.prompts import encode_prompts
-from rlhf_lab.evaluation import held_out_generator, sample_with_kl, summarize
+from rlhf_lab.evaluation import held_out_generator, sample_held_out, summarize
 from rlhf_lab.losses import token_nll
-from rlhf_lab.rollout import generate, generation_args, response_logprobs
+from rlhf_lab.rollout import response_logprobs
 from rlhf_lab.scorers import gold_scorer, needs_reward_stage, objective_scorer
 from rlhf_lab.seeds import stage_seed
 from rlhf_lab.stages.common import Context, data_key, write_table
@@ -122,26 +121,15 @@ def build(ctx: Context, out: Path) -> dict[str, float]:
 
 def sample_policy(policy, reference, tokenizer, prompts: list[Prompt], cfg: Config, device):
     """One completion per prompt (seed fixed across policies) and its exact KL to `reference`."""
-    s = cfg.eval.sampling
-    sample = partial(
-        generate,
-        policy,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        generator=held_out_generator(stage_seed(cfg, "eval"), device),
-        **generation_args(s),
-    )
-    temperature = s.temperature or 1.0
-    return sample_with_kl(
+    return sample_held_out(
         policy,
         tokenizer,
         encode_prompts(tokenizer, prompts, cfg.data.max_prompt_length, "eval prompts"),
-        generate=sample,
-        reference_logits=None
+        cfg.eval.sampling,
+        held_out_generator(stage_seed(cfg, "eval"), device),
+        None
         if reference is None
-        else lambda part: response_logprobs(reference, part, temperature, return_logits=True).logits,
-        temperature=temperature,
-        batch_size=s.batch_size,
+        else lambda part, t: response_logprobs(reference, part, t, return_logits=True).logits,
     )
 
 
