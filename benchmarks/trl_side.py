@@ -114,6 +114,22 @@ def common_args(out_dir: str, lr: float) -> dict:
     )
 
 
+def train_on_prompts(trainer_class, config, args, timer: StepTimer) -> None:
+    """Train the policy of args.policy with a TRL trainer of the GRPO kind (RLOO, GRPO) on the prompts of
+    args.prompts, rewarded by VADER."""
+    tokenizer = AutoTokenizer.from_pretrained(args.policy, padding_side="left")
+    model = AutoModelForCausalLM.from_pretrained(args.policy, dtype=torch.float32)
+    trainer = trainer_class(
+        model=model,
+        reward_funcs=vader_reward(),
+        args=config,
+        train_dataset=Dataset.from_list([{"prompt": p} for p in read_prompts(args.prompts)]),
+        processing_class=tokenizer,
+        callbacks=[timer],
+    )
+    trainer.train()
+
+
 def run_rloo(args, timer: StepTimer, out_dir: str) -> list[int]:
     """Train args.steps RLOO steps; returns the completion tokens generated at each step."""
     tokens_per_step: list[int] = []
@@ -137,17 +153,7 @@ def run_rloo(args, timer: StepTimer, out_dir: str) -> list[int]:
         num_iterations=1,
         log_completions=False,
     )
-    tokenizer = AutoTokenizer.from_pretrained(args.policy, padding_side="left")
-    model = AutoModelForCausalLM.from_pretrained(args.policy, dtype=torch.float32)
-    trainer = CountingRLOOTrainer(
-        model=model,
-        reward_funcs=vader_reward(),
-        args=config,
-        train_dataset=Dataset.from_list([{"prompt": p} for p in read_prompts(args.prompts)]),
-        processing_class=tokenizer,
-        callbacks=[timer],
-    )
-    trainer.train()
+    train_on_prompts(CountingRLOOTrainer, config, args, timer)
     return tokens_per_step
 
 
@@ -179,17 +185,7 @@ def run_grpo(args, timer: StepTimer, out_dir: str) -> list[int]:
         disable_dropout=True,
         log_completions=False,
     )
-    tokenizer = AutoTokenizer.from_pretrained(args.policy, padding_side="left")
-    model = AutoModelForCausalLM.from_pretrained(args.policy, dtype=torch.float32)
-    trainer = CountingGRPOTrainer(
-        model=model,
-        reward_funcs=vader_reward(),
-        args=config,
-        train_dataset=Dataset.from_list([{"prompt": p} for p in read_prompts(args.prompts)]),
-        processing_class=tokenizer,
-        callbacks=[timer],
-    )
-    trainer.train()
+    train_on_prompts(CountingGRPOTrainer, config, args, timer)
     return tokens_per_step
 
 
