@@ -2,8 +2,9 @@
 (started, SIGKILLed, restarted on the same port), JSON requests to it, and headless Chromium.
 
 Chromium comes from the system's packages (.ci/run installs Debian's `chromium`); its path is
-$RLHF_LAB_CHROMIUM or the first of CHROMIUMS found. Without it the browser tests fail, loudly; only
-RLHF_LAB_SKIP_BROWSER=1 skips them.
+$RLHF_LAB_CHROMIUM, else the first of CHROMIUMS found. Without one the browser tests are skipped, with
+how to run them; where the browser is required (CI=true, or RLHF_LAB_REQUIRE_BROWSER=1, as .ci/run
+sets) they fail instead. RLHF_LAB_SKIP_BROWSER=1 skips them anywhere.
 """
 
 from __future__ import annotations
@@ -158,15 +159,41 @@ def _decode(data: bytes):
         return data.decode("utf-8", "replace")
 
 
-def chromium_path() -> str:
-    """The system's Chromium; fails the test without one (RLHF_LAB_SKIP_BROWSER=1: skips it)."""
-    if os.environ.get("RLHF_LAB_SKIP_BROWSER") == "1":
-        pytest.skip("RLHF_LAB_SKIP_BROWSER=1")
-    for candidate in (os.environ.get("RLHF_LAB_CHROMIUM"), *CHROMIUMS):
-        found = candidate and shutil.which(candidate)
+def browser_required() -> bool:
+    """Whether a missing Chromium fails the browser tests rather than skipping them: in CI (CI=true, as
+    CI services set it) or with RLHF_LAB_REQUIRE_BROWSER=1 (.ci/run sets it)."""
+    ci = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+    return ci or os.environ.get("RLHF_LAB_REQUIRE_BROWSER") == "1"
+
+
+def find_chromium() -> tuple[str | None, str]:
+    """(path, "") of the system's Chromium: $RLHF_LAB_CHROMIUM if set, else the first of CHROMIUMS
+    found; or (None, why not and how to run the browser tests)."""
+    given = os.environ.get("RLHF_LAB_CHROMIUM")
+    for candidate in (given,) if given else CHROMIUMS:
+        found = shutil.which(candidate)
         if found:
-            return found
-    pytest.fail(
-        "no Chromium found (tried $RLHF_LAB_CHROMIUM and " + ", ".join(CHROMIUMS) + "): the browser tests "
-        "need one; `apt-get install chromium` (.ci/run does), or RLHF_LAB_SKIP_BROWSER=1 to skip them"
+            return found, ""
+    tried = f"RLHF_LAB_CHROMIUM={given}" if given else ", ".join(CHROMIUMS)
+    return None, (
+        f"no Chromium found (tried {tried}): the labeling page's browser tests need one; "
+        "`apt-get install chromium` (as .ci/run does) or RLHF_LAB_CHROMIUM=/path/to/chromium runs them"
     )
+
+
+def skip_without_browser() -> list[pytest.MarkDecorator]:
+    """The browser tests' module mark: skip them, with the reason once in the summary, when there is no
+    Chromium and none is required (browser_required), or with RLHF_LAB_SKIP_BROWSER=1; else none."""
+    if os.environ.get("RLHF_LAB_SKIP_BROWSER") == "1":
+        return [pytest.mark.skip(reason="RLHF_LAB_SKIP_BROWSER=1")]
+    path, why = find_chromium()
+    return [] if path or browser_required() else [pytest.mark.skip(reason=why)]
+
+
+def chromium_path() -> str:
+    """The system's Chromium; fails the test without one (it is only reached where a browser is
+    required: skip_without_browser skipped it otherwise)."""
+    path, why = find_chromium()
+    if path is None:
+        pytest.fail(why + " (required here: CI or RLHF_LAB_REQUIRE_BROWSER=1 is set)")
+    return path

@@ -2,7 +2,8 @@
 Playwright, against a real `rlhf-lab stage=label` process. The keyboard alone; a SIGKILL of the server
 mid-way; two annotators at once; the token off loopback; a reward model trained on what the page wrote.
 
-Without a Chromium these tests fail (tests/label_support.py: RLHF_LAB_SKIP_BROWSER=1 skips them)."""
+Without a Chromium these tests are skipped, saying how to run them, except in CI (CI=true) or with
+RLHF_LAB_REQUIRE_BROWSER=1, where they fail (tests/label_support.py: chromium_path)."""
 
 from __future__ import annotations
 
@@ -17,9 +18,9 @@ from playwright.sync_api import Page, expect, sync_playwright
 
 from rlhf_lab.artifacts import read_manifest
 from tests.helpers import DEBUG, SMALL, rlhf_lab
-from tests.label_support import CHROMIUM_FLAGS, LabelServer, chromium_path, events
+from tests.label_support import CHROMIUM_FLAGS, LabelServer, chromium_path, events, skip_without_browser
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, *skip_without_browser()]
 expect.set_options(timeout=20_000)  # a loaded 2-core machine can take seconds to answer a request
 HOSTILE = '<img src=x onerror="window.pwned=1"><script>window.pwned=2</script>'
 
