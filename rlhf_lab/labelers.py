@@ -22,8 +22,8 @@ import torch
 from torch import Tensor
 
 from rlhf_lab.config import AnnotatorConfig, ConfigError
-from rlhf_lab.data.human_labels import read_labels
 from rlhf_lab.data.sources import DataError
+from rlhf_lab.label.human_labels import read_labels
 
 KINDS = ("bt", "argmax", "flip", "pool", "file")
 

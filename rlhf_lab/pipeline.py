@@ -3,11 +3,11 @@
 `ensure(cfg, stage)` returns the artifact folder of a stage, building its upstream stages first.
 Each artifact lives at `paths.artifacts/<stage>/<key>`, where the key hashes the config that
 determines it (the stage's `key_config`, its own seed included: `seeds.stage_seed`), the keys of its
-inputs and the stage's `VERSION`: a sweep over SFT settings pretrains once, and parallel jobs that
+inputs and the stage's `version`: a sweep over SFT settings pretrains once, and parallel jobs that
 need the same missing artifact build it once (`artifacts.claim`).
 
-The cache knows the code: each stage module's `VERSION` (an integer) is raised whenever what the
-stage computes changes, so an upgrade that changes a stage's output invalidates its old artifacts and
+The cache knows the code: each stage's `version` (an integer, in its `Stage`) is raised whenever what
+the stage computes changes, so an upgrade that changes a stage's output invalidates its old artifacts and
 everything downstream of them. Each manifest records the git commit it was built at, and reusing an
 artifact built at another commit says so in the log (`reward: reusing artifact … built at commit
 abc1234, this is def5678`).
@@ -21,7 +21,6 @@ import json
 import logging
 import shutil
 from pathlib import Path
-from types import ModuleType
 
 import lightning as L
 import torch.distributed as dist
@@ -40,33 +39,35 @@ from rlhf_lab.artifacts import (
     worker_rank,
 )
 from rlhf_lab.config import Config, ConfigError
-from rlhf_lab.dpo import stage as dpo
-from rlhf_lab.rl import stage as rl
 from rlhf_lab.seeds import stage_seed
 from rlhf_lab.stages import bon, collect, evaluate, pretrain, reward, sft
 from rlhf_lab.stages.common import CHECKPOINTS, Context
+from rlhf_lab.stages.contract import Stage
+from rlhf_lab.stages.dpo import stage as dpo
+from rlhf_lab.stages.rl import stage as rl
 from rlhf_lab.tracking import finish_wandb
 
 log = logging.getLogger(__name__)
 
-# Each stage module provides VERSION (an int in its cache key, raised whenever what the stage computes
-# changes), upstream(cfg), key_config(cfg) and build(ctx, out) -> metrics, and may provide
-# check(cfg) -> 'key: message' problems, asked before anything is built.
-STAGES: dict[str, ModuleType] = {
-    "pretrain": pretrain,
-    "sft": sft,
-    "collect": collect,
-    "reward": reward,
-    "rl": rl,
-    "dpo": dpo,
-    "bon": bon,
-    "eval": evaluate,
+# Every stage, each held to the one contract (stages/contract.py), in the order of the data flow.
+STAGES: dict[str, Stage] = {
+    stage.name: stage
+    for stage in (
+        pretrain.STAGE,
+        sft.STAGE,
+        collect.STAGE,
+        reward.STAGE,
+        rl.STAGE,
+        dpo.STAGE,
+        bon.STAGE,
+        evaluate.STAGE,
+    )
 }
-ARTIFACT_FORMAT = 1  # bump when the layout of every artifact changes; a stage's own change bumps its VERSION
+ARTIFACT_FORMAT = 1  # bump when the layout of every artifact changes; a stage's own change bumps its version
 
 
 def stage_key(cfg: Config, name: str) -> str:
-    """The hash of what determines stage `name`'s artifact: its code's VERSION, its config (its own seed
+    """The hash of what determines stage `name`'s artifact: its code's version, its config (its own seed
     included) and its inputs' keys; nothing else, so a change downstream never rebuilds it."""
     stage = STAGES[name]
     inputs = {up: stage_key(cfg, up) for up in stage.upstream(cfg)}
@@ -74,7 +75,7 @@ def stage_key(cfg: Config, name: str) -> str:
         {
             "stage": name,
             "format": ARTIFACT_FORMAT,
-            "version": stage.VERSION,
+            "version": stage.version,
             "config": stage.key_config(cfg),
             "inputs": inputs,
         }
@@ -124,7 +125,7 @@ def ensure_with_inputs(
 
 def check(cfg: Config, name: str) -> None:
     """Raise ConfigError naming every setting that a stage of `name`'s plan cannot run with."""
-    found = [p for stage in plan(cfg, name) for p in getattr(STAGES[stage], "check", lambda cfg: ())(cfg)]
+    found = [p for stage in plan(cfg, name) for p in STAGES[stage].check(cfg)]
     if found:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(found))
 
@@ -189,7 +190,7 @@ def _ensure_distributed(
             _build(cfg, name, out, run_dir, inputs)
         else:
             log_reuse(name, out)
-    elif build and getattr(STAGES[name], "DISTRIBUTED", False):
+    elif build and STAGES[name].distributed:
         private = out.parent / f".{out.name}.rank{process_rank()}"
         shutil.rmtree(private, ignore_errors=True)
         private.mkdir(parents=True)
@@ -208,10 +209,10 @@ def _build(cfg: Config, name: str, out: Path, run_dir: Path, inputs: dict[str, P
     log.info("%s: building artifact %s", name, out)
     with building(
         out,
-        resumable=getattr(stage, "RESUMABLE", False) and cfg.resume == "auto",
+        resumable=stage.resumable and cfg.resume == "auto",
         stage=name,
         key=out.name,
-        version=stage.VERSION,
+        version=stage.version,
         seed=stage_seed(cfg, name),
         config=stage.key_config(cfg),
         inputs={k: str(v) for k, v in inputs.items()},

@@ -102,16 +102,13 @@ def test_a_null_stage_seed_is_the_runs_seed_key_wise(make_cfg):
 
 
 def test_a_build_seeds_everything_with_its_stage_seed(make_cfg, monkeypatch, tmp_path):
-    import types
-
     import rlhf_lab.pipeline as pipeline
+    from rlhf_lab.stages.contract import Stage
 
     seeded = []
     monkeypatch.setattr(pipeline.L, "seed_everything", lambda seed, **kw: seeded.append(seed))
-    fake = types.SimpleNamespace(
-        VERSION=1, upstream=lambda cfg: [], key_config=lambda cfg: {}, build=lambda ctx, out: {}
-    )
     for name in ("collect", "reward", "rl", "bon", "eval", "sft"):
+        fake = Stage(name, 1, upstream=lambda cfg: [], key_config=lambda cfg: {}, build=lambda ctx, out: {})
         monkeypatch.setitem(pipeline.STAGES, name, fake)
     cfg = make_cfg("seed=9", "collect.seed=1", "reward_model.seed=2", "rl.seed=3", "bon.seed=4")
     for name in ("collect", "reward", "rl", "bon", "eval", "sft"):
@@ -121,12 +118,15 @@ def test_a_build_seeds_everything_with_its_stage_seed(make_cfg, monkeypatch, tmp
 
 # ------------------------------------------------------------------------------ the cache knows the code
 def test_every_stage_has_an_integer_version_in_its_key(make_cfg, monkeypatch):
+    import dataclasses
+
     import rlhf_lab.pipeline as pipeline
 
-    assert all(isinstance(module.VERSION, int) for module in pipeline.STAGES.values())
+    assert all(isinstance(stage.version, int) for stage in pipeline.STAGES.values())
     cfg = make_cfg()
     before = keys(cfg)
-    monkeypatch.setattr(pipeline.STAGES["reward"], "VERSION", pipeline.STAGES["reward"].VERSION + 1)
+    reward = pipeline.STAGES["reward"]
+    monkeypatch.setitem(pipeline.STAGES, "reward", dataclasses.replace(reward, version=reward.version + 1))
     assert changed(before, keys(cfg)) == ["reward", "rl", "bon", "eval"]  # it and what reads it
 
 

@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from rlhf_lab.artifacts import read_manifest
+from rlhf_lab.comparisons import candidate_pairs
 from rlhf_lab.labelers import bt_ceiling
 from rlhf_lab.pipeline import ensure
-from rlhf_lab.stages.collect import candidate_pairs, sample_in_chunks
+from rlhf_lab.stages.collect import sample_in_chunks
 from rlhf_lab.stages.common import Context
 from tests.helpers import SMALL
 

@@ -17,14 +17,14 @@ from safetensors.torch import load_file
 from rlhf_lab.artifacts import read_manifest, scratch_dir
 from rlhf_lab.config import ConfigError, DPOConfig, validate
 from rlhf_lab.data.formats import PreferencePair, read_examples
-from rlhf_lab.dpo.loss import preference_loss
-from rlhf_lab.dpo.module import DPOModule
-from rlhf_lab.dpo.pairs import PairSet, all_logps, pair_logps, split_pairs, tokenize_pairs
-from rlhf_lab.dpo.sources import ROUNDS
-from rlhf_lab.dpo.stage import CHECKPOINT
 from rlhf_lab.models import folder_settings, load_causal_lm, load_tokenizer
 from rlhf_lab.pipeline import artifact_dir, check, ensure
-from rlhf_lab.rl.experience import Reference
+from rlhf_lab.policy import Reference
+from rlhf_lab.stages.dpo.loss import preference_loss
+from rlhf_lab.stages.dpo.module import DPOModule
+from rlhf_lab.stages.dpo.pairs import PairSet, all_logps, pair_logps, split_pairs, tokenize_pairs
+from rlhf_lab.stages.dpo.sources import ROUNDS
+from rlhf_lab.stages.dpo.stage import CHECKPOINT
 from rlhf_lab.tensors import IGNORE
 from tests.helpers import (
     DEBUG,

@@ -11,7 +11,7 @@ import pytest
 from rlhf_lab.cli import CONF_DIR
 from rlhf_lab.config import validate
 from rlhf_lab.pipeline import stage_key
-from rlhf_lab.rl.algorithms import ALGORITHMS
+from rlhf_lab.stages.rl.algorithms import ALGORITHMS
 from tests.helpers import compose_config
 
 

@@ -13,8 +13,8 @@ from rlhf_lab.artifacts import is_complete, read_manifest
 from rlhf_lab.faults import NonFiniteError
 from rlhf_lab.models import load_causal_lm
 from rlhf_lab.pipeline import artifact_dir, ensure
-from rlhf_lab.rl import stage as rl
 from rlhf_lab.stages import lm
+from rlhf_lab.stages.rl import stage as rl
 from tests.helpers import DEBUG, RL_FAST, csv_column, finish, run, start
 
 pytestmark = pytest.mark.slow  # every test trains

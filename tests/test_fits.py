@@ -1,4 +1,4 @@
-"""rlhf_lab.fits (Gao et al. 2022's forms, bootstrap over seeds, mean ± t-interval) and the report's
+"""rlhf_lab.report.fitting (Gao et al. 2022's forms, bootstrap over seeds, mean ± t-interval) and the report's
 fits of a small multirun folder written by hand."""
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 import yaml
 
-from rlhf_lab import fits
 from rlhf_lab.artifacts import LOG_FILE
-from rlhf_lab.report import report
+from rlhf_lab.report import fitting, report
 
 TRUE = {
     "rl": [(0.8, 0.3), (0.5, 0.05), (1.2, 0.6), (0.3, -0.1)],
@@ -23,54 +22,54 @@ TRUE = {
 
 def synthetic(form, alpha, beta, rng, points=40, noise=0.0, top=6.0):
     d = np.concatenate([[0.0], np.sort(rng.uniform(0.05, top, points - 1))])
-    return d, fits.predict(form, alpha, beta, d) + noise * rng.standard_normal(points)
+    return d, fitting.predict(form, alpha, beta, d) + noise * rng.standard_normal(points)
 
 
-@pytest.mark.parametrize("form", fits.FORMS)
+@pytest.mark.parametrize("form", fitting.FORMS)
 def test_the_fit_recovers_alpha_and_beta_without_noise(form):
     rng = np.random.default_rng(0)
     for alpha, beta in TRUE[form]:
-        result = fits.fit(form, *synthetic(form, alpha, beta, rng))
+        result = fitting.fit(form, *synthetic(form, alpha, beta, rng))
         assert (result.alpha, result.beta) == pytest.approx((alpha, beta), abs=1e-9)
         assert result.r2 == pytest.approx(1.0) and result.points == 40
 
 
-@pytest.mark.parametrize("form", fits.FORMS)
+@pytest.mark.parametrize("form", fitting.FORMS)
 @pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
 def test_the_fit_recovers_alpha_and_beta_with_noise(form, seed):
     rng = np.random.default_rng(seed)
     for alpha, beta in TRUE[form]:
-        result = fits.fit(form, *synthetic(form, alpha, beta, rng, points=400, noise=0.02))
+        result = fitting.fit(form, *synthetic(form, alpha, beta, rng, points=400, noise=0.02))
         assert result.alpha == pytest.approx(alpha, abs=0.02) and result.beta == pytest.approx(beta, abs=0.01)
         assert 0.9 < result.r2 <= 1
 
 
 def test_the_regressors_vanish_at_zero_and_reject_a_negative_d():
-    for form in fits.FORMS:
-        assert fits.design(form, [0.0]).tolist() == [[0.0, 0.0]]
+    for form in fitting.FORMS:
+        assert fitting.design(form, [0.0]).tolist() == [[0.0, 0.0]]
         with pytest.raises(ValueError, match="≥ 0"):
-            fits.design(form, [-1.0])
+            fitting.design(form, [-1.0])
     with pytest.raises(ValueError, match="nothing to fit"):
-        fits.fit("rl", [0.0, 0.0], [0.0, 0.0])
+        fitting.fit("rl", [0.0, 0.0], [0.0, 0.0])
     with pytest.raises(ValueError, match="form"):
-        fits.fit("ppo", [1.0], [1.0])
+        fitting.fit("ppo", [1.0], [1.0])
 
 
-@pytest.mark.parametrize("form", fits.FORMS)
+@pytest.mark.parametrize("form", fitting.FORMS)
 def test_the_peak_is_the_numeric_argmax(form):
     grid = np.linspace(1e-6, 60, 600_001)
     for alpha, beta in [(0.8, 0.3), (0.5, 0.2), (1.2, 0.6), (2.0, 1.5)]:
-        curve = fits.predict(form, alpha, beta, grid)
-        d_star, r_star = fits.peak(form, alpha, beta)
+        curve = fitting.predict(form, alpha, beta, grid)
+        d_star, r_star = fitting.peak(form, alpha, beta)
         assert d_star == pytest.approx(grid[np.argmax(curve)], abs=2e-4)
         assert r_star == pytest.approx(curve.max(), rel=1e-7)
-        assert float(fits.predict(form, alpha, beta, [d_star])[0]) == pytest.approx(r_star)
+        assert float(fitting.predict(form, alpha, beta, [d_star])[0]) == pytest.approx(r_star)
 
 
 def test_no_peak_where_the_curve_does_not_turn_down():
-    assert np.isnan(fits.peak("rl", 0.5, -0.1)).all() and np.isnan(fits.peak("rl", 0.5, 0.0)).all()
-    assert np.isnan(fits.peak("bon", 0.5, -0.1)).all() and np.isnan(fits.peak("bon", -0.5, 0.2)).all()
-    result = fits.fit("bon", *synthetic("bon", 0.4, -0.05, np.random.default_rng(0)))
+    assert np.isnan(fitting.peak("rl", 0.5, -0.1)).all() and np.isnan(fitting.peak("rl", 0.5, 0.0)).all()
+    assert np.isnan(fitting.peak("bon", 0.5, -0.1)).all() and np.isnan(fitting.peak("bon", -0.5, 0.2)).all()
+    result = fitting.fit("bon", *synthetic("bon", 0.4, -0.05, np.random.default_rng(0)))
     assert not result.has_peak and math.isnan(result.r_star)
 
 
@@ -83,15 +82,15 @@ def seed_curves(form, alpha, beta, rng, seeds, spread=0.05, noise=0.01):
     return curves
 
 
-@pytest.mark.parametrize("form", fits.FORMS)
+@pytest.mark.parametrize("form", fitting.FORMS)
 def test_the_bootstrap_interval_covers_the_true_values(form):
     alpha, beta = 0.8, 0.3
-    d_star, r_star = (float(v) for v in fits.peak(form, alpha, beta))
-    covered = {name: 0 for name in fits.PARAMETERS}
+    d_star, r_star = (float(v) for v in fitting.peak(form, alpha, beta))
+    covered = {name: 0 for name in fitting.PARAMETERS}
     for dataset in range(40):
-        result = fits.fit_seeds(form, seed_curves(form, alpha, beta, np.random.default_rng(dataset), 10))
+        result = fitting.fit_seeds(form, seed_curves(form, alpha, beta, np.random.default_rng(dataset), 10))
         assert result.seeds == 10 and result.fit.points == 120 and result.peak_share == 1.0
-        for name, true in zip(fits.PARAMETERS, (alpha, beta, d_star, r_star), strict=True):
+        for name, true in zip(fitting.PARAMETERS, (alpha, beta, d_star, r_star), strict=True):
             low, high = result.intervals[name]
             assert low <= result.estimate(name) <= high
             covered[name] += low <= true <= high
@@ -100,36 +99,36 @@ def test_the_bootstrap_interval_covers_the_true_values(form):
 
 def test_the_bootstrap_says_when_the_peak_is_not_established():
     curves = seed_curves("rl", 0.5, 0.0, np.random.default_rng(0), 6, spread=0.02)  # β = 0: no peak
-    result = fits.fit_seeds("rl", curves)
+    result = fitting.fit_seeds("rl", curves)
     assert 0 < result.peak_share < 1 and result.intervals["d_star"][1] == math.inf
-    one = fits.fit_seeds("rl", curves[:1])
+    one = fitting.fit_seeds("rl", curves[:1])
     assert one.seeds == 1 and all(math.isnan(v) for pair in one.intervals.values() for v in pair)
-    again = fits.fit_seeds("rl", curves)
+    again = fitting.fit_seeds("rl", curves)
     assert again.intervals == result.intervals, "the bootstrap draws from a fixed seed"
 
 
 def test_the_t_quantile_and_the_mean_interval():
     for df, table in [(1, 12.706), (2, 4.303), (4, 2.776), (9, 2.262), (29, 2.045), (10_000, 1.960)]:
-        assert fits.t_quantile(0.975, df) == pytest.approx(table, abs=1e-3)
-    assert fits.t_quantile(0.95, 5) == pytest.approx(2.015, abs=1e-3)
-    mean, half = fits.mean_interval([1.0, 2.0, 3.0])
+        assert fitting.t_quantile(0.975, df) == pytest.approx(table, abs=1e-3)
+    assert fitting.t_quantile(0.95, 5) == pytest.approx(2.015, abs=1e-3)
+    mean, half = fitting.mean_interval([1.0, 2.0, 3.0])
     assert mean == 2.0 and half == pytest.approx(4.303 * 1.0 / math.sqrt(3), rel=1e-3)
-    assert fits.mean_interval([4.0])[0] == 4.0 and math.isnan(fits.mean_interval([4.0])[1])
-    assert fits.format_interval([1.0, 2.0, 3.0]) == "2.000 ± 2.484"
-    assert fits.format_interval([0.5]) == "0.500" and fits.format_interval([]) == "–"
+    assert fitting.mean_interval([4.0])[0] == 4.0 and math.isnan(fitting.mean_interval([4.0])[1])
+    assert fitting.format_interval([1.0, 2.0, 3.0]) == "2.000 ± 2.484"
+    assert fitting.format_interval([0.5]) == "0.500" and fitting.format_interval([]) == "–"
 
 
 def test_the_seed_band_and_the_gains():
-    keys, mean, low, high = fits.seed_band([{0: 1.0, 1: 2.0, 2: 9.0}, {0: 3.0, 1: 4.0}])
+    keys, mean, low, high = fitting.seed_band([{0: 1.0, 1: 2.0, 2: 9.0}, {0: 3.0, 1: 4.0}])
     assert keys == [0, 1] and mean == [2.0, 3.0]
     assert high[0] - mean[0] == pytest.approx(12.706, abs=1e-3) and low[0] == pytest.approx(
         2 - 12.706, abs=1e-3
     )
-    assert fits.seed_band([{0: 1.0}]) == ([0], [1.0], [1.0], [1.0]) and fits.seed_band([]) is None
-    d, gain = fits.gains([0.0, 1.0, 2.0], [0.3, 0.5, 0.4])
+    assert fitting.seed_band([{0: 1.0}]) == ([0], [1.0], [1.0], [1.0]) and fitting.seed_band([]) is None
+    d, gain = fitting.gains([0.0, 1.0, 2.0], [0.3, 0.5, 0.4])
     assert gain.tolist() == pytest.approx([0.0, 0.2, 0.1])
     with pytest.raises(ValueError, match="not at d = 0"):
-        fits.gains([0.5, 1.0], [0.3, 0.5])
+        fitting.gains([0.5, 1.0], [0.3, 0.5])
 
 
 # -------------------------------------------------------------------- the report of a synthetic sweep
@@ -164,7 +163,7 @@ def sweep(tmp_path):
             kl = math.log(n) - (n - 1) / n
             row = {"n": n, "kl": kl}
             for key, (a, b) in BON_TRUE.items():
-                row[key] = START[key] + float(fits.predict("bon", a, b, [math.sqrt(kl)])[0])
+                row[key] = START[key] + float(fitting.predict("bon", a, b, [math.sqrt(kl)])[0])
             table.append(row)
         (bon / "bon.json").write_text(json.dumps(table))
         for beta, true in RL_TRUE.items():
@@ -175,7 +174,7 @@ def sweep(tmp_path):
                 kl = 0.0 if step == 0 else (step / 10) * (1 + 0.1 * seed) * (2 if beta == "0.05" else 1)
                 row = {"step": step, "kl": kl, "length": 20.0}
                 for key, (a, b) in true.items():
-                    row[key] = START[key] + float(fits.predict("rl", a, b, [math.sqrt(kl)])[0])
+                    row[key] = START[key] + float(fitting.predict("rl", a, b, [math.sqrt(kl)])[0])
                 rows.append(row)
             (rl / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
             log = ["step,rl/train/gold,rl/train/reward,rl/train/kl"]
@@ -201,7 +200,7 @@ def test_the_report_of_a_synthetic_sweep_writes_the_fits(sweep):
             assert float(row["alpha_low"]) == pytest.approx(true[name][0], abs=1e-6)
     shared = rows[("algo.kl.beta=0.05, algo.kl.beta=0.2", "best-of-n", "gold")]
     assert (float(shared["alpha"]), float(shared["beta"])) == pytest.approx(BON_TRUE["gold"], abs=1e-6)
-    d_star, r_star = fits.peak("rl", *RL_TRUE["0.05"]["gold"])
+    d_star, r_star = fitting.peak("rl", *RL_TRUE["0.05"]["gold"])
     gold = rows[("algo.kl.beta=0.05", "rl", "gold")]
     assert float(gold["d_star"]) == pytest.approx(d_star) and float(gold["r_star"]) == pytest.approx(r_star)
     assert rows[("algo.kl.beta=0.05", "rl", "proxy")]["d_star"] == "nan"  # proxy keeps rising

@@ -11,9 +11,9 @@ import pytest
 
 from rlhf_lab import api
 from rlhf_lab.config import ConfigError, validate
-from rlhf_lab.data.human_labels import read_labels
 from rlhf_lab.errors import UserError
 from rlhf_lab.label.assign import Desk, Refused
+from rlhf_lab.label.human_labels import read_labels
 from rlhf_lab.label.pairs import Pair, load_pairs, ordered
 from rlhf_lab.label.records import LabelFileError, Ledger, fold, pair_id, parse_label, replay
 from rlhf_lab.label.serve import train_command

@@ -11,7 +11,7 @@ from collections import Counter
 
 import pytest
 
-from rlhf_lab.data.human_labels import read_labels
+from rlhf_lab.label.human_labels import read_labels
 from tests.label_support import LabelServer, events, write_pairs
 
 pytestmark = pytest.mark.slow  # each starts the server: about 2 s a start

@@ -369,7 +369,7 @@ def test_pool_probability_is_the_mixture_of_its_annotators():
 
 
 def test_collect_labels_with_a_pool_and_reports_each_annotator(make_cfg):
-    from rlhf_lab.stages.collect import label_pairs
+    from rlhf_lab.comparisons import label_pairs
 
     g = random.Random(1)
     samples = [

@@ -491,3 +491,13 @@ def test_best_of_n_kl_against_the_best_of_n_distribution(n):
     # few categories: ties among the n samples are frequent and the bound is strict
     few = torch.full((4,), 0.25)
     assert kl(exact_best_of_n(few, n), few.double()) < best_of_n_kl(n) - 0.04
+
+
+def test_a_masked_kl_estimate_is_exactly_zero_on_masked_tokens_and_unchanged_elsewhere():
+    logprobs = torch.tensor([[-1.0, -2.0, -500.0]])  # a padded position's arbitrary log-prob
+    ref = torch.tensor([[-1.5, -1.0, 0.0]])
+    mask = torch.tensor([[1, 1, 0]])
+    for estimator in ("k1", "k2", "k3"):
+        masked = kl_estimate(logprobs, ref, estimator, mask)
+        assert torch.isfinite(masked).all() and masked[0, 2] == 0  # k3's exp(500) never computed
+        assert torch.equal(masked[:, :2], kl_estimate(logprobs, ref, estimator)[:, :2])

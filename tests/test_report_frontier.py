@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rlhf_lab import fits
-from rlhf_lab.report import Run, report
-from rlhf_lab.report_frontier import table, write_frontier
+from rlhf_lab.report import fitting, report
+from rlhf_lab.report.frontier import table, write_frontier
+from rlhf_lab.report.runs import Run
 
 
 def dpo_run(seed: int, beta, kl: float, gold: float, loss: str = "dpo") -> Run:
@@ -39,7 +39,7 @@ def test_points_are_pooled_over_seeds_per_method_and_beta():
     assert set(rows) == {("DPO (dpo)", 0.1), ("DPO (simpo)", 2.0), ("RL (ppo, rm)", 0.05), ("best-of-n", 4.0)}
     dpo = rows[("DPO (dpo)", 0.1)]
     assert dpo["seeds"] == 2 and dpo["kl"] == pytest.approx(2.0) and dpo["gold"] == pytest.approx(0.3)
-    assert dpo["gold_ci"] == pytest.approx(fits.mean_interval([0.2, 0.4])[1])
+    assert dpo["gold_ci"] == pytest.approx(fitting.mean_interval([0.2, 0.4])[1])
     assert rows[("best-of-n", 4.0)]["param"] == "n" and rows[("best-of-n", 4.0)]["kl"] == pytest.approx(0.64)
 
 

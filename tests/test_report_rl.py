@@ -1,4 +1,4 @@
-"""rlhf_lab.report_rl: the table of the policy-gradient ablations from a multirun folder's runs: seed
+"""rlhf_lab.report.rl: the table of the policy-gradient ablations from a multirun folder's runs: seed
 intervals per configuration, differences from a baseline paired by seed, the plot; failed runs left out."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import json
 import pytest
 import yaml
 
-from rlhf_lab.report_rl import report
+from rlhf_lab.report.rl import report
 
 
 def fake_run(folder, overrides: list[str], metrics: dict | None):

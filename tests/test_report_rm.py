@@ -4,8 +4,8 @@ seeds' interval."""
 
 import pytest
 
-from rlhf_lab.report_fits import signature
-from rlhf_lab.report_rm import label_ceiling, table
+from rlhf_lab.report.fits import signature
+from rlhf_lab.report.rm import label_ceiling, table
 
 REWARD = {"reward/val/bt_ceiling": 0.81}
 COLLECT = {"collect/label_ceiling": 0.74}

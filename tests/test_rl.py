@@ -14,11 +14,12 @@ from rlhf_lab.artifacts import read_manifest
 from rlhf_lab.config import ConfigError
 from rlhf_lab.losses import gae, kl_penalized_rewards
 from rlhf_lab.pipeline import artifact_dir, ensure, stage_key
-from rlhf_lab.rl.algorithms import ALGORITHMS
-from rlhf_lab.rl.experience import Experience, PromptStream, Reference, Share, micro_batches
-from rlhf_lab.rl.module import RLModule
-from rlhf_lab.rl.stage import CHECKPOINT
+from rlhf_lab.policy import PromptStream, Reference, micro_batches
 from rlhf_lab.rollout import Rollout, generate, response_logprobs
+from rlhf_lab.stages.rl.algorithms import ALGORITHMS
+from rlhf_lab.stages.rl.experience import Experience, Share
+from rlhf_lab.stages.rl.module import RLModule
+from rlhf_lab.stages.rl.stage import CHECKPOINT
 from rlhf_lab.tensors import left_pad
 from tests.helpers import RL_FAST, SMALL, policy_weights, tiny_llama
 

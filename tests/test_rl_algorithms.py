@@ -8,7 +8,7 @@ import torch
 
 from rlhf_lab.config import AlgoConfig, ConfigError
 from rlhf_lab.pipeline import check
-from rlhf_lab.rl.algorithms import ALGORITHMS, MovingAverage, problems
+from rlhf_lab.stages.rl.algorithms import ALGORITHMS, MovingAverage, problems
 
 
 def test_every_algo_file_names_an_entry_of_the_table(make_cfg):
@@ -135,9 +135,9 @@ def test_the_newer_entries_advantages_by_hand():
 
 
 def test_dapo_leaves_out_the_groups_whose_rewards_are_all_equal(make_cfg):
-    from rlhf_lab.rl.experience import Experience
-    from rlhf_lab.rl.module import RLModule
     from rlhf_lab.rollout import generate
+    from rlhf_lab.stages.rl.experience import Experience
+    from rlhf_lab.stages.rl.module import RLModule
     from rlhf_lab.tensors import left_pad
     from tests.helpers import tiny_llama
 
@@ -159,3 +159,31 @@ def test_dapo_leaves_out_the_groups_whose_rewards_are_all_equal(make_cfg):
     loss_kept, stats_kept = module.loss(experience.select(kept))  # the same: a token mean over kept rows
     torch.testing.assert_close(loss, loss_kept)
     torch.testing.assert_close(stats["ratio_mean"], stats_kept["ratio_mean"])
+
+
+@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+def test_the_kl_goes_to_exactly_one_place_decided_by_the_entry(name):
+    entry = ALGORITHMS[name]
+    assert entry.kl_placement("reward", 0.3) == (0.3, 0.0, 0.0)  # −β·kl_t on the token rewards
+    in_loss = entry.kl_placement("loss", 0.3)
+    assert in_loss == ((0.0, 0.3, 0.0) if entry.owns_kl else (0.0, 0.0, 0.3))
+    assert name not in ("grpo", "dr_grpo", "dapo") or entry.owns_kl  # their losses weigh k3 themselves
+
+
+def test_beta_moves_the_loss_of_an_entry_that_owns_its_kl_and_no_other():
+    """The stage adds the KL term for entries that do not own it, so their losses must ignore β."""
+    from rlhf_lab.rollout import Rollout
+    from rlhf_lab.stages.rl.experience import Experience
+
+    g = torch.Generator().manual_seed(0)
+    n, t = 4, 5
+    logprobs = -torch.rand(n, t, generator=g)  # (N, T)
+    ids, ones = torch.ones(n, t, dtype=torch.long), torch.ones(n, t, dtype=torch.long)
+    rollout = Rollout(ids[:, :2], ones[:, :2], ids, ones, logprobs)
+    # the reference 0.5 nats below π on every token, so k3 > 0; one advantage per sequence (N,)
+    batch = Experience(rollout, logprobs, logprobs - 0.5, torch.randn(n, generator=g), max_new_tokens=t)
+    for name in ("grpo", "dr_grpo", "dapo", "gspo"):
+        entry = ALGORITHMS[name]
+        without, _ = entry.loss(logprobs, None, batch, AlgoConfig(), 0.0)
+        with_beta, _ = entry.loss(logprobs, None, batch, AlgoConfig(), 0.1)
+        assert (with_beta.item() > without.item()) == entry.owns_kl, name

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from rlhf_lab.models import load_causal_lm, load_tokenizer
-from rlhf_lab.rl.algorithms import ALGORITHMS
-from rlhf_lab.rl.module import RLModule
 from rlhf_lab.rollout import generate, response_logprobs
 from rlhf_lab.rollout.sampling import truncate
+from rlhf_lab.stages.rl.algorithms import ALGORITHMS
+from rlhf_lab.stages.rl.module import RLModule
 from rlhf_lab.tensors import left_pad
 from tests.helpers import tiny_llama
 

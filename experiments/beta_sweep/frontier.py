@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rlhf_lab.fits import format_interval
-from rlhf_lab.report import find_runs
+from rlhf_lab.report.fitting import format_interval
+from rlhf_lab.report.runs import find_runs
 
 
 def completed_runs(root: Path):

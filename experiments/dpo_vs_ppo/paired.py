@@ -17,7 +17,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from rlhf_lab.fits import format_interval
+from rlhf_lab.report.fitting import format_interval
 
 METHODS = {"dpo": ("dpo.beta", "dpo.seed", "dpo/eval"), "rl": ("algo.kl.beta", "rl.seed", "rl/eval")}
 

@@ -15,8 +15,8 @@ import csv
 import sys
 from pathlib import Path
 
-from rlhf_lab.report import Run, find_runs
-from rlhf_lab.report_rm import run_row, table
+from rlhf_lab.report.rm import run_row, table
+from rlhf_lab.report.runs import Run, find_runs
 
 HERE = Path(__file__).resolve().parent
 ORDER = ["argmax", "bt ceiling 0.8", "flip ε 0.2", "bt ceiling 0.7", "pool"]

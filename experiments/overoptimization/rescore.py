@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from rlhf_lab.report import find_runs
+from rlhf_lab.report.runs import find_runs
 from rlhf_lab.scorers import GoldScorer
 
 HERE = Path(__file__).resolve().parent

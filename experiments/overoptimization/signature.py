@@ -14,9 +14,9 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from rlhf_lab.fits import format_interval
-from rlhf_lab.report import Run, find_runs
-from rlhf_lab.report_fits import read_evals, signature
+from rlhf_lab.report.fits import read_evals, signature
+from rlhf_lab.report.fitting import format_interval
+from rlhf_lab.report.runs import Run, find_runs
 
 HERE = Path(__file__).resolve().parent
 SEEDS = ("seed", "rl.seed", "bon.seed", "reward_model.seed", "collect.seed")

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from rlhf_lab.fits import format_interval
-from rlhf_lab.report import find_runs
-from rlhf_lab.report_rm import run_row, table
+from rlhf_lab.report.fitting import format_interval
+from rlhf_lab.report.rm import run_row, table
+from rlhf_lab.report.runs import find_runs
 
 HERE = Path(__file__).resolve().parent
 

@@ -223,7 +223,7 @@ class ValueConfig:
 
 @dataclass
 class AlgoConfig:
-    name: str = setting("ppo", "the policy-gradient algorithm: an entry of rlhf_lab/rl/algorithms.py")
+    name: str = setting("ppo", "the policy-gradient algorithm: an entry of rlhf_lab/stages/rl/algorithms.py")
     samples_per_prompt: int = setting(
         1, "completions sampled per prompt (a group; rloo and grpo need 2 or more)", gt=0
     )

@@ -1,7 +1,8 @@
 """The maths of rlhf_lab as pure tensor functions; stages call these, nothing is copied between stages.
 
     supervised   next-token likelihood (pretraining, SFT), the Bradley–Terry loss (reward model)
-    kl           KL estimators and the KL-penalized reward, the exact KL, β controllers, best-of-n's KL
+    kl           every KL estimator: per token, the KL-penalized reward, the KL loss term, the exact KL,
+                 β controllers, best-of-n's KL
     pg           the policy-gradient family: advantages, policy and value losses
     dpo          the DPO family: DPO, conservative DPO, IPO, SimPO
 
@@ -17,6 +18,7 @@ from rlhf_lab.losses.kl import (  # noqa: F401
     categorical_kl,
     entropy_from_logprobs,
     kl_estimate,
+    kl_loss,
     kl_penalized_rewards,
 )
 from rlhf_lab.losses.pg import (  # noqa: F401
@@ -28,7 +30,6 @@ from rlhf_lab.losses.pg import (  # noqa: F401
     grpo_advantages,
     grpo_loss,
     gspo_loss,
-    kl_loss,
     ppo_policy_loss,
     reinforce_loss,
     reinforce_pp_advantages,

@@ -1,5 +1,7 @@
-"""KL to the reference: per-token estimators, the KL-penalized reward, the exact KL of evaluation, its
-coefficient's controllers, and best-of-n's KL."""
+"""KL to the reference, every estimator of it and nothing else: the per-token estimators, the
+KL-penalized reward, the KL as a loss term, the exact KL of evaluation, the coefficient's controllers,
+and best-of-n's KL. Where the KL enters an RL step (reward or loss) is decided once per algorithm, by
+`stages.rl.algorithms.Algorithm.kl_placement`."""
 
 from __future__ import annotations
 
@@ -7,16 +9,22 @@ import math
 
 import torch
 
-from rlhf_lab.tensors import last_token_mask, masked_sum
+from rlhf_lab.tensors import last_token_mask, masked_mean, masked_sum
 
 
-def kl_estimate(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str) -> torch.Tensor:
+def kl_estimate(
+    logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """Per-token estimate of KL(π‖π_ref) from tokens sampled from π (Schulman 2020, "Approximating KL").
 
     With log r = log π_ref − log π: k1 = −log r (unbiased, can be negative), k2 = ½(log r)² (biased,
     low variance), k3 = (r − 1) − log r (unbiased, always ≥ 0). Shapes are preserved, e.g. (B, T).
+    With a `mask`, log r is 0 on its masked tokens, so each estimator is exactly 0 there (k3's exp
+    never overflows on a padded position's arbitrary log-probs).
     """
     log_r = ref_logprobs - logprobs  # (B, T)
+    if mask is not None:
+        log_r = torch.where(mask.bool(), log_r, torch.zeros_like(log_r))  # (B, T)
     if estimator == "k1":
         return -log_r  # (B, T)
     if estimator == "k2":
@@ -39,6 +47,13 @@ def kl_penalized_rewards(
     kl = kl_estimate(logprobs.detach(), ref_logprobs.detach(), estimator)  # (B, T)
     rewards = -beta * kl + last_token_mask(mask) * scores.detach().unsqueeze(-1)  # (B, T)
     return torch.where(mask.bool(), rewards, torch.zeros_like(rewards))  # (B, T)
+
+
+def kl_loss(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """KL to the reference as a loss term (GRPO, Shao 2024): per-sequence token mean of k3, averaged
+    over sequences, with gradient through π. Masked tokens contribute exactly 0 (no overflow)."""
+    k3 = kl_estimate(logprobs, ref_logprobs.detach(), "k3", mask)  # (B, T)
+    return masked_mean(k3, mask, dim=-1).mean()  # ()
 
 
 def categorical_kl(logits: torch.Tensor, ref_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from rlhf_lab.losses.kl import kl_estimate, kl_loss
 from rlhf_lab.tensors import masked_mean, masked_sum, masked_var, masked_whiten
 
 # ----------------------------------------------------------------------------------------------
@@ -236,19 +237,6 @@ def grpo_loss(
     return loss, ratio_stats(ratio, was_clipped, mask) | {"kl": kl.detach()}
 
 
-def _k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """(B, T) k3 = (r − 1) − log r, r = π_ref/π, per token with gradient through π (`kl_estimate`'s k3);
-    exactly 0 on masked tokens (no overflow)."""
-    log_r = torch.where(mask.bool(), ref_logprobs.detach() - logprobs, torch.zeros_like(logprobs))  # (B, T)
-    return torch.expm1(log_r) - log_r  # (B, T)
-
-
-def kl_loss(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """KL to the reference as a loss term (GRPO, Shao 2024): per-sequence token mean of k3, averaged
-    over sequences, with gradient through π. Masked tokens contribute exactly 0 (no overflow)."""
-    return masked_mean(_k3(logprobs, ref_logprobs, mask), mask, dim=-1).mean()  # ()
-
-
 def dr_grpo_loss(
     logprobs: torch.Tensor,
     old_logprobs: torch.Tensor,
@@ -275,7 +263,8 @@ def dr_grpo_loss(
         logprobs, old_logprobs, _per_token(advantages, logprobs), mask, clip, clip_high
     )  # (B, T) each
     loss = -(masked_sum(surrogate, mask, dim=-1) / constant).mean()  # ()
-    kl = (masked_sum(_k3(logprobs, ref_logprobs, mask), mask, dim=-1) / constant).mean()  # ()
+    k3 = kl_estimate(logprobs, ref_logprobs.detach(), "k3", mask)  # (B, T)
+    kl = (masked_sum(k3, mask, dim=-1) / constant).mean()  # ()
     if beta:
         loss = loss + beta * kl
     return loss, ratio_stats(ratio, was_clipped, mask) | {"kl": kl.detach()}
@@ -305,7 +294,7 @@ def dapo_loss(
         logprobs, old_logprobs, _per_token(advantages, logprobs), mask, clip_low, clip_high
     )  # (B, T) each
     loss = -masked_mean(surrogate, mask)  # ()
-    kl = masked_mean(_k3(logprobs, ref_logprobs, mask), mask)  # ()
+    kl = masked_mean(kl_estimate(logprobs, ref_logprobs.detach(), "k3", mask), mask)  # ()
     if beta:
         loss = loss + beta * kl
     return loss, ratio_stats(ratio, was_clipped, mask) | {"kl": kl.detach()}

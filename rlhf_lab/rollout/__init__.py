@@ -9,13 +9,14 @@ passes of :func:`response_logprobs` (which lay the sequences end to end without 
 model allows, :func:`pack`), so a sequence gets the same numbers whatever its batch.
 
     batch.py     Rollout (prompts and responses, masks, sampling log-probs), ResponseStats
-    sampling.py  generate: prefill, then one cached step per token; token selection; generate_text
+    sampling.py  generate: prefill, then one cached step per token; token selection; generate_text;
+                 sample_completions: K completions of each prompt
     passes.py    response_logprobs / response_states: fresh passes, packed where the model allows
 """
 
 from rlhf_lab.rollout.batch import ResponseStats, Rollout, decode_responses
 from rlhf_lab.rollout.passes import pack, response_logprobs, response_states
-from rlhf_lab.rollout.sampling import generate, generate_text, generation_args
+from rlhf_lab.rollout.sampling import generate, generate_text, generation_args, sample_completions
 
 __all__ = [
     "ResponseStats",
@@ -27,4 +28,5 @@ __all__ = [
     "pack",
     "response_logprobs",
     "response_states",
+    "sample_completions",
 ]

@@ -14,7 +14,7 @@ from rlhf_lab.data.chat import Prompt
 from rlhf_lab.data.prompts import encode_prompts
 from rlhf_lab.models import accepts, eval_mode, model_device
 from rlhf_lab.rollout.batch import Rollout, decode_responses
-from rlhf_lab.tensors import chunks, left_pad, position_ids_from_mask
+from rlhf_lab.tensors import chunks, left_pad, position_ids_from_mask, repeat_each
 
 
 def _filter_top_k(logits: torch.Tensor, top_k: int) -> torch.Tensor:
@@ -265,3 +265,26 @@ def generate_text(
         )
         texts += decode_responses(tokenizer, rollout)
     return texts
+
+
+def sample_completions(
+    model,
+    tokenizer,
+    prompts: list[Prompt],
+    k: int,
+    sampling: SamplingConfig,
+    seed: int,
+    max_prompt_length: int,
+) -> list[str]:
+    """k completions of each prompt, flat: those of prompt i are at i*k .. i*k+k-1 (a conversational
+    prompt is rendered with the policy's chat template; its completions are the assistant's replies)."""
+    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    return generate_text(
+        model,
+        tokenizer,
+        repeat_each(prompts, k),  # (N*k,)
+        max_prompt_length=max_prompt_length,
+        batch_size=sampling.batch_size,
+        generator=generator,
+        **generation_args(sampling),
+    )

@@ -15,16 +15,18 @@ from pathlib import Path
 
 import torch
 
+from rlhf_lab import plots
 from rlhf_lab.config import Config
 from rlhf_lab.losses import best_of_n_kl
+from rlhf_lab.rollout import sample_completions
 from rlhf_lab.scorers import gold_scorer, needs_reward_stage, objective_scorer
 from rlhf_lab.seeds import derive_seed, stage_seed, without_seed
-from rlhf_lab.stages.common import Context, data_key, sample_completions, write_table
+from rlhf_lab.stages.common import Context, data_key, write_table
+from rlhf_lab.stages.contract import Stage
 from rlhf_lab.tensors import repeat_each
 from rlhf_lab.tracking import log_stage_metrics
 
 log = logging.getLogger(__name__)
-VERSION = 1  # in the cache key: raise it whenever what this stage computes changes (pipeline.py)
 
 
 def upstream(cfg: Config) -> list[str]:
@@ -112,13 +114,8 @@ def build(ctx: Context, out: Path) -> dict[str, float]:
 
 def plot(table: list[dict], path: Path, proxy_name: str) -> None:
     """Gold and proxy score of best-of-n against √KL, the axes of Gao et al. 2022."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     x = [math.sqrt(r["kl"]) for r in table]
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, ax = plots.subplots(figsize=(5, 3.5))
     ax.plot(x, [r["proxy"] for r in table], "o-", label=f"proxy ({proxy_name})")
     if "gold" in table[0]:
         ax.plot(x, [r["gold"] for r in table], "s-", label="gold")
@@ -129,6 +126,7 @@ def plot(table: list[dict], path: Path, proxy_name: str) -> None:
     ax.set_title("Best-of-n")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    plots.save(fig, path)
+
+
+STAGE = Stage("bon", version=1, upstream=upstream, key_config=key_config, build=build)

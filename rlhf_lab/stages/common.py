@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -15,13 +16,12 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import RichProgressBar
 
-from rlhf_lab.config import Config, SamplingConfig, SourceConfig, TrainConfig
+from rlhf_lab.config import Config, SourceConfig, TrainConfig
 from rlhf_lab.data.chat import Prompt
 from rlhf_lab.data.formats import read_prompts
 from rlhf_lab.faults import SaveOnSigterm
 from rlhf_lab.models import folder_settings, load_causal_lm, load_tokenizer
-from rlhf_lab.rollout import generate_text, generation_args
-from rlhf_lab.tensors import repeat_each
+from rlhf_lab.seeds import without_seed
 from rlhf_lab.tracking import make_callbacks, make_loggers
 from rlhf_lab.world import World, build_world, world_key
 
@@ -95,6 +95,15 @@ def data_key(cfg: Config, source: str) -> dict:
     rules = {k: getattr(cfg.data, k) for k in ("max_length", "max_prompt_length", "val_size", "on_bad_row")}
     world = world_key(cfg.world) if src.path is None else None
     return {"source": dataclasses.asdict(src), "world": world, **rules}
+
+
+def comparisons_key(cfg: Config) -> dict:
+    """What determines labeled comparisons besides the policy that samples them: the collect settings,
+    the labeler (a file of human labels by its content) and the prompts. Keyed by collect and online DPO."""
+    labeler = dataclasses.asdict(cfg.labeler)
+    if cfg.labeler.kind == "file":  # the labels are part of the artifact: key on the file's content
+        labeler["sha256"] = hashlib.sha256(Path(cfg.labeler.path).read_bytes()).hexdigest()
+    return {"collect": without_seed(cfg.collect), "labeler": labeler, "prompts": data_key(cfg, "prompts")}
 
 
 def trainer_key(cfg: Config) -> dict:
@@ -182,29 +191,6 @@ def check_ranks_agree(trainer: L.Trainer, module: torch.nn.Module) -> None:
     if not all(torch.equal(g, gathered[0]) for g in gathered):
         raise RuntimeError(f"the {trainer.world_size} ranks end with different weights: {gathered.tolist()}")
     log.info("all %d ranks end with the same weights (checksum %.6f)", trainer.world_size, checksum[0].item())
-
-
-def sample_completions(
-    model,
-    tokenizer,
-    prompts: list[Prompt],
-    k: int,
-    sampling: SamplingConfig,
-    seed: int,
-    max_prompt_length: int,
-) -> list[str]:
-    """k completions of each prompt, flat: those of prompt i are at i*k .. i*k+k-1 (a conversational
-    prompt is rendered with the policy's chat template; its completions are the assistant's replies)."""
-    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
-    return generate_text(
-        model,
-        tokenizer,
-        repeat_each(prompts, k),  # (N*k,)
-        max_prompt_length=max_prompt_length,
-        batch_size=sampling.batch_size,
-        generator=generator,
-        **generation_args(sampling),
-    )
 
 
 class _Steps(torch.utils.data.IterableDataset):

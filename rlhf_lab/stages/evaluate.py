@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from rlhf_lab import plots
 from rlhf_lab.config import Config
 from rlhf_lab.data.chat import Prompt
 from rlhf_lab.data.lm import LMDataModule, collate
@@ -30,10 +31,10 @@ from rlhf_lab.rollout import response_logprobs
 from rlhf_lab.scorers import gold_scorer, needs_reward_stage, objective_scorer
 from rlhf_lab.seeds import stage_seed
 from rlhf_lab.stages.common import Context, data_key, write_table
+from rlhf_lab.stages.contract import Stage
 from rlhf_lab.tracking import log_stage_metrics
 
 log = logging.getLogger(__name__)
-VERSION = 1  # in the cache key: raise it whenever what this stage computes changes (pipeline.py)
 COLUMNS = ["policy", "gold", "reward", "kl", "win_rate", "ppl", "length"]
 HEADERS = {
     "policy": "policy",
@@ -194,14 +195,9 @@ def write_summary(rows: list[dict], out: Path) -> None:
 
 def plot_summary(rows: list[dict], path: Path, proxy_name: str) -> None:
     """Gold (left) and proxy (right) against √KL: SFT and RL as points, best-of-n as a curve."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     bon = [r for r in rows if r["policy"].startswith("best-of-")]
     points = [r for r in rows if not r["policy"].startswith("best-of-")]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharex=True)
+    fig, axes = plots.subplots(1, 2, figsize=(9, 3.6), sharex=True)
     for ax, metric, label in ((axes[0], "gold", "gold reward"), (axes[1], "reward", f"proxy ({proxy_name})")):
         if bon and bon[0].get(metric) is not None:
             x, y = [math.sqrt(r["kl"]) for r in bon], [r[metric] for r in bon]
@@ -214,6 +210,7 @@ def plot_summary(rows: list[dict], path: Path, proxy_name: str) -> None:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle("SFT vs trained policies vs best-of-n on held-out prompts")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    plots.save(fig, path)
+
+
+STAGE = Stage("eval", version=1, upstream=upstream, key_config=key_config, build=build, check=check)

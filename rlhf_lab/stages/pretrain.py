@@ -14,11 +14,8 @@ from rlhf_lab.rollout import generate_text
 from rlhf_lab.scorers import gold_scorer
 from rlhf_lab.seeds import stage_seed
 from rlhf_lab.stages.common import Context, data_key, model_key, trainer_key
+from rlhf_lab.stages.contract import Stage
 from rlhf_lab.stages.lm import train_causal_lm
-
-VERSION = 1  # in the cache key: raise it whenever what this stage computes changes (pipeline.py)
-DISTRIBUTED = True  # trains with a Lightning Trainer: under DDP every rank takes part
-RESUMABLE = True  # its checkpoints in the scratch folder survive a crash (resume=auto)
 
 
 def upstream(cfg: Config) -> list[str]:
@@ -66,3 +63,14 @@ def build(ctx: Context, out: Path) -> dict[str, float]:
             "pretrain/eval/gold_std": gold.std().item(),
         }
     return metrics
+
+
+STAGE = Stage(
+    "pretrain",
+    version=1,
+    upstream=upstream,
+    key_config=key_config,
+    build=build,
+    distributed=True,
+    resumable=True,
+)

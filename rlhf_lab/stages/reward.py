@@ -48,11 +48,9 @@ from rlhf_lab.optim import build_optimizer
 from rlhf_lab.scorers import RewardModelScorer
 from rlhf_lab.seeds import stage_seed, without_seed
 from rlhf_lab.stages.common import CHECKPOINTS, Context, data_key, fit, gather_cat, model_key, trainer_key
+from rlhf_lab.stages.contract import Stage
 
 log = logging.getLogger(__name__)
-VERSION = 1  # in the cache key: raise it whenever what this stage computes changes (pipeline.py)
-DISTRIBUTED = True  # trains with a Lightning Trainer: under DDP every rank takes part
-RESUMABLE = True  # its checkpoints in the scratch folder survive a crash (resume=auto)
 GOLD_GAP = 0.5  # "clear" pairs for the gold-agreement metric
 
 
@@ -288,3 +286,14 @@ def normalize(folder: Path, samples: tuple[list[str], list[str]], device) -> dic
     scorer.model.config.reward_mean, scorer.model.config.reward_std = mean, std
     scorer.model.config.save_pretrained(folder)
     return {"reward/normalization/mean": mean, "reward/normalization/std": std}
+
+
+STAGE = Stage(
+    "reward",
+    version=1,
+    upstream=upstream,
+    key_config=key_config,
+    build=build,
+    distributed=True,
+    resumable=True,
+)

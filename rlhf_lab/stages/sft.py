@@ -11,11 +11,8 @@ from pathlib import Path
 from rlhf_lab.config import Config
 from rlhf_lab.seeds import stage_seed
 from rlhf_lab.stages.common import Context, data_key, model_key, trainer_key
+from rlhf_lab.stages.contract import Stage
 from rlhf_lab.stages.lm import train_causal_lm
-
-VERSION = 1  # in the cache key: raise it whenever what this stage computes changes (pipeline.py)
-DISTRIBUTED = True  # trains with a Lightning Trainer: under DDP every rank takes part
-RESUMABLE = True  # its checkpoints in the scratch folder survive a crash (resume=auto)
 
 
 def upstream(cfg: Config) -> list[str]:
@@ -48,3 +45,14 @@ def build(ctx: Context, out: Path) -> dict[str, float]:
         peft=cfg.peft,
     )
     return metrics
+
+
+STAGE = Stage(
+    "sft",
+    version=1,
+    upstream=upstream,
+    key_config=key_config,
+    build=build,
+    distributed=True,
+    resumable=True,
+)

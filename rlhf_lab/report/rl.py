@@ -5,7 +5,7 @@ stage's peak memory, what training added to the memory it started with, and the 
 optimizer state hold; and, seed by seed, each configuration's difference from a baseline configuration
 (runs of the same `rl.seed` share the SFT policy, the reward model and the prompt order).
 
-    python -m rlhf_lab.report_rl <multirun folder> [--baseline LABEL] [--out DIR]
+    python -m rlhf_lab.report.rl <multirun folder> [--baseline LABEL] [--out DIR]
 
 Writes `runs.csv` (one row per completed run), `summary.md` (the tables) and `gold_vs_kl.png` (final gold
 against KL, one point per configuration with its seed intervals) to DIR (default: `<folder>/report_rl`).
@@ -19,8 +19,9 @@ import csv
 from collections import defaultdict
 from pathlib import Path
 
-from rlhf_lab.fits import format_interval, mean_interval
-from rlhf_lab.report import Run, find_runs
+from rlhf_lab import plots
+from rlhf_lab.report.fitting import format_interval, mean_interval
+from rlhf_lab.report.runs import Run, find_runs
 
 # The RL stage's peak memory minus its memory when it started: what training added. A multirun's jobs
 # share processes (one with the basic launcher, a few joblib workers with local_parallel), and memory an
@@ -106,12 +107,7 @@ def write_runs(groups: dict[str, list[Run]], path: Path) -> None:
 
 def plot_gold_vs_kl(groups: dict[str, list[Run]], path: Path) -> Path:
     """Final gold against KL, one point per configuration with its 95% intervals on both axes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 5))
+    fig, ax = plots.subplots(figsize=(7, 5))
     for label, runs in groups.items():
         kl, kl_half = mean_interval([r.metrics.get("rl/eval/kl") for r in runs])
         gold, gold_half = mean_interval([r.metrics.get("rl/eval/gold") for r in runs])
@@ -121,10 +117,7 @@ def plot_gold_vs_kl(groups: dict[str, list[Run]], path: Path) -> Path:
     ax.set_title("final gold against KL, mean ± 95% interval over seeds")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return plots.save(fig, path)
 
 
 def report(root: Path, out: Path | None = None, baseline: str | None = None) -> str:

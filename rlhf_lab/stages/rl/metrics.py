@@ -9,8 +9,6 @@ the win rate against the starting policy's samples judged by gold. Rank 0 append
 from __future__ import annotations
 
 import logging
-import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -18,30 +16,12 @@ import torch
 from rlhf_lab.data.chat import display
 from rlhf_lab.evaluation import EvalRecord, held_out_generator, sample_with_kl, summarize
 from rlhf_lab.models import eval_mode
+from rlhf_lab.policy import Timer
 from rlhf_lab.rollout import Rollout
 from rlhf_lab.tracking import memory_mb, reset_peak_memory
 
-log = logging.getLogger("rlhf_lab.rl")
+log = logging.getLogger("rlhf_lab.stages.rl")
 TABLE_ROWS = 16  # rollouts per W&B sample table
-
-
-class Timer:
-    """Wall seconds per phase; waits for the GPU so that each phase is charged its own kernels."""
-
-    def __init__(self, device: torch.device):
-        self.device, self.seconds = device, {}
-
-    @contextmanager
-    def __call__(self, phase: str):
-        self._sync()
-        start = time.perf_counter()
-        yield
-        self._sync()
-        self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
-
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
 
 
 class Metrics(EvalRecord):

@@ -8,7 +8,7 @@ Writes to `<dir>/report/` (or `--out`):
     runs.csv               one row per run: status, its overrides, its final metrics (tidy)
     summary.md             mean ± 95% interval over seeds per configuration, the failed or missing runs
     fits.csv, fits.md      Gao et al.'s forms per configuration, RL and best-of-n, gold and proxy against
-                           √KL: α, β, R², peak (d*, R*), bootstrap 95% intervals over seeds (report_fits)
+                           √KL: α, β, R², peak (d*, R*), bootstrap 95% intervals over seeds (fits.py)
     learning_curves.png    gold, proxy and KL per RL step; mean over seeds, 95% interval band
     gold_vs_kl.png         final gold against √KL, one line per algorithm through its β values
     overoptimization.png   proxy against gold during training (and over n for best-of-n)
@@ -31,9 +31,10 @@ from pathlib import Path
 
 import yaml
 
-from rlhf_lab import fits, report_frontier
+from rlhf_lab import plots
 from rlhf_lab.artifacts import LOG_FILE, RESULT_FILE
-from rlhf_lab.report_fits import fit_configurations, plot_fits, read_evals, write_fits
+from rlhf_lab.report import fitting, frontier
+from rlhf_lab.report.fits import fit_configurations, plot_fits, read_evals, write_fits
 
 IGNORED_OVERRIDES = ("hydra", "seed", "logger", "trainer.enable_progress_bar")  # not a configuration
 HEADLINE = [f"{s}/eval/{m}" for s in ("rl", "dpo") for m in ("gold", "reward", "kl", "win_rate", "gold_gain")]
@@ -133,7 +134,7 @@ def write_tables(runs: list[Run], out: Path) -> str:
         "|---|---|" + "---|" * len(columns),
     ]
     for label, group in _by_label([r for r in runs if r.status == "completed"]).items():
-        cells = [fits.format_interval([r.metrics[c] for r in group if c in r.metrics]) for c in columns]
+        cells = [fitting.format_interval([r.metrics[c] for r in group if c in r.metrics]) for c in columns]
         lines.append(f"| {label} | {len(group)} | " + " | ".join(cells) + " |")
     bad = [r for r in runs if r.status != "completed"]
     if bad:
@@ -169,7 +170,7 @@ def read_curve(run: Run) -> dict[str, list[tuple[int, float]]]:
 
 
 def fit_runs(runs: list[Run]):
-    """`report_fits.fit_configurations` on the completed runs: per configuration, one RL curve per
+    """`fits.fit_configurations` on the completed runs: per configuration, one RL curve per
     distinct RL artifact (or run) and its best-of-n artifacts."""
     evals, bon = {}, {}
     for label, group in _by_label([r for r in runs if r.status == "completed"]).items():
@@ -196,14 +197,11 @@ def _band(runs: list[Run], curves: dict[Path, dict], metric: str):
             series.append(
                 dict(zip(steps, _smooth([points[s] for s in steps], max(1, len(steps) // 10)), strict=True))
             )
-    return fits.seed_band(series)
+    return fitting.seed_band(series)
 
 
 # ------------------------------------------------------------------------------------------- plots
 def plot_all(runs: list[Run], out: Path, fitted=None) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
     sets = (fitted or fit_runs(runs))[0]
     fitted_plot = [plot_fits(sets, out / "fits.png")] if sets else []
     rl_runs = [r for r in runs if r.status == "completed" and "rl/eval/kl" in r.metrics]
@@ -224,15 +222,13 @@ def _colors(labels) -> dict[str, str]:
 
 
 def plot_learning_curves(runs: list[Run], curves: dict, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
     panels = [
         ("rl/train/gold", "gold reward"),
         ("rl/train/reward", "proxy reward"),
         ("rl/train/kl", "KL (nats)"),
     ]
     groups, colors = _by_label(runs), _colors(r.label for r in runs)
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6))
+    fig, axes = plots.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6))
     for ax, (metric, name) in zip(axes, panels, strict=True):
         for label, group in groups.items():
             band = _band(group, curves, metric)
@@ -243,17 +239,15 @@ def plot_learning_curves(runs: list[Run], curves: dict, path: Path) -> Path:
             ax.plot(steps, mean, color=colors[label], label=f"{label} ({seeds})")
             if len(group) > 1:
                 ax.fill_between(steps, low, high, color=colors[label], alpha=0.2)
-        _dress(ax, "RL step", name, name)
+        plots.dress(ax, "RL step", name, name)
     axes[0].legend(fontsize=7)
     fig.suptitle("Learning curves (smoothed; band: 95% interval over seeds)")
-    return _save(fig, path)
+    return plots.save(fig, path)
 
 
 def plot_gold_vs_kl(runs: list[Run], path: Path) -> Path:
     """Final gold against √KL: one line per algorithm through its β values; error bars: 95% intervals."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, ax = plots.subplots(figsize=(5.5, 4))
     by_algo: dict[str, dict[float, list[Run]]] = defaultdict(lambda: defaultdict(list))
     for r in runs:
         by_algo[r.algo][r.beta].append(r)
@@ -276,23 +270,21 @@ def plot_gold_vs_kl(runs: list[Run], path: Path) -> Path:
         )
         for x, y, _, _, beta in points:
             ax.annotate(f"β={beta:g}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
-    _dress(ax, "√KL(π ‖ π_SFT)  [√nats]", "gold reward (held-out)", "Gold reward against KL")
+    plots.dress(ax, "√KL(π ‖ π_SFT)  [√nats]", "gold reward (held-out)", "Gold reward against KL")
     ax.legend(title="algorithm")
-    return _save(fig, path)
+    return plots.save(fig, path)
 
 
 def _spread(values: list[float]) -> float:
     """Half-width of the 95% interval over seeds (0 for one seed)."""
-    half = fits.mean_interval(values)[1]
+    half = fitting.mean_interval(values)[1]
     return 0.0 if math.isnan(half) else half
 
 
 def plot_overoptimization(runs: list[Run], curves: dict, path: Path) -> Path:
     """Proxy against gold: RL along training (smoothed, seeds averaged), best-of-n along n. A proxy that
     keeps rising while gold stalls or falls is reward overoptimization (Gao et al. 2022)."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, ax = plots.subplots(figsize=(5.5, 4))
     colors = _colors(r.label for r in runs)
     for label, group in _by_label(runs).items():
         proxy, gold = _band(group, curves, "rl/train/reward"), _band(group, curves, "rl/train/gold")
@@ -305,16 +297,14 @@ def plot_overoptimization(runs: list[Run], curves: dict, path: Path) -> Path:
     bon = _bon_table(runs)
     if bon and "gold" in bon[0]:
         ax.plot([r["proxy"] for r in bon], [r["gold"] for r in bon], "s--", color="gray", label="best-of-n")
-    _dress(ax, "proxy reward", "gold reward", "Overoptimization: proxy vs gold (dot: end of training)")
+    plots.dress(ax, "proxy reward", "gold reward", "Overoptimization: proxy vs gold (dot: end of training)")
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return plots.save(fig, path)
 
 
 def plot_bon_vs_rl(runs: list[Run], path: Path) -> Path:
     """Gold and proxy against √KL: the best-of-n curve and each RL configuration's final point."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
+    fig, axes = plots.subplots(1, 2, figsize=(10, 4), sharex=True)
     bon, colors = _bon_table(runs), _colors(r.label for r in runs)
     for ax, key, bon_key, name in (
         (axes[0], "rl/eval/gold", "gold", "gold reward"),
@@ -334,10 +324,10 @@ def plot_bon_vs_rl(runs: list[Run], path: Path) -> Path:
                 ax.plot(
                     statistics.mean(xs), statistics.mean(ys), "*", ms=11, color=colors[label], label=label
                 )
-        _dress(ax, "√KL to the SFT policy  [√nats]", name, name)
+        plots.dress(ax, "√KL to the SFT policy  [√nats]", name, name)
     axes[0].legend(fontsize=7)
     fig.suptitle("Best-of-n vs RL")
-    return _save(fig, path)
+    return plots.save(fig, path)
 
 
 def _bon_table(runs: list[Run]) -> list[dict]:
@@ -347,22 +337,6 @@ def _bon_table(runs: list[Run]) -> list[dict]:
         if table.is_file():
             return json.loads(table.read_text())
     return []
-
-
-def _dress(ax, xlabel: str, ylabel: str, title: str) -> None:
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-
-
-def _save(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
 
 
 # ----------------------------------------------------------------------------------------------- CLI
@@ -378,7 +352,7 @@ def report(root: Path, out: Path | None = None) -> tuple[str, list[Path]]:
     out.mkdir(parents=True, exist_ok=True)
     fitted = fit_runs(runs)
     markdown = write_tables(runs, out) + "\n" + write_fits(*fitted, out)
-    markdown += report_frontier.write_frontier(runs, out)  # DPO, RL and best-of-n: gold against KL
+    markdown += frontier.write_frontier(runs, out)  # DPO, RL and best-of-n: gold against KL
     return markdown, plot_all(runs, out, fitted)
 
 

@@ -18,20 +18,26 @@ from pathlib import Path
 
 from rlhf_lab.config import Config
 from rlhf_lab.data.formats import read_examples
-from rlhf_lab.dpo.module import DPOModule
-from rlhf_lab.dpo.pairs import all_logps, split_pairs, tokenize_pairs
-from rlhf_lab.dpo.sources import ROUNDS, Offline, Online, PairSource
 from rlhf_lab.evaluation import EVALS
 from rlhf_lab.models import apply_peft, export_model, folder_settings, load_causal_lm, load_tokenizer
-from rlhf_lab.rl.experience import Reference
+from rlhf_lab.policy import Reference
 from rlhf_lab.scorers import needs_reward_stage, objective_scorer
 from rlhf_lab.seeds import stage_seed, without_seed
-from rlhf_lab.stages import collect
-from rlhf_lab.stages.common import CHECKPOINTS, Context, data_key, fit_steps, model_key, trainer_key
+from rlhf_lab.stages.common import (
+    CHECKPOINTS,
+    Context,
+    comparisons_key,
+    data_key,
+    fit_steps,
+    model_key,
+    trainer_key,
+)
+from rlhf_lab.stages.contract import Stage
+from rlhf_lab.stages.dpo.module import DPOModule
+from rlhf_lab.stages.dpo.pairs import all_logps, split_pairs, tokenize_pairs
+from rlhf_lab.stages.dpo.sources import ROUNDS, Offline, Online, PairSource
 
-log = logging.getLogger("rlhf_lab.dpo")
-VERSION = 1  # in the cache key: raise it whenever what this stage computes changes (pipeline.py)
-RESUMABLE = True  # checkpoints, round pairs and reference log-probs in the scratch folder survive a crash
+log = logging.getLogger("rlhf_lab.stages.dpo")
 CHECKPOINT = Path(CHECKPOINTS) / "last.ckpt"
 # dpo settings that do not change the artifact (micro-batches change only the order of float sums)
 NOT_IN_KEY = ("checkpoint_every", "micro_batch_tokens", "val_every", "val_batches")
@@ -87,13 +93,12 @@ def check(cfg: Config) -> Iterator[str]:
 
 
 def key_config(cfg: Config) -> dict:
-    sampled = collect.key_config(cfg) if online(cfg) else {}
     return {
         "policy": cfg.dpo.policy,
         "model": model_key(cfg),
         "dpo": {k: v for k, v in without_seed(cfg.dpo).items() if k not in NOT_IN_KEY},
         "preferences": None if online(cfg) else data_key(cfg, "preferences"),
-        "online": {k: sampled[k] for k in ("collect", "labeler", "prompts")} if online(cfg) else None,
+        "online": comparisons_key(cfg) if online(cfg) else None,
         "objective": dataclasses.asdict(cfg.objective) if scores_proxy(cfg) else None,
         "gold": cfg.gold,
         "peft": dataclasses.asdict(cfg.peft),
@@ -150,3 +155,14 @@ def build(ctx: Context, out: Path) -> dict[str, float]:
     fit_steps(module, cfg, "dpo", cfg.dpo.max_steps, checkpoint, resume, log_dir)
     export_model(module.policy, tokenizer, out, cfg.peft)
     return module.metrics.final() | {f"dpo/data/{k}": v for k, v in source.pair_counts().items()}
+
+
+STAGE = Stage(
+    "dpo",
+    version=1,
+    upstream=upstream,
+    key_config=key_config,
+    build=build,
+    check=check,
+    resumable=True,
+)

@@ -1,7 +1,7 @@
 """The RL LightningModule: one RL step per batch, manual optimization.
 
 `training_step` reads top to bottom: rollout → score → experience → update → log. What differs
-between algorithms is one entry of `rl.algorithms.ALGORITHMS`; nothing here branches on its name.
+between algorithms is one entry of `algorithms.ALGORITHMS`; nothing here branches on its name.
 """
 
 from __future__ import annotations
@@ -23,19 +23,7 @@ from rlhf_lab.faults import FaultGuard
 from rlhf_lab.losses import AdaptiveKLController, FixedKLController, kl_loss
 from rlhf_lab.models import add_training_dropout, eval_mode
 from rlhf_lab.optim import build_optimizer
-from rlhf_lab.rl.algorithms import ALGORITHMS, MovingAverage
-from rlhf_lab.rl.experience import (
-    WHOLE,
-    Experience,
-    PromptStream,
-    Reference,
-    Share,
-    assemble,
-    critic_values,
-    in_parts,
-    micro_batches,
-)
-from rlhf_lab.rl.metrics import Metrics, Timer
+from rlhf_lab.policy import PromptStream, Reference, Timer, in_parts, micro_batches
 from rlhf_lab.rollout import (
     ResponseStats,
     Rollout,
@@ -46,6 +34,9 @@ from rlhf_lab.rollout import (
 )
 from rlhf_lab.scorers import gold_scorer, objective_scorer
 from rlhf_lab.seeds import derive_seed, rng_state, set_rng_state, stage_seed
+from rlhf_lab.stages.rl.algorithms import ALGORITHMS, KLPlacement, MovingAverage
+from rlhf_lab.stages.rl.experience import WHOLE, Experience, Share, assemble, critic_values
+from rlhf_lab.stages.rl.metrics import Metrics
 from rlhf_lab.tensors import left_pad, masked_mean, repeat_each
 
 
@@ -100,6 +91,11 @@ class RLModule(L.LightningModule):
         self.metrics = Metrics(out_dir)
         self.checkpoint, self._restored_rng = checkpoint, None
         self.guard = FaultGuard("rl", self.settings.max_nonfinite, checkpoint)
+
+    @property
+    def kl(self) -> KLPlacement:
+        """Where β (its controller's current value) enters this step: reward, the algorithm's loss or ours."""
+        return self.algorithm.kl_placement(self.algo.kl.placement, self.kl_ctl.value)
 
     @staticmethod
     def _value_head(policy: nn.Module) -> nn.Linear:
@@ -231,7 +227,7 @@ class RLModule(L.LightningModule):
         old_logprobs, ref_logprobs, values = self.before_update(rollout)  # (N, T) each; values or None
         advantages_of = functools.partial(self.algorithm.advantages, algo=self.algo, baseline=self.baseline)
         experience, stats = assemble(
-            rollout, scores, old_logprobs, ref_logprobs, values, self.algo, advantages_of, self.kl_ctl.value
+            rollout, scores, old_logprobs, ref_logprobs, values, self.algo, advantages_of, self.kl.in_reward
         )
         keep = None
         if self.algorithm.keep is not None:
@@ -324,12 +320,12 @@ class RLModule(L.LightningModule):
         entropy bonus, each term weighted by the micro-batch's `share` of what it averages over."""
         algo, mask = self.algo, batch.mask
         out, values = self.forward(batch.rollout)
-        beta = self.kl_ctl.value if algo.kl.placement == "loss" else 0.0
-        loss, stats = self.algorithm.loss(out.logprobs, values, batch, algo, beta)
+        kl = self.kl
+        loss, stats = self.algorithm.loss(out.logprobs, values, batch, algo, kl.in_own_loss)
         loss = share.of(self.algorithm.averages_over) * loss
-        if beta and not self.algorithm.owns_kl:
-            kl = kl_loss(out.logprobs, batch.ref_logprobs, mask)  # a mean over sequences
-            loss, stats["kl_loss"] = loss + share.rows * beta * kl, kl.detach()
+        if kl.added_to_loss:
+            kl_term = kl_loss(out.logprobs, batch.ref_logprobs, mask)  # a mean over sequences
+            loss, stats["kl_loss"] = loss + share.rows * kl.added_to_loss * kl_term, kl_term.detach()
         entropy = masked_mean(out.entropy, mask)
         if algo.entropy_coef:
             loss = loss - share.tokens * algo.entropy_coef * entropy

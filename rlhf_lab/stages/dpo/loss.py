@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from rlhf_lab.config import DPOConfig
-from rlhf_lab.dpo.pairs import PairLogps, PairSet
 from rlhf_lab.losses import cdpo_loss, dpo_logratio, dpo_loss, ipo_loss, simpo_loss
+from rlhf_lab.stages.dpo.pairs import PairLogps, PairSet
 
 
 def preference_loss(

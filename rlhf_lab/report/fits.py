@@ -3,7 +3,7 @@
 `rlhf_lab.report` reads the runs and hands over, per configuration, each RL artifact's held-out
 evaluations (step, kl, gold, reward) and its best-of-n artifacts (bon.json: n, kl, proxy, gold). Each
 curve becomes R(d): d = √KL and R = the reward gained over its first point (RL: step 0; best-of-n:
-n = 1), so R(0) = 0 as the forms require; `rlhf_lab.fits` fits RL with d(α − β log d) and best-of-n
+n = 1), so R(0) = 0 as the forms require; `rlhf_lab.report.fitting` fits RL with d(α − β log d) and best-of-n
 with d(α − β d), on gold and on proxy, with bootstrap intervals over seeds. Curves that do not start
 at step 0 / n = 1 are left out, and fits.md says so.
 """
@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rlhf_lab import fits
+from rlhf_lab import plots
+from rlhf_lab.report import fitting
 
 REWARDS = {"gold": ("gold", "gold"), "proxy": ("reward", "proxy")}  # name -> key in eval.jsonl, bon.json
 METHODS = {"rl": ("rl", "step", 0), "best-of-n": ("bon", "n", 1)}  # method -> form, x, its start
@@ -42,7 +43,7 @@ class CurveSet:
     method: str  # "rl" | "best-of-n"
     label: str
     seeds: dict[str, list[dict[int, tuple[float, float]]]] = field(default_factory=dict)
-    fits: dict[str, fits.SeedFit] = field(default_factory=dict)
+    fits: dict[str, fitting.SeedFit] = field(default_factory=dict)
 
 
 def fit_configurations(
@@ -66,7 +67,7 @@ def fit_configurations(
         for reward, seeds in curves.seeds.items():
             points = [tuple(np.array(list(s.values())).T) for s in seeds]
             try:
-                curves.fits[reward] = fits.fit_seeds(METHODS[curves.method][0], points)
+                curves.fits[reward] = fitting.fit_seeds(METHODS[curves.method][0], points)
             except ValueError as error:
                 notes.append(f"{curves.method} {curves.label} ({reward}): not fitted: {error}")
     return sets, notes
@@ -117,7 +118,7 @@ def _curve_set(method: str, label: str, sources: list[tuple[str, list[dict]]], n
             if not have or have[0] is not rows[0]:
                 continue
             try:
-                d, gain = fits.gains([math.sqrt(max(r["kl"], 0.0)) for r in have], [r[key] for r in have])
+                d, gain = fitting.gains([math.sqrt(max(r["kl"], 0.0)) for r in have], [r[key] for r in have])
             except ValueError as error:
                 notes.append(f"{method} {label}: `{source}` ({reward}): left out: {error}")
                 continue
@@ -145,13 +146,13 @@ def write_fits(sets: list[CurveSet], notes: list[str], out: Path) -> str:
     return text
 
 
-def fit_row(curves: CurveSet, reward: str, result: fits.SeedFit) -> dict:
+def fit_row(curves: CurveSet, reward: str, result: fitting.SeedFit) -> dict:
     """A fits.csv row: the estimates, their intervals (NaN with one seed), the largest d measured and
     the share of bootstrap fits that have a peak."""
     row = {"configuration": curves.label, "method": curves.method, "reward": reward, "seeds": result.seeds}
     row |= {"points": result.fit.points, "r2": result.fit.r2, "peak_share": result.peak_share}
     row["d_max"] = max(d for seed in curves.seeds[reward] for d, _ in seed.values())
-    for name in fits.PARAMETERS:
+    for name in fitting.PARAMETERS:
         row[name] = result.estimate(name)
         row[f"{name}_low"], row[f"{name}_high"] = result.intervals[name]
     return row
@@ -188,9 +189,7 @@ def _markdown(row: dict) -> str:
 def plot_fits(sets: list[CurveSet], path: Path) -> Path:
     """Gold and proxy gained against √KL: each seed's points, the seed band (mean ± 95% interval at
     each eval step or n, at the seeds' mean √KL), the fitted curve and its peak; best-of-n dashed."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
+    fig, axes = plots.subplots(1, 2, figsize=(11, 4.2), sharex=True)
     colors = {label: f"C{i % 10}" for i, label in enumerate(sorted({s.label for s in sets}))}
     for ax, reward in zip(axes, REWARDS, strict=True):
         for curves in sets:
@@ -203,10 +202,7 @@ def plot_fits(sets: list[CurveSet], path: Path) -> Path:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     fig.suptitle("Fits of Gao et al. (2022)'s forms (band: 95% interval over seeds; ×: fitted peak)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return plots.save(fig, path)
 
 
 def _draw(ax, curves: CurveSet, reward: str, color: str) -> None:
@@ -214,7 +210,7 @@ def _draw(ax, curves: CurveSet, reward: str, color: str) -> None:
     for points in seeds:
         d, gain = zip(*points.values(), strict=True)
         ax.plot(d, gain, "o" if curves.method == "rl" else "s", color=color, ms=2.5, alpha=0.35)
-    band = fits.seed_band([{k: v[1] for k, v in s.items()} for s in seeds])
+    band = fitting.seed_band([{k: v[1] for k, v in s.items()} for s in seeds])
     if band is not None and len(seeds) > 1:
         d_mean = [float(np.mean([s[k][0] for s in seeds])) for k in band[0]]
         ax.fill_between(d_mean, band[2], band[3], color=color, alpha=0.15, lw=0)

@@ -16,7 +16,8 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from rlhf_lab import fits
+from rlhf_lab import plots
+from rlhf_lab.report import fitting
 
 HEADLINE = ["dpo/eval/gold", "dpo/eval/kl", "dpo/eval/win_rate", "dpo/eval/gold_gain", "dpo/val/accuracy"]
 DPO_PAPER_BETA = {
@@ -54,7 +55,8 @@ def table(runs) -> list[dict]:
     """One row per (method, β or n): seeds, KL and gold as mean and 95% half-width."""
     rows = []
     for (method, param), values in sorted(points(runs).items()):
-        kl, gold = fits.mean_interval([v[0] for v in values]), fits.mean_interval([v[1] for v in values])
+        kl = fitting.mean_interval([v[0] for v in values])
+        gold = fitting.mean_interval([v[1] for v in values])
         rows.append(
             {
                 "method": method,
@@ -103,12 +105,7 @@ def _cell(mean: float, half: float) -> str:
 
 def plot(rows: list[dict], path: Path) -> Path:
     """Gold against KL, one line per method through its β (or n) values; error bars: 95% intervals."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fig, ax = plots.subplots(figsize=(6.5, 4.5))
     methods = sorted({r["method"] for r in rows})
     for i, method in enumerate(methods):
         mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["kl"])
@@ -135,7 +132,4 @@ def plot(rows: list[dict], path: Path) -> Path:
     ax.set_title("Reward–KL frontier: mean ± 95% interval over seeds")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return plots.save(fig, path)

@@ -18,9 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rlhf_lab.artifacts import read_manifest
-from rlhf_lab.fits import format_interval
-from rlhf_lab.report import Run
-from rlhf_lab.report_fits import read_evals, signature
+from rlhf_lab.report.fits import read_evals, signature
+from rlhf_lab.report.fitting import format_interval
+from rlhf_lab.report.runs import Run
 
 COLUMNS = [
     "pairs",

@@ -9,6 +9,7 @@ An entry says what tells an algorithm apart:
                    weighted by its share of them, so the micro-batches add up to the minibatch's loss
     owns_kl        with algo.kl.placement=loss, the loss takes β itself (GRPO's k3 inside its
                    per-sequence mean); otherwise the stage adds β·`losses.kl_loss`, a mean over sequences
+                   (`Algorithm.kl_placement` decides, the one place that does)
     value_function / group / on_policy   what it needs: a value function, k ≥ 2 samples per prompt,
                    one update per batch (no importance ratio)
     keep           which rows the update trains on, from the scores (N,) and k; None = all (DAPO leaves
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -48,7 +50,7 @@ from rlhf_lab.losses import (
     value_loss,
     varied_groups,
 )
-from rlhf_lab.rl.experience import Experience
+from rlhf_lab.stages.rl.experience import Experience
 from rlhf_lab.tensors import masked_sum
 
 Tensor = torch.Tensor
@@ -68,6 +70,14 @@ class MovingAverage:
         return baseline
 
 
+class KLPlacement(NamedTuple):
+    """Where β·KL(π‖π_ref) enters a step; at most one of the three is non-zero."""
+
+    in_reward: float  # on the token rewards, −β·kl_t (Ziegler 2019; Stiennon 2020)
+    in_own_loss: float  # handed to the algorithm's loss, which weighs its k3 term itself (GRPO family)
+    added_to_loss: float  # β·`losses.kl_loss`, added by the stage to a loss without a KL term
+
+
 @dataclass(frozen=True)
 class Algorithm:
     advantages: Callable[..., tuple[Tensor, Tensor | None]]  # (rewards, values, mask, algo, baseline)
@@ -78,6 +88,13 @@ class Algorithm:
     group: bool = False
     on_policy: bool = False
     keep: Callable[[Tensor, int], Tensor] | None = None  # (scores (N,), k) -> (N,) bool
+
+    def kl_placement(self, placement: str, beta: float) -> KLPlacement:
+        """algo.kl.placement=reward: β on the token rewards; =loss: in the algorithm's own loss when it
+        owns its KL term, else added by the stage."""
+        if placement == "reward":
+            return KLPlacement(beta, 0.0, 0.0)
+        return KLPlacement(0.0, beta, 0.0) if self.owns_kl else KLPlacement(0.0, 0.0, beta)
 
 
 # ---------------------------------------------------------------------------------- advantages

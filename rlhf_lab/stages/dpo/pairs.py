@@ -176,7 +176,7 @@ def _head_works(model: nn.Module) -> bool:
 
 def pair_logps(model: nn.Module, pairs: PairSet, pad_token_id: int, reference=None) -> PairLogps:
     """log π(chosen | prompt) and log π(rejected | prompt), summed over completion tokens, in one
-    padding-free pass over both (with gradients if enabled). `reference` (`rl.experience.Reference`):
+    padding-free pass over both (with gradients if enabled). `reference` (`policy.Reference`):
     the same under the reference instead, without gradients — its frozen copy, or `model` with its LoRA
     adapter disabled."""
     rollout = pairs.rollout(pad_token_id)

@@ -25,14 +25,14 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from rlhf_lab.comparisons import label_pairs, sample_chunk
 from rlhf_lab.config import Config, LabelerConfig
 from rlhf_lab.data.formats import PreferencePair, parse_rows
-from rlhf_lab.dpo.pairs import PairSet, split_pairs, tokenize_pairs
 from rlhf_lab.scorers import Scorer, gold_scorer
 from rlhf_lab.seeds import derive_seed
-from rlhf_lab.stages.collect import label_pairs, sample_chunk
+from rlhf_lab.stages.dpo.pairs import PairSet, split_pairs, tokenize_pairs
 
-log = logging.getLogger("rlhf_lab.dpo")
+log = logging.getLogger("rlhf_lab.stages.dpo")
 ROUNDS = "rounds"  # the online rounds' pairs and reference log-probs, in the artifact's folder
 ReferencePass = Callable[[PairSet], tuple[torch.Tensor, torch.Tensor]]  # pairs -> (chosen, rejected) (N,)
 
@@ -202,7 +202,7 @@ class Online(PairSource):
         return rows, stats
 
     def label(self, samples: list[dict], policy: str) -> tuple[list[dict], dict]:
-        """collect.label_pairs with the run's labeler (its Bradley-Terry T fixed after round 0), or with
+        """comparisons.label_pairs with the run's labeler (its Bradley-Terry T fixed after round 0), or with
         the judge: its scores decide (argmax), and the rows keep the gold scores."""
         cfg = self.cfg
         if self.judge is None:

@@ -19,16 +19,15 @@ from torch import nn
 
 from rlhf_lab.config import Config
 from rlhf_lab.data.prompts import encode_prompts
-from rlhf_lab.dpo.loss import preference_loss
-from rlhf_lab.dpo.metrics import DPOMetrics
-from rlhf_lab.dpo.pairs import PairSet, pair_logps
-from rlhf_lab.dpo.sources import PairSource
 from rlhf_lab.faults import FaultGuard
 from rlhf_lab.optim import build_optimizer
-from rlhf_lab.rl.experience import PromptStream, Reference, micro_batches
-from rlhf_lab.rl.metrics import Timer
+from rlhf_lab.policy import PromptStream, Reference, Timer, micro_batches
 from rlhf_lab.scorers import Scorer, gold_scorer
 from rlhf_lab.seeds import derive_seed, stage_seed
+from rlhf_lab.stages.dpo.loss import preference_loss
+from rlhf_lab.stages.dpo.metrics import DPOMetrics
+from rlhf_lab.stages.dpo.pairs import PairSet, pair_logps
+from rlhf_lab.stages.dpo.sources import PairSource
 
 
 class DPOModule(L.LightningModule):

@@ -24,8 +24,6 @@ from rlhf_lab.models import (
     load_reward_model,
     load_tokenizer,
 )
-from rlhf_lab.rl.algorithms import problems
-from rlhf_lab.rl.module import RLModule
 from rlhf_lab.scorers import needs_reward_stage, reward_model_path
 from rlhf_lab.seeds import stage_seed, without_seed
 from rlhf_lab.stages.common import (
@@ -37,11 +35,11 @@ from rlhf_lab.stages.common import (
     model_key,
     trainer_key,
 )
+from rlhf_lab.stages.contract import Stage
+from rlhf_lab.stages.rl.algorithms import problems
+from rlhf_lab.stages.rl.module import RLModule
 
 log = logging.getLogger(__name__)
-VERSION = 1  # in the cache key: raise it whenever what this stage computes changes (pipeline.py)
-RESUMABLE = True  # checkpoints in the scratch folder survive a crash
-DISTRIBUTED = True  # trains with a Lightning Trainer: under DDP every rank takes part
 CHECKPOINT = Path(CHECKPOINTS) / "last.ckpt"
 # rl settings that do not change the artifact (micro-batches change only the order of float sums)
 NOT_IN_KEY = ("samples_every", "checkpoint_every", "micro_batch_tokens")
@@ -132,3 +130,15 @@ def export(module: RLModule, tokenizer, out: Path, cfg: Config) -> dict[str, flo
     if module.critic is not None:
         module.critic.save_pretrained(out / "value", safe_serialization=True)
     return module.metrics.final()
+
+
+STAGE = Stage(
+    "rl",
+    version=1,
+    upstream=upstream,
+    key_config=key_config,
+    build=build,
+    check=check,
+    distributed=True,
+    resumable=True,
+)

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import torch
 
-from rlhf_lab.dpo.loss import preference_loss
-from rlhf_lab.dpo.pairs import all_logps
 from rlhf_lab.evaluation import EvalRecord, held_out_generator, sample_held_out, summarize
+from rlhf_lab.stages.dpo.loss import preference_loss
+from rlhf_lab.stages.dpo.pairs import all_logps
 from rlhf_lab.tracking import memory_mb
 
-log = logging.getLogger("rlhf_lab.dpo")
+log = logging.getLogger("rlhf_lab.stages.dpo")
 
 
 class DPOMetrics(EvalRecord):
