@@ -1,5 +1,5 @@
 """Imports follow the data flow: a module imports from its own floor or the floors below, never above,
-and no modules import each other in a circle. The floors are the README's layout."""
+and no modules import each other in a circle. The floors are docs/architecture.md's layout."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def floor(module: str) -> int:
     for level, names in enumerate(FLOORS):
         if top in names:
             return level
-    raise AssertionError(f"{module} is on no floor: add it to FLOORS (and to the README's layout)")
+    raise AssertionError(f"{module} is on no floor: add it to FLOORS (and to docs/architecture.md's layout)")
 
 
 def upward_imports(edges: dict[str, set[str]]) -> list[str]:

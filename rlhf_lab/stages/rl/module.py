@@ -80,7 +80,7 @@ class RLModule(L.LightningModule):
             else FixedKLController(kl.beta)
         )
         # the distribution of every log-prob of ratios and KL: the sampling temperature (Huang 2024), or 1
-        # with scale_logprobs=false; the sampler's top-k / top-p with truncate_logprobs (see the README)
+        # with scale_logprobs=false; the sampler's top-k / top-p with truncate_logprobs (docs/stages.md)
         sampling = self.settings.sampling
         self.temperature = sampling.temperature if self.algo.scale_logprobs else 1.0
         truncated = self.algo.truncate_logprobs
