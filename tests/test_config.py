@@ -15,6 +15,7 @@ from omegaconf.errors import ConfigAttributeError, ValidationError
 
 from rlhf_lab.cli import CONF_DIR
 from rlhf_lab.config import RENAMED, Config, ConfigError, upgrade_overrides, validate
+from rlhf_lab.config.validation import MODEL_PATHS, is_folder_or_hub_id
 from tests.helpers import compose_config
 
 GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "hydra")
@@ -266,3 +267,33 @@ def test_old_names_compose_the_same_config_as_new_ones():
     typed = validate(old)
     assert (typed.objective.kind, typed.objective.keywords) == ("keyword", ["good"])
     assert (typed.algo.samples_per_prompt, typed.collect.samples_per_prompt) == (8, 3)
+
+
+@pytest.mark.parametrize(
+    ("path", "ok"),
+    [
+        ("gpt2", True),
+        ("EleutherAI/pythia-160m", True),
+        ("org/model.v1_2", True),
+        ("/nonexistent/folder", False),
+        ("./policy", False),
+        ("~/policy", False),
+        ("runs/a/policy", False),  # a second slash: a path, not a hub id
+        ("org--x/model", False),
+        ("a model", False),
+    ],
+)
+def test_a_model_path_is_a_folder_or_a_plausible_hub_id(path, ok):
+    assert is_folder_or_hub_id(path) is ok
+
+
+def test_every_model_path_key_is_checked(tmp_path):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").write_text("")
+    validate(compose_config(*(f"{key}={tmp_path / 'folder'}" for key in MODEL_PATHS)))
+    validate(compose_config(*(f"{key}=org/model" for key in MODEL_PATHS)))
+    bad = {key: tmp_path / ("file" if i % 2 else "missing") for i, key in enumerate(MODEL_PATHS)}
+    with pytest.raises(ConfigError) as error:
+        validate(compose_config(*(f"{key}={path}" for key, path in bad.items())))
+    for key, path in bad.items():
+        assert f"{key}: no such folder: {path}" in str(error.value)

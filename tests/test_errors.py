@@ -51,6 +51,15 @@ def test_hydra_full_error_shows_the_traceback(tmp_path):
     assert "Traceback" in done.stderr and "ConfigError: invalid configuration" in done.stderr
 
 
+def test_a_model_path_that_is_no_folder_and_no_hub_id_is_named_before_anything_is_built(tmp_path):
+    done = rlhf_lab("stage=rl", "rl.policy=/nonexistent/folder", home=tmp_path, cwd=tmp_path)
+    assert done.returncode == 1
+    named = [line.strip() for line in done.stderr.splitlines() if "no such folder" in line]
+    assert named == ["rl.policy: no such folder: /nonexistent/folder"], done.stderr
+    assert "Traceback" not in done.stderr + done.stdout and "Repo id" not in done.stderr, done.stderr
+    assert not (tmp_path / "world").exists() and not (tmp_path / "artifacts").exists()  # nothing built
+
+
 @pytest.mark.parametrize(
     "override, message",
     [("algo.nope=1", "Key 'nope' not in 'AlgoConfig'"), ("rl.max_steps=abc", "could not be converted")],

@@ -5,10 +5,12 @@ cross-field rules (`validate`); and the renamed keys that still work on the comm
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import os
 import re
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -35,6 +37,20 @@ _OVERRIDE = re.compile(r"(?P<prefix>~|\+\+|\+)?(?P<key>[\w./-]+)(?P<rest>@.*|=.*
 
 log = logging.getLogger("rlhf_lab.config")
 
+# Every key that names a model folder or a hub id (a model, a policy, a tokenizer, a reward model).
+MODEL_PATHS = (
+    "model.name_or_path",
+    "model.tokenizer",
+    "collect.policy",
+    "bon.policy",
+    "rl.policy",
+    "dpo.policy",
+    "objective.path",
+)
+# A hub repository id, as huggingface_hub accepts it: `name` or `namespace/name`, each of ASCII letters,
+# digits, '-', '_' and '.', not starting with '-' or '.', with no '--' or '..', the name 96 at most.
+_HUB_ID = re.compile(r"(?:(?![.-])[A-Za-z0-9_.-]+/)?(?![.-])[A-Za-z0-9_.-]{1,96}")
+
 
 def upgrade_overrides(overrides: list[str]) -> list[str]:
     """`overrides` with each renamed key (RENAMED) spelled by its new name — `reward=gold`,
@@ -58,6 +74,23 @@ def upgrade_overrides(overrides: list[str]) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------ validation
+def is_folder_or_hub_id(path: str) -> bool:
+    """Whether a model path is an existing folder, or else could be a hub id (`gpt2`, `org/model`): not
+    a file, not starting with /, . or ~, at most one slash, only the characters the hub allows."""
+    if Path(path).is_dir():
+        return True
+    plausible = _HUB_ID.fullmatch(path) and "--" not in path and ".." not in path
+    return bool(plausible) and not Path(path).exists()
+
+
+def _model_path_problems(cfg: Config):
+    """Yield 'key: no such folder: path' for each of MODEL_PATHS set to neither a folder nor a hub id."""
+    for key in MODEL_PATHS:
+        path = functools.reduce(getattr, key.split("."), cfg)
+        if path and not is_folder_or_hub_id(str(path)):
+            yield f"{key}: no such folder: {path}"
+
+
 def _problems(node: Any, path: str):
     """Yield 'key: message' for every field of a dataclass tree outside its declared range."""
     for f in dataclasses.fields(node):
@@ -133,6 +166,7 @@ def _cross_checks(cfg: Config):
     if any(n < 1 for n in cfg.bon.n):
         yield f"bon.n: every n must be >= 1, got {list(cfg.bon.n)}"
     yield from label_problems(cfg.pipeline)
+    yield from _model_path_problems(cfg)
 
 
 def allowed_targets() -> tuple[str, ...]:
