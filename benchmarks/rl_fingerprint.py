@@ -12,6 +12,15 @@ if any differs. benchmarks/results/rl_fingerprint_555dd98.json holds the runs of
 of commit 8a719d5, before issue 17 (the policy-gradient family). The 555dd98 runs no longer match
 8a719d5 itself: its step-0 evaluation already differs, the world's default gold and reward model having
 changed between them.
+
+Native fingerprints hold on the machine that made them. `--repro portable` runs in portable arithmetic
+(rlhf_lab/repro.py, docs/reproducibility.md), whose fingerprints hold on any x86-64 CPU: the file
+rl_fingerprint_portable_<commit>.json in benchmarks/results/ is checked by tests/test_repro.py, on every
+machine that runs the slow tests. After a change that changes RL's numbers, regenerate it at the new
+commit (and delete the old one, named in tests/test_repro.py's COMMITTED):
+
+    python benchmarks/rl_fingerprint.py --repro portable \
+        --out benchmarks/results/rl_fingerprint_portable_$(git rev-parse --short HEAD).json
 """
 
 from __future__ import annotations
@@ -22,6 +31,8 @@ import json
 import os
 import tempfile
 from pathlib import Path
+
+from rlhf_lab.repro import MODES, pin
 
 # A small world, short trainings and a small reward model: frozen with the recorded fingerprints (it
 # predates conf/debug/fast.yaml, which sets a few more fields), so that later runs compare with them.
@@ -69,17 +80,19 @@ def main() -> None:
     parser.add_argument("--home", default=None, help="RLHF_LAB_HOME (default: a fresh temporary folder)")
     parser.add_argument("--only", nargs="*", default=list(RUNS))
     parser.add_argument("--against", default=None, help="a fingerprint JSON to compare with")
+    parser.add_argument("--repro", choices=MODES, default="native", help="the arithmetic (rlhf_lab/repro.py)")
     args = parser.parse_args()
     os.environ["RLHF_LAB_HOME"] = args.home or tempfile.mkdtemp(prefix="fingerprint-")
     os.environ.setdefault("WANDB_MODE", "offline")
+    pin(args.repro)  # before torch computes anything
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(2)  # portable mode's own count; native fingerprints were made with it
     from rlhf_lab import api
 
     result = {}
     for name in args.only:
-        cfg = api.compose(*FAST, *RL, *RUNS[name])
+        cfg = api.compose(*FAST, *RL, *RUNS[name], f"repro={args.repro}")
         record = api.run(cfg)
         out = Path(record["artifacts"]["rl"])
         result[name] = {

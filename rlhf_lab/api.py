@@ -20,6 +20,8 @@ from hydra import initialize_config_dir
 from omegaconf import DictConfig
 
 from rlhf_lab.config import Config, ConfigError, ModelConfig, register_configs, upgrade_overrides, validate
+from rlhf_lab.repro import pin
+from rlhf_lab.runinfo import write_run_info
 
 
 def conf_dir() -> Path:
@@ -48,19 +50,22 @@ def compose(*overrides: str) -> Config:
 
 
 def run(cfg: Config, run_dir: str | Path | None = None) -> dict:
-    """Run `cfg.pipeline` (or `cfg.stage`) like the CLI; logs go to `run_dir` (default: a new folder
-    under `paths.runs/api/`). Returns the run's record: status, artifacts by stage, metrics."""
+    """Run `cfg.pipeline` (or `cfg.stage`) like the CLI; logs and run_info.json go to `run_dir` (default: a
+    new folder under `paths.runs/api/`). Returns the run's record: status, artifacts by stage, metrics.
+    `repro=portable` must be set before this process's torch computes anything (`repro.pin`)."""
     if cfg.stage == "label":
         raise ConfigError(
             "stage: label serves the labeling page until it is stopped: run `rlhf-lab stage=label`, or "
             "rlhf_lab.label.serve.serve(cfg.label, <pairs>, seed) from Python"
         )
+    arithmetic = pin(cfg.repro.mode, cfg.trainer.accelerator)  # before the pipeline's torch runs a kernel
     from rlhf_lab.pipeline import run_pipeline
 
     if run_dir is None:
         run_dir = Path(cfg.paths.runs) / "api" / cfg.stage / time.strftime("%Y-%m-%d_%H-%M-%S")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    write_run_info(run_dir, repro=arithmetic)
     return run_pipeline(cfg, run_dir)
 
 

@@ -3,6 +3,7 @@
 rlhf-lab experiment=quickstart                 # the whole pipeline, ending in a summary table
 rlhf-lab stage=sft peft=lora sft.lr=1e-4
 rlhf-lab -m stage=rl algo=ppo,rloo seed=0,1 hydra/launcher=joblib
+rlhf-lab repro=portable experiment=quickstart  # the same numbers on any x86-64 CPU (docs/reproducibility.md)
 rlhf-lab --help
 
 A bad config, a bad data row or a missing file (`errors.UserError`, `OSError`) ends the command with its
@@ -36,7 +37,8 @@ from rlhf_lab.api import CONF_DIR
 from rlhf_lab.artifacts import RESULT_FILE
 from rlhf_lab.config import Config, register_configs, upgrade_overrides, validate
 from rlhf_lab.errors import Stopped, UserError
-from rlhf_lab.runinfo import write_run_info
+from rlhf_lab.repro import pin
+from rlhf_lab.runinfo import add_run_info, write_run_info
 
 # The metric a run returns to Hydra's sweepers (Optuna): the last stage's headline number.
 OBJECTIVE = {
@@ -68,6 +70,7 @@ def run(cfg: DictConfig) -> float | None:
     try:
         with stop_on_sigterm():
             typed = validate(cfg)  # ranges and cross-field rules fail here, before any model is built
+            add_run_info(run_dir, repro=pin(typed.repro.mode, typed.trainer.accelerator))  # before torch runs
             if typed.stage == "label":  # a page served until stopped, not an artifact
                 return run_label(typed, run_dir)
             from rlhf_lab.pipeline import run_pipeline  # heavy imports after validation: errors come fast

@@ -1,4 +1,5 @@
-"""What a run directory records besides Hydra's config files: git commit, versions, command."""
+"""What a run directory records besides Hydra's config files: git commit, versions, command, and the
+arithmetic in effect (`repro.pin`: the mode, torch's kernels, threads, BLAS, pins, CPU)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+RUN_INFO = "run_info.json"
 PACKAGES = (
     "rlhf-lab",
     "torch",
@@ -52,6 +54,13 @@ def git_commit() -> str | None:
     return commit + ("-dirty" if dirty else "")
 
 
-def write_run_info(run_dir: Path) -> None:
+def write_run_info(run_dir: Path, **more) -> None:
+    """run_info.json: the command, the commit, the versions, and `more` (e.g. repro=pin(...))."""
     info = {"command": sys.argv, "git_commit": git_commit(), "versions": package_versions()}
-    (Path(run_dir) / "run_info.json").write_text(json.dumps(info, indent=2))
+    (Path(run_dir) / RUN_INFO).write_text(json.dumps(info | more, indent=2))
+
+
+def add_run_info(run_dir: Path, **more) -> None:
+    """Add `more` to the run_info.json that `write_run_info` wrote."""
+    path = Path(run_dir) / RUN_INFO
+    path.write_text(json.dumps(json.loads(path.read_text()) | more, indent=2))

@@ -14,6 +14,7 @@ from rlhf_lab.config.sections import (
     ModelConfig,
     PathsConfig,
     PeftConfig,
+    ReproConfig,
     TrainerConfig,
     WorldConfig,
 )
@@ -67,6 +68,7 @@ class Config:
     data: DataConfig = setting(DataConfig(), "datasets and their validation")
     peft: PeftConfig = setting(PeftConfig(), "LoRA or full fine-tuning (sft and later stages)")
     trainer: TrainerConfig = setting(TrainerConfig(), "the Lightning Trainer")
+    repro: ReproConfig = setting(ReproConfig(), "native or portable arithmetic (docs/reproducibility.md)")
     logger: LoggerConfig = setting(LoggerConfig(), "W&B and CSV logging")
     pretrain: PretrainConfig = setting(PretrainConfig(), "stage pretrain: the base LM on the corpus")
     sft: SFTConfig = setting(SFTConfig(), "stage sft: supervised fine-tuning on prompt/response pairs")

@@ -109,6 +109,19 @@ class PeftConfig:
     save: str = setting("merged", "export merged weights or the adapter alone", choices=["merged", "adapter"])
 
 
+# --------------------------------------------------------------------------------------- repro
+@dataclass
+class ReproConfig:
+    mode: str = setting(
+        "native",
+        "arithmetic: native = the fastest kernels this CPU offers (numbers differ across machines); "
+        "portable = every CPU-dependent code path pinned (rlhf_lab/repro.py), the same numbers on any "
+        "x86-64 machine, CPU only; select it as `repro=portable`, which also keeps its world and "
+        "artifacts apart (paths.root/portable)",
+        choices=["native", "portable"],
+    )
+
+
 # ------------------------------------------------------------------------------------- trainer
 @dataclass
 class TrainerConfig:
