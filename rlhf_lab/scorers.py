@@ -12,33 +12,40 @@ from typing import Protocol
 
 import torch
 
+from rlhf_lab.artifacts import config_hash, is_complete, read_manifest
 from rlhf_lab.config import Config, ConfigError, ModelConfig
 from rlhf_lab.data.chat import Prompt, prompt_text, render_scored
 from rlhf_lab.data.reward_inputs import reward_inputs
 from rlhf_lab.models import folder_settings, load_reward_model, load_tokenizer, reward_logits
 from rlhf_lab.world.careful import careful_score
-from rlhf_lab.world.gold import GOLDS, vader_score
+from rlhf_lab.world.gold import gold_source, vader_score
+from rlhf_lab.world.reader import reader_score
 
 
 class Scorer(Protocol):
     def score(self, prompts: list[Prompt], completions: list[str]) -> torch.Tensor: ...
 
 
+WORLD_GOLDS = {  # name → score(prompt texts, completions); the names are world.gold.GOLDS
+    "careful": careful_score,
+    "reader": reader_score,
+    "vader": lambda prompts, completions: vader_score(completions),
+}
+
+
 class GoldScorer:
-    """The tiny world's gold reward of a name (`gold`; `rlhf_lab.world.gold`), in [-1, 1]: `careful`,
-    VADER sentiment of the completion when prompt + completion is well-formed and −1 as it is not;
-    `vader`, VADER's compound sentiment of the completion alone."""
+    """A gold of the tiny world by name (`gold`; `rlhf_lab.world.gold`), in [-1, 1]: `reader`, a careful
+    reader's judgment, each flaw costing by degrees; `careful`, VADER sentiment of the completion when
+    prompt + completion is well-formed and −1 as it is not; `vader`, VADER's sentiment of the completion
+    alone. `reader` and `careful` read a conversation's completion as continuing its last message."""
 
     def __init__(self, kind: str):
-        if kind not in GOLDS:
-            raise ConfigError(f"gold: {kind!r} is not one of {', '.join(GOLDS)}")
+        if kind not in WORLD_GOLDS:
+            raise ConfigError(f"gold: {kind!r} is not one of {', '.join(WORLD_GOLDS)}")
         self.kind = kind
 
     def score(self, prompts: list[Prompt], completions: list[str]) -> torch.Tensor:
-        if self.kind == "careful":  # a conversation's completion continues its last message
-            values = careful_score([prompt_text(p) for p in prompts], completions)
-        else:
-            values = vader_score(completions)
+        values = WORLD_GOLDS[self.kind]([prompt_text(p) for p in prompts], completions)
         return torch.tensor(values, dtype=torch.float32)
 
 
@@ -129,7 +136,7 @@ def objective_scorer(cfg: Config, inputs: dict[str, Path], device: str | torch.d
     """The score RL and best-of-n maximize, and eval reports as the proxy: the `objective` group."""
     kind = cfg.objective.kind
     if kind == "gold":
-        return GoldScorer(cfg.gold)
+        return gold_scorer(cfg, device)
     if kind == "length":
         return LengthScorer()
     if kind == "keyword":
@@ -138,7 +145,27 @@ def objective_scorer(cfg: Config, inputs: dict[str, Path], device: str | torch.d
     return RewardModelScorer(path, cfg.model, device=device, batch_size=cfg.objective.batch_size)
 
 
-def gold_scorer(cfg: Config) -> GoldScorer | None:
-    """The world's gold scorer named by `gold`, or None when the config has none (gold=null).
-    Every stage that scores with gold builds it here."""
-    return GoldScorer(cfg.gold) if cfg.gold else None
+def gold_scorer(cfg: Config, device: str | torch.device = "cpu") -> Scorer | None:
+    """The gold named by `gold` (`rlhf_lab.world.gold`), or None when the config has none (gold=null):
+    a gold of the world, or a reward model (a folder or a hub id) scored as the objective's reward model
+    is, on `device`. Every stage that scores with gold builds it here."""
+    if not cfg.gold:
+        return None
+    if gold_source(cfg.gold) == "world":
+        return GoldScorer(cfg.gold)
+    return RewardModelScorer(cfg.gold, cfg.model, device=device, batch_size=cfg.objective.batch_size)
+
+
+def gold_key(cfg: Config) -> str | dict | None:
+    """What of `gold` a stage's cache key holds: a world gold's name (as before reward models could be
+    golds, so those keys are unchanged); a reward-model artifact's own key (its manifest's), wherever
+    the folder lies; another folder's config.json and file sizes; a hub id as it is."""
+    if not cfg.gold or gold_source(cfg.gold) != "folder":
+        return cfg.gold
+    folder = Path(cfg.gold).expanduser()
+    if is_complete(folder):
+        manifest = read_manifest(folder)
+        return {"artifact": manifest["stage"], "key": manifest["key"]}
+    files = {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file()}
+    config = (folder / "config.json").read_text() if (folder / "config.json").is_file() else None
+    return {"folder": config_hash({"config": config, "files": files})}

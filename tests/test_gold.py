@@ -1,20 +1,23 @@
-"""The tiny world's gold rewards (rlhf_lab.world.gold, .careful; scorers.GoldScorer): `careful` judges
-sentiment of well-formed text, `vader` is VADER alone."""
+"""The golds (rlhf_lab.world.gold, .careful; scorers.GoldScorer, gold_scorer): `careful` judges sentiment
+of well-formed text, `vader` is VADER alone (`reader` has tests/test_reader.py); what `gold` names, and
+a reward model's cache key. A reward model as the gold is tested in test_scorers.py."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 
 import pytest
 import torch
 
 from rlhf_lab.config import Config, ConfigError
-from rlhf_lab.scorers import GoldScorer, gold_scorer, objective_scorer
+from rlhf_lab.scorers import WORLD_GOLDS, GoldScorer, gold_key, gold_scorer, objective_scorer
 from rlhf_lab.world import careful
 from rlhf_lab.world.careful import careful_score, quality
 from rlhf_lab.world.corpus import generate_documents
-from rlhf_lab.world.gold import GOLDS, vader_score
+from rlhf_lab.world.gold import GOLDS, gold_source, vader_score
+from rlhf_lab.world.reader import reader_score
 from rlhf_lab.world.tasks import make_sft_pairs
 
 # (prompt, completion): well-formed reviews of the world's grammar, written by hand
@@ -142,17 +145,65 @@ def test_vader_gold_is_unchanged():
 
 
 def test_a_gold_by_name_and_the_config():
-    assert list(GOLDS) == ["careful", "vader"]
+    assert list(GOLDS) == ["careful", "reader", "vader"] == list(WORLD_GOLDS)
     (field,) = [f for f in dataclasses.fields(Config) if f.name == "gold"]
-    assert field.default == "careful" and field.metadata["choices"] == list(GOLDS)
+    assert field.default == "careful" and field.metadata["choices"] is None  # a folder or hub id too
     with pytest.raises(ConfigError, match="gold"):
         GoldScorer("gpt")
 
 
 def test_every_gold_scorer_is_the_configs(make_cfg):
     assert gold_scorer(make_cfg()).kind == "careful"
+    assert gold_scorer(make_cfg("gold=reader")).kind == "reader"
     assert gold_scorer(make_cfg("gold=vader")).kind == "vader"
     assert gold_scorer(make_cfg("gold=null")) is None
     assert objective_scorer(make_cfg("objective=gold", "gold=vader"), {}).kind == "vader"
-    with pytest.raises(ConfigError, match="gold: 'gpt' is not one of careful, vader"):
-        make_cfg("gold=gpt")
+    with pytest.raises(ConfigError, match="gold: 'gpt' is neither a gold of the world"):
+        gold_scorer(make_cfg("gold=gpt"))  # whether the config's validation or the scorer says so
+
+
+def test_each_world_gold_scores_by_its_name():
+    prompts, completions = ["The plot was not", "The acting"], [" superb.", SALAD[1]]
+    expected = {
+        "careful": careful_score(prompts, completions),
+        "reader": reader_score(prompts, completions),
+        "vader": vader_score(completions),
+    }
+    for name, values in expected.items():
+        torch.testing.assert_close(GoldScorer(name).score(prompts, completions), torch.tensor(values))
+    conversations = [[{"role": "user", "content": p}] for p in prompts]  # a reply continues the last message
+    torch.testing.assert_close(
+        GoldScorer("reader").score(conversations, completions), torch.tensor(expected["reader"])
+    )
+
+
+def test_what_gold_names(tmp_path):
+    assert gold_source("reader") == "world"
+    assert gold_source(str(tmp_path)) == "folder"
+    assert gold_source("OpenAssistant/reward-model-deberta-v3-large-v2") == "hub"
+    for name in ("carefull", str(tmp_path / "missing" / "rm"), "./rm/x"):
+        with pytest.raises(ConfigError, match="is neither a gold of the world"):
+            gold_source(name)
+
+
+def test_a_reward_model_golds_cache_key_is_its_artifacts_key(make_cfg, tmp_path):
+    assert gold_key(make_cfg("gold=reader")) == "reader" and gold_key(make_cfg("gold=null")) is None
+    assert gold_key(make_cfg("gold=owner/rm")) == "owner/rm"
+    here, there = tmp_path / "here", tmp_path / "there"
+    for folder in (here, there):  # the same artifact in two places
+        folder.mkdir()
+        (folder / "manifest.json").write_text(json.dumps({"stage": "reward", "key": "abc123"}))
+    assert (
+        gold_key(make_cfg(f"gold={here}"))
+        == gold_key(make_cfg(f"gold={there}"))
+        == {
+            "artifact": "reward",
+            "key": "abc123",
+        }
+    )
+    plain = tmp_path / "plain"  # a folder not written by rlhf_lab: its config and its files' sizes
+    plain.mkdir()
+    (plain / "config.json").write_text("{}")
+    before = gold_key(make_cfg(f"gold={plain}"))
+    (plain / "model.safetensors").write_bytes(b"0" * 8)
+    assert before != gold_key(make_cfg(f"gold={plain}"))

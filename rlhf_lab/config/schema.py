@@ -48,11 +48,12 @@ class Config:
     )
     gold: str | None = setting(
         "careful",
-        "gold reward of the tiny world (rlhf_lab/world/gold.py): careful = VADER sentiment of the "
-        "completion when prompt + completion is a well-formed review of the world's grammar, falling to "
-        "-1 as it is ungrammatical, repeated, made of non-words or cut off; vader = VADER sentiment of the "
-        "completion alone (word salad scores high); null = none",
-        choices=["careful", "vader"],
+        "the gold reward (rlhf_lab/world/gold.py). Of the tiny world: reader = a careful reader's score, "
+        "each flaw (a reused sentence frame, piled-up praise, a prompt ignored, broken grammar, "
+        "non-words, a cut-off end) costing by degrees; careful = VADER sentiment of the completion when "
+        "prompt + completion is a well-formed review of the world's grammar, else falling to -1; vader = "
+        "VADER sentiment of the completion alone (word salad scores high). Or a reward model: a folder "
+        "(a reward artifact, any HF sequence-classification folder) or a hub id owner/name. null = none",
     )
     cache: bool = setting(True, "reuse a stage's artifact when its config hash matches; false = rebuild")
     resume: str = setting(

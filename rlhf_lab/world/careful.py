@@ -61,23 +61,28 @@ class Grammar:
     base: int  # symbols + 1
 
     def grammatical(self, sentence: list[str], finished: bool) -> int:
-        """How many of the sentence's trigrams (START, START before it and END after it when it is
-        finished) the grammar produces; a word of several lists may stand for any of them."""
-        if len(sentence) > self.longest:
-            return 0
+        """How many of the sentence's trigrams the grammar produces; none when it is longer than the
+        grammar's longest sentence."""
+        return 0 if len(sentence) > self.longest else sum(self.marks(sentence, finished))
+
+    def marks(self, sentence: list[str], finished: bool) -> list[bool]:
+        """Whether the grammar produces each of the sentence's trigrams (START, START before it and END
+        after it when it is finished), in order; a word of several lists may stand for any of them."""
         words = [START, START, *sentence, END] if finished else [START, START, *sentence]
         unknown, get = self.base - 1, self.symbols.get
         ids = [get(w, unknown) for w in words]
-        k, seen, count = self.base, self.trigrams, 0
+        k, seen, out = self.base, self.trigrams, []
         for i in range(len(ids) - 2):
             if (ids[i] * k + ids[i + 1]) * k + ids[i + 2] in seen:
-                count += 1
+                out.append(True)
                 continue
             alternatives = [self.alternatives.get(w) for w in words[i : i + 3]]
+            found = False
             if any(alternatives):
                 a, b, c = (alt or (id,) for alt, id in zip(alternatives, ids[i : i + 3], strict=True))
-                count += any((x * k + y) * k + z in seen for x in a for y in b for z in c)
-        return count
+                found = any((x * k + y) * k + z in seen for x in a for y in b for z in c)
+            out.append(found)
+        return out
 
 
 def _lexicon_lists() -> dict[str, tuple[str, ...]]:

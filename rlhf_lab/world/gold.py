@@ -1,4 +1,9 @@
-"""The tiny world's gold rewards, by name (`Config.gold`): `careful` (the default) and `vader`.
+"""The golds, by name (`Config.gold`): the tiny world's `reader`, `careful` and `vader`, or a reward model.
+
+reader   what a careful reader of the world's reviews would give, each flaw costing by degrees: a
+         sentence frame reused with other words, praise piled sentence after sentence, a completion
+         that ignores or contradicts its prompt, broken grammar, non-words (`rlhf_lab.world.reader`,
+         whose docstring has the formula and its reasons). It fixes the two ways RL hacked `careful`.
 
 vader    VADER's compound sentiment of the completion (Hutto & Gilbert 2014), in [-1, 1]. It adds up
          lexicon words and knows nothing of form, so a policy optimized against a proxy of it drifts to
@@ -36,16 +41,44 @@ careful  sentiment *of well-formed text*, what a careful reader of the world's r
          of 20,000 generated documents (and so every prompt + continuation split of one, `world.tasks`)
          has q = 1, and careful = vader on them, while the word salad above has q = 0 (gold −1).
          Judging a text takes ~20 µs, under half of VADER's own cost. It knows only the tiny world's
-         grammar: for text from elsewhere (a hub dataset) use `vader`.
+         grammar: for text from elsewhere (a hub dataset) use `vader`. RL hacks it with a sentence frame
+         said again and again with other words, and every failure scores the same −1: see `reader`.
+
+a reward model   any other value of `gold`: a reward-model folder (an artifact of the `reward` stage, or
+         any HF sequence-classification folder) or an HF hub id ("owner/name") of one, scored by
+         `rlhf_lab.scorers.RewardModelScorer` as the objective's reward model is (Gao et al. 2022 label
+         with a large reward model as the gold; so does a user with real models). `gold_source` tells
+         which a name is.
 """
 
 from __future__ import annotations
 
 import functools
+import re
+from pathlib import Path
 
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
-GOLDS = ("careful", "vader")  # the names Config.gold accepts (rlhf_lab.scorers.GoldScorer)
+from rlhf_lab.config.fields import ConfigError
+
+GOLDS = ("careful", "reader", "vader")  # the world's golds by name (rlhf_lab.scorers.GoldScorer)
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # owner/name, as the hub spells a repository
+
+
+def gold_source(name: str) -> str:
+    """What `gold` names: "world" (one of GOLDS), "folder" (a folder that exists, looked for first) or
+    "hub" (a hub id, owner/name). ConfigError for anything else: a misspelt world gold, or a path that
+    is not a folder and not a hub id."""
+    if name in GOLDS:
+        return "world"
+    if Path(name).expanduser().is_dir():
+        return "folder"
+    if HUB_ID.fullmatch(name) and not name.startswith("."):
+        return "hub"
+    raise ConfigError(
+        f"gold: {name!r} is neither a gold of the world ({', '.join(GOLDS)}), nor a reward-model folder "
+        "that exists, nor a hub id (owner/name)"
+    )
 
 
 @functools.lru_cache(maxsize=1)
