@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
 
-from rlhf_lab.config.fields import setting
+from rlhf_lab.config.fields import ConfigError, setting
 from rlhf_lab.config.label import LabelConfig
 from rlhf_lab.config.sections import (
     DataConfig,
@@ -33,6 +35,24 @@ from rlhf_lab.config.stages import (
 )
 
 STAGES = ["pretrain", "sft", "collect", "reward", "rl", "dpo", "bon", "eval", "label"]
+GOLDS = ("careful", "reader", "vader")  # the tiny world's golds by name (rlhf_lab/world/gold.py)
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # owner/name, as the hub spells a repository
+
+
+def gold_source(name: str) -> str:
+    """What `gold` names: "world" (one of GOLDS), "folder" (a folder that exists, looked for first) or
+    "hub" (a hub id, owner/name: a bare word is likelier a misspelt world gold). ConfigError for
+    anything else."""
+    if name in GOLDS:
+        return "world"
+    if Path(name).expanduser().is_dir():
+        return "folder"
+    if HUB_ID.fullmatch(name) and not name.startswith("."):
+        return "hub"
+    raise ConfigError(
+        f"gold: {name!r} is neither a gold of the world ({', '.join(GOLDS)}), nor a reward-model folder "
+        "that exists, nor a hub id (owner/name)"
+    )
 
 
 @dataclass

@@ -54,31 +54,14 @@ a reward model   any other value of `gold`: a reward-model folder (an artifact o
 from __future__ import annotations
 
 import functools
-import re
-from pathlib import Path
 
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
-from rlhf_lab.config.fields import ConfigError
+from rlhf_lab.config.schema import GOLDS, gold_source
 
-GOLDS = ("careful", "reader", "vader")  # the world's golds by name (rlhf_lab.scorers.GoldScorer)
-HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # owner/name, as the hub spells a repository
-
-
-def gold_source(name: str) -> str:
-    """What `gold` names: "world" (one of GOLDS), "folder" (a folder that exists, looked for first) or
-    "hub" (a hub id, owner/name). ConfigError for anything else: a misspelt world gold, or a path that
-    is not a folder and not a hub id."""
-    if name in GOLDS:
-        return "world"
-    if Path(name).expanduser().is_dir():
-        return "folder"
-    if HUB_ID.fullmatch(name) and not name.startswith("."):
-        return "hub"
-    raise ConfigError(
-        f"gold: {name!r} is neither a gold of the world ({', '.join(GOLDS)}), nor a reward-model folder "
-        "that exists, nor a hub id (owner/name)"
-    )
+# GOLDS and gold_source live with the `gold` field (rlhf_lab.config.schema, a floor below the world, so
+# that validating a config needs no world) and are re-exported here with the golds themselves.
+__all__ = ["GOLDS", "gold_source", "gold_score", "vader_score"]
 
 
 @functools.lru_cache(maxsize=1)
