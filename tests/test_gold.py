@@ -147,14 +147,14 @@ def test_vader_gold_is_unchanged():
 def test_a_gold_by_name_and_the_config():
     assert list(GOLDS) == ["careful", "reader", "vader"] == list(WORLD_GOLDS)
     (field,) = [f for f in dataclasses.fields(Config) if f.name == "gold"]
-    assert field.default == "careful" and field.metadata["choices"] is None  # a folder or hub id too
+    assert field.default == "reader" and field.metadata["choices"] is None  # a folder or hub id too
     with pytest.raises(ConfigError, match="gold"):
         GoldScorer("gpt")
 
 
 def test_every_gold_scorer_is_the_configs(make_cfg):
-    assert gold_scorer(make_cfg()).kind == "careful"
-    assert gold_scorer(make_cfg("gold=reader")).kind == "reader"
+    assert gold_scorer(make_cfg()).kind == "reader"
+    assert gold_scorer(make_cfg("gold=careful")).kind == "careful"
     assert gold_scorer(make_cfg("gold=vader")).kind == "vader"
     assert gold_scorer(make_cfg("gold=null")) is None
     assert objective_scorer(make_cfg("objective=gold", "gold=vader"), {}).kind == "vader"

@@ -67,7 +67,7 @@ class Config:
         "stage its own, and a stage's cache key holds only its own seed",
     )
     gold: str | None = setting(
-        "careful",
+        "reader",
         "the gold reward (rlhf_lab/world/gold.py). Of the tiny world: reader = a careful reader's score, "
         "each flaw (a reused sentence frame, piled-up praise, a prompt ignored, broken grammar, "
         "non-words, a cut-off end) costing by degrees; careful = VADER sentiment of the completion when "

@@ -1,9 +1,10 @@
-"""The golds, by name (`Config.gold`): the tiny world's `reader`, `careful` and `vader`, or a reward model.
+"""The golds, by name (`Config.gold`): the world's `reader` (the default), `careful`, `vader`; a reward model.
 
 reader   what a careful reader of the world's reviews would give, each flaw costing by degrees: a
          sentence frame reused with other words, praise piled sentence after sentence, a completion
          that ignores or contradicts its prompt, broken grammar, non-words (`rlhf_lab.world.reader`,
-         whose docstring has the formula and its reasons). It fixes the two ways RL hacked `careful`.
+         whose docstring has the formula and its reasons). It fixes the two ways RL hacked `careful`,
+         the default before it; `careful` and `vader` stay, to compare with results under them.
 
 vader    VADER's compound sentiment of the completion (Hutto & Gilbert 2014), in [-1, 1]. It adds up
          lexicon words and knows nothing of form, so a policy optimized against a proxy of it drifts to
