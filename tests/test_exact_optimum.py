@@ -2,7 +2,7 @@
 experiments/exact_optimum/run.py): the world's exact maths checked two ways, then every RL algorithm of the
 table and every DPO-family loss trained (seed 0, the write-up's schedule) and held to what it converges to:
 π*, or the exact optimum of its own loss where that is not π*, or, for GRPO and GSPO, the gap measured
-over 5 seeds in experiments/exact_optimum/README.md. About 35 s on one core."""
+over 5 seeds in experiments/exact_optimum/README.md. About 35 s of CPU on one core (PPO: 2 × 5 s)."""
 
 from __future__ import annotations
 
@@ -105,7 +105,7 @@ def test_the_dpo_risk_is_minimized_at_pi_star_and_the_ipo_risk_at_azars_closed_f
     dpo = preference_optimum(world, *losses["dpo"])
     assert kl(dpo, world.optimum()) == pytest.approx(0, abs=1e-12)  # Rafailov 2023: DPO's target is π*
     ipo = preference_optimum(world, *losses["ipo"])
-    assert kl(ipo, ipo_optimum(world, world.beta)) == pytest.approx(0, abs=1e-12)  # Azar 2023, Prop. 3
+    assert kl(ipo, ipo_optimum(world, world.beta)) == pytest.approx(0, abs=1e-12)  # Azar 2023 (ΨPO, Ψ = id)
     assert kl(ipo, world.optimum()) > 1  # a different target: the win rate against π_ref, not r
 
 

@@ -1,6 +1,6 @@
 """Every loss of rlhf_lab against the exact optimum of an enumerable world (`rlhf_lab.world.enumerable`).
 
-    python experiments/exact_optimum/run.py [--seeds 0 1 2 3 4] [--runs ppo dpo ...] [--out DIR]
+    python experiments/exact_optimum/run.py [--seeds 0 1 2 3 4] [--runs ppo ...] [--rl-steps 400] [--out DIR]
 
 writes DIR/results.csv (one row per run and seed) and DIR/results.md (the table of the write-up).
 
@@ -51,9 +51,12 @@ FIELDS = ["run", "target", "kl_to_optimum", "objective_gap", "to_target", "targe
 
 # run -> the conf/algo file (RL) or dpo.loss (DPO family), and overrides of its settings
 RL = {"ppo": ("ppo", ()), "ppo_critic": ("ppo_critic", ())} | {name: (name, ()) for name in ALGORITHMS}
-RL |= {
+KL_IN_REWARD = ("algo.kl.placement=reward", "algo.kl.estimator=k1")
+RL |= {  # variants that locate a bias
     "gspo_on_policy": ("gspo", ("algo.minibatches=1",)),
     "dr_grpo_k8": ("dr_grpo", ("algo.samples_per_prompt=8",)),
+    "grpo_kl_in_reward": ("grpo", KL_IN_REWARD),
+    "dr_grpo_kl_in_reward": ("dr_grpo", KL_IN_REWARD),
 }
 PREFERENCE = {name: (name, ()) for name in ("dpo", "cdpo", "ipo", "simpo")}
 RUNS = RL | PREFERENCE
@@ -219,10 +222,16 @@ def to_target(logp: Tensor, target: Tensor | None) -> float:
     return kl(target, logp) if torch.isinf(target).any() else kl(logp, target)
 
 
-def run_one(world: EnumerableWorld, run: str, seed: int, target: tuple[str, Tensor | None]) -> dict:
+def run_one(
+    world: EnumerableWorld,
+    run: str,
+    seed: int,
+    target: tuple[str, Tensor | None],
+    schedules: dict[str, Schedule] = SCHEDULES,
+) -> dict:
     """One CSV row: train `run` from `seed`, then measure it against π* and against its own target."""
     family = "rl" if run in RL else "preference"
-    logp = (train_rl if family == "rl" else train_preference)(world, run, seed)
+    logp = (train_rl if family == "rl" else train_preference)(world, run, seed, schedules[family])
     label, exact = target
     return {
         "run": run,
@@ -231,21 +240,24 @@ def run_one(world: EnumerableWorld, run: str, seed: int, target: tuple[str, Tens
         "objective_gap": world.gap(logp),
         "to_target": to_target(logp, exact),
         "target_gap": math.nan if exact is None else world.gap(exact),
-        "steps": SCHEDULES[family].steps,
+        "steps": schedules[family].steps,
         "seed": seed,
     }
 
 
 def table(rows: list[dict]) -> str:
-    """The write-up's table: per run, mean ± 95% t-interval over seeds (`report.stats`)."""
+    """The write-up's table from the CSV's rows: mean ± 95% t-interval over seeds (`report.stats`)."""
 
-    def cell(values: list[float], digits: int = 4) -> str:
+    def number(value: float) -> str:  # 0 below rounding (π*'s own gap is ±1e-16)
+        return "0" if abs(value) < 1e-12 else f"{value:.4f}" if abs(value) >= 1e-3 else f"{value:.1e}"
+
+    def cell(values: list[float]) -> str:
         if any(math.isnan(v) for v in values):
             return "–"
         if len(values) < 2:
-            return f"{values[0]:.{digits}f}"
+            return number(values[0])
         d = mean_difference(values)
-        return f"{d.mean:.{digits}f} ± {d.half:.{digits}f}"
+        return f"{number(d.mean)} ± {number(d.half)}"
 
     lines = [
         "| run | its target | target's gap (exact) | KL(π‖π*) | objective gap | to its target | seeds |",
@@ -264,27 +276,41 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--rl-steps", type=int, default=SCHEDULES["rl"].steps, help="steps of every RL run")
+    parser.add_argument("--table-only", action="store_true", help="only rewrite results.md from results.csv")
     args = parser.parse_args(argv)
+    if not args.table_only:
+        write_csv(args.out / "results.csv", train_all(args))
+    with open(args.out / "results.csv") as f:
+        (args.out / "results.md").write_text(markdown := table(list(csv.DictReader(f))))
+    print(markdown)
+
+
+def train_all(args: argparse.Namespace) -> list[dict]:
+    """A row per run and seed of the command line's, printed as it comes."""
     torch.set_num_threads(1)
     world = make_world()
     goals = targets(world)
+    schedules = SCHEDULES | {"rl": dataclasses.replace(SCHEDULES["rl"], steps=args.rl_steps)}
     rows = []
     for run in args.runs:
         for seed in args.seeds:
             start = time.perf_counter()
-            rows.append(run_one(world, run, seed, goals[run]))
+            rows.append(run_one(world, run, seed, goals[run], schedules))
             print(
-                f"{run:15s} seed {seed}: KL(π‖π*) {rows[-1]['kl_to_optimum']:.4f}, to target "
+                f"{run:20s} seed {seed}: KL(π‖π*) {rows[-1]['kl_to_optimum']:.4f}, to target "
                 f"{rows[-1]['to_target']:.4f} ({time.perf_counter() - start:.1f} s)",
                 flush=True,
             )
-    args.out.mkdir(parents=True, exist_ok=True)
-    with open(args.out / "results.csv", "w", newline="") as f:
+    return rows
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=FIELDS)
         writer.writeheader()
         writer.writerows({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in r.items()} for r in rows)
-    (args.out / "results.md").write_text(table(rows))
-    print(table(rows))
 
 
 if __name__ == "__main__":

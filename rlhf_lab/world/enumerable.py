@@ -177,7 +177,7 @@ def k3_fixed_point(world: EnumerableWorld, scale: float) -> Tensor:
 
 def ipo_optimum(world: EnumerableWorld, tau: float) -> Tensor:
     """(Y,) log-probs of IPO's optimum on pairs y, y' ~ π_ref with Bradley–Terry labels σ(r − r') (Azar et al.
-    2023, Prop. 3 with Ψ the identity): π(y) ∝ π_ref(y)·exp(P(y ≻ π_ref)/τ), P(y ≻ π_ref) =
+    2023: the ΨPO optimum with Ψ the identity): π(y) ∝ π_ref(y)·exp(P(y ≻ π_ref)/τ), P(y ≻ π_ref) =
     Σ_y' π_ref(y')·σ(r(y) − r(y')). Its target is the win rate against π_ref, not r."""
     ref = world.ref_logprobs  # (Y,)
     win = torch.sigmoid(world.reward[:, None] - world.reward[None, :]) @ ref.exp()  # (Y,)
