@@ -12,17 +12,17 @@ import rlhf_lab
 
 PACKAGE = Path(rlhf_lab.__file__).parent
 FLOORS = [  # lowest first; a name covers a module and everything inside it
-    ["tensors", "seeds", "errors"],  # the ground floor: tensor helpers, derived seeds, error types
+    ["tensors", "seeds", "errors", "repro"],  # the ground floor: tensors, seeds, errors, arithmetic pins
     ["config", "runinfo", "artifacts"],  # settings, run records, the artifact cache
     ["world"],  # the tiny offline world
     ["data"],  # sources, row formats, tokenization rules, DataModules
     ["label"],  # the labeling page and the files of human labels
     ["models", "optim", "faults", "tracking", "plots"],  # loading and exporting models, infrastructure
-    ["losses", "rollout", "scorers", "labelers", "evaluation"],  # maths, sampling, scoring, labeling
+    ["losses", "rollout", "scorers", "labelers", "budget", "evaluation"],  # maths, sampling, scoring, budgets
     ["policy", "comparisons"],  # what the stages that sample share: prompt stream, reference, pairs
     ["stages"],  # every stage (no stage imports another: test_no_stage_imports_another_stage)
     ["pipeline"],  # stage chaining and the cache
-    ["cli", "api", "report"],  # entry points and reports
+    ["cli", "api", "report", "protocol"],  # entry points, reports, the comparison protocol
 ]
 
 
