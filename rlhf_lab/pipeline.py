@@ -4,7 +4,9 @@
 Each artifact lives at `paths.artifacts/<stage>/<key>`, where the key hashes the config that
 determines it (the stage's `key_config`, its own seed included: `seeds.stage_seed`), the keys of its
 inputs and the stage's `version`: a sweep over SFT settings pretrains once, and parallel jobs that
-need the same missing artifact build it once (`artifacts.claim`).
+need the same missing artifact build it once (`artifacts.claim`). An input built under another config
+(a stage's `derived`, e.g. the reward model's backbone pretrained at another size) is ensured, checked
+and keyed the same way, under its own config.
 
 The cache knows the code: each stage's `version` (an integer, in its `Stage`) is raised whenever what
 the stage computes changes, so an upgrade that changes a stage's output invalidates its old artifacts and
@@ -71,6 +73,7 @@ def stage_key(cfg: Config, name: str) -> str:
     included) and its inputs' keys; nothing else, so a change downstream never rebuilds it."""
     stage = STAGES[name]
     inputs = {up: stage_key(cfg, up) for up in stage.upstream(cfg)}
+    inputs |= {role: stage_key(d.cfg, d.stage) for role, d in stage.derived(cfg).items()}
     return config_hash(
         {
             "stage": name,
@@ -119,15 +122,28 @@ def ensure_with_inputs(
         if stage in artifacts:
             continue
         inputs = {up: artifacts[up] for up in STAGES[stage].upstream(cfg)}
+        inputs |= {  # built under their own config; their logs in a folder of this run named after them
+            role: ensure(d.cfg, d.stage, run_dir / role) for role, d in STAGES[stage].derived(cfg).items()
+        }
         artifacts[stage] = _ensure_one(cfg, stage, run_dir, inputs, rebuild=rebuild and stage == name)
     return artifacts
 
 
 def check(cfg: Config, name: str) -> None:
-    """Raise ConfigError naming every setting that a stage of `name`'s plan cannot run with."""
-    found = [p for stage in plan(cfg, name) for p in STAGES[stage].check(cfg)]
+    """Raise ConfigError naming every setting that a stage of `name`'s plan, or of a derived input's
+    plan, cannot run with."""
+    found = _problems(cfg, name)
     if found:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(found))
+
+
+def _problems(cfg: Config, name: str) -> list[str]:
+    found = []
+    for stage in plan(cfg, name):
+        found += STAGES[stage].check(cfg)
+        for d in STAGES[stage].derived(cfg).values():
+            found += [p for p in _problems(d.cfg, d.stage) if p not in found]
+    return found
 
 
 def _ensure_one(cfg: Config, name: str, run_dir: Path, inputs: dict[str, Path], rebuild: bool) -> Path:

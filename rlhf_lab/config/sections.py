@@ -19,6 +19,16 @@ class TinyModelConfig:
     max_position_embeddings: int = setting(256, "longest sequence the model accepts", gt=0)
 
 
+# Named sizes of the world's model, for reward models of several sizes (Gao 2022's proxy-size axis,
+# Stiennon 2020's size slope): 78k, 230k, 1.05M and 3.67M parameters over the default 2,048 tokens.
+SIZES = {
+    "xs": TinyModelConfig(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=96),
+    "s": TinyModelConfig(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=192),
+    "m": TinyModelConfig(hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=2, intermediate_size=384),
+    "l": TinyModelConfig(hidden_size=256, num_layers=4, num_heads=8, num_kv_heads=4, intermediate_size=768),
+}
+
+
 @dataclass
 class WorldConfig:
     seed: int = setting(0, "seed of the corpus generator, the tokenizer data and the initial weights")
@@ -28,6 +38,11 @@ class WorldConfig:
     prompt_fraction: float = setting(0.1, "share of documents whose openings are prompts", gt=0, lt=1)
     eval_prompts: int = setting(512, "held-out prompts for evaluation", ge=1)
     model: TinyModelConfig = setting(TinyModelConfig(), "architecture of the tiny Llama")
+    sizes: dict[str, TinyModelConfig] = setting(
+        SIZES,
+        "named architectures of the world's model (model.size, reward_model.backbone), each pretrained "
+        "on the world's corpus with its tokenizer when a run asks for it; not part of the world's key",
+    )
     conversational: bool = setting(
         False, "chat data: prompts as user messages, SFT pairs as user/assistant turns, a chat template"
     )
@@ -49,6 +64,9 @@ class ModelConfig:
         None, "hub name or local HF directory of the starting model; null = the tiny world's"
     )
     tokenizer: str | None = setting(None, "tokenizer name or path; null = the model's own")
+    size: str | None = setting(
+        None, "the tiny world's model at a named size (a key of world.sizes); null = world.model"
+    )
     dtype: str = setting(
         "float32", "weights dtype when loading", choices=["float32", "bfloat16", "float16", "auto"]
     )

@@ -130,8 +130,16 @@ class LabelerConfig:
 
 @dataclass
 class RewardModelConfig(TrainConfig):
+    backbone: str = setting(
+        "policy",
+        "what the reward model starts from: policy (the policy's sft or pretrain artifact, as `init` "
+        "says), a size of the tiny world's model (a key of world.sizes: that size pretrained on the "
+        "world's corpus, cached per size), or an HF causal LM (a folder or hub id, its own tokenizer)",
+    )
     init: str = setting(
-        "sft", "initialize the backbone from the sft or the pretrain artifact", choices=["sft", "pretrain"]
+        "sft",
+        "with backbone=policy: initialize from the policy's sft or pretrain artifact",
+        choices=["sft", "pretrain"],
     )
     lr: float = default_of(TrainConfig, "lr", 1e-3)
     max_steps: int = default_of(TrainConfig, "max_steps", 300)

@@ -51,7 +51,10 @@ def kl_penalized_rewards(
 
 def kl_loss(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """KL to the reference as a loss term (GRPO, Shao 2024): per-sequence token mean of k3, averaged
-    over sequences, with gradient through π. Masked tokens contribute exactly 0 (no overflow)."""
+    over sequences, with gradient through π. Masked tokens contribute exactly 0 (no overflow).
+    On π's own samples the gradient of k3 is that of KL(π_ref‖π) at the visited prefixes, not of
+    KL(π‖π_ref) (Tang & Munos 2025), so a loss with this term does not converge to the KL-regularized
+    optimum π* ∝ π_ref·exp(r/β): experiments/exact_optimum measures the gap."""
     k3 = kl_estimate(logprobs, ref_logprobs.detach(), "k3", mask)  # (B, T)
     return masked_mean(k3, mask, dim=-1).mean()  # ()
 

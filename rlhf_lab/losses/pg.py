@@ -225,7 +225,8 @@ def grpo_loss(
     """GRPO loss (Shao 2024): −(1/G) Σ_i (1/|o_i|) Σ_t [min(ρÂ_i, clip(ρ)Â_i) − β·k3_t], a mean over
     sequences of each sequence's token mean.
 
-    advantages (B,) per sequence; k3 estimates KL(π‖π_ref) per token with gradient through π.
+    advantages (B,) per sequence; k3 estimates KL(π‖π_ref) per token with gradient through π, but its
+    gradient is that of KL(π_ref‖π) (`kl.kl_loss`; Tang & Munos 2025): the optimum is not π*.
     stats: `ratio_stats`, kl (mean k3 with the loss's weighting: per-sequence token mean, then mean over
     sequences, so loss(β) − loss(0) = β·kl at equal ρ).
     """

@@ -15,12 +15,13 @@ of the report gives. Pure numpy: no plotting, nothing of rlhf_lab.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from rlhf_lab.report.stats import t_quantile
 
 FORMS = ("bon", "rl")
 LEVEL = 0.95
@@ -175,29 +176,6 @@ def percentile_interval(values, level: float = LEVEL) -> tuple[float, float]:
 
 
 # ------------------------------------------------------------------------- mean ± interval over seeds
-@functools.lru_cache(maxsize=256)
-def t_quantile(p: float, df: int) -> float:
-    """The p-quantile (p > 1/2) of Student's t with `df` degrees of freedom: the t CDF integrated by
-    Simpson's rule (in t = tan θ, which makes the interval finite) and inverted by bisection."""
-    if not 0.5 < p < 1 or df < 1:
-        raise ValueError(f"p={p} must lie in (1/2, 1) and df={df} be ≥ 1")
-    log_c = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
-
-    def cdf_minus_half(theta_end: float) -> float:
-        theta = np.linspace(0.0, theta_end, 2001)
-        t = np.tan(theta)
-        density = np.exp(log_c - (df + 1) / 2 * np.log1p(t * t / df)) * (1 + t * t)  # dt = sec² θ dθ
-        weights = np.ones_like(theta)
-        weights[1:-1:2], weights[2:-1:2] = 4, 2
-        return float(density @ weights) * (theta[1] - theta[0]) / 3
-
-    low, high = 0.0, math.pi / 2
-    for _ in range(60):
-        middle = (low + high) / 2
-        low, high = (middle, high) if cdf_minus_half(middle) < p - 0.5 else (low, middle)
-    return math.tan((low + high) / 2)
-
-
 def mean_interval(values: Sequence[float], level: float = LEVEL) -> tuple[float, float]:
     """(mean, half-width of the t-interval at `level`) over seeds; half-width NaN below two values."""
     x = np.asarray([v for v in values if v is not None], dtype=np.float64)

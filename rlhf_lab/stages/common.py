@@ -83,10 +83,22 @@ class Context:
 
 
 def model_key(cfg: Config) -> dict:
-    """The starting model: a named model's config, or the tiny world's config hash."""
+    """The starting model: a named model's config, or the tiny world's config hash (and the
+    architecture of `model.size` when one is named; runs without it keep their keys)."""
+    settings = dataclasses.asdict(cfg.model)
+    size = settings.pop("size")
     if cfg.model.name_or_path is not None:
-        return dataclasses.asdict(cfg.model)
-    return {"world": world_key(cfg.world), **dataclasses.asdict(cfg.model)}
+        return settings
+    if size is not None:
+        settings["size"] = dataclasses.asdict(cfg.world.sizes[size])
+    return {"world": world_key(cfg.world), **settings}
+
+
+def sized(cfg: Config, size: str) -> Config:
+    """The run's config with the tiny world's model at the named `size` (world.sizes) as the starting
+    model: under it the pretrain stage pretrains that size on the world's corpus, with its tokenizer."""
+    model = dataclasses.replace(cfg.model, name_or_path=None, tokenizer=None, size=size)
+    return dataclasses.replace(cfg, model=model)
 
 
 def data_key(cfg: Config, source: str) -> dict:

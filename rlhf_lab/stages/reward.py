@@ -1,6 +1,10 @@
 """Stage `reward`: a Bradley–Terry reward model on preference pairs.
 
-The SFT (or pretrained) backbone gets a scalar head read at the final token (HF's
+Its backbone (`reward_model.backbone`) is the policy's by default (its SFT or pretrained model), or is
+chosen apart from the policy: a named size of the tiny world's model, pretrained once per size by the
+pretrain stage (a `Derived` input), or any HF causal LM, so that the proxy's size can vary as in
+Gao et al. 2022 (3M to 3B proxies) and Stiennon et al. 2020 (accuracy against reward-model size).
+The backbone gets a scalar head read at the final token (HF's
 `AutoModelForSequenceClassification`, num_labels=1, head init N(0, 1/√(d+1)), Stiennon 2020), and
 is trained with the K-wise ranking loss −log σ(r⁺ − r⁻) over all pairs of a prompt (Ouyang 2022).
 Afterwards its output is shifted and scaled so the policy's samples score mean 0, std 1 (Ziegler
@@ -24,6 +28,7 @@ import dataclasses
 import functools
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import lightning as L
@@ -32,6 +37,7 @@ from torch import nn
 
 from rlhf_lab.artifacts import read_manifest, worker_rank
 from rlhf_lab.config import Config, RewardModelConfig
+from rlhf_lab.config.validation import is_folder_or_hub_id
 from rlhf_lab.data.formats import read_examples
 from rlhf_lab.data.preferences import PreferenceDataModule
 from rlhf_lab.faults import FaultGuard
@@ -47,8 +53,17 @@ from rlhf_lab.models import (
 from rlhf_lab.optim import build_optimizer
 from rlhf_lab.scorers import RewardModelScorer
 from rlhf_lab.seeds import stage_seed, without_seed
-from rlhf_lab.stages.common import CHECKPOINTS, Context, data_key, fit, gather_cat, model_key, trainer_key
-from rlhf_lab.stages.contract import Stage
+from rlhf_lab.stages.common import (
+    CHECKPOINTS,
+    Context,
+    data_key,
+    fit,
+    gather_cat,
+    model_key,
+    sized,
+    trainer_key,
+)
+from rlhf_lab.stages.contract import Derived, Stage
 
 log = logging.getLogger(__name__)
 GOLD_GAP = 0.5  # "clear" pairs for the gold-agreement metric
@@ -56,9 +71,36 @@ GOLD_GAP = 0.5  # "clear" pairs for the gold-agreement metric
 
 def upstream(cfg: Config) -> list[str]:
     needs = [] if cfg.data.preferences.path else ["collect"]
-    if cfg.reward_model.init == "sft" or cfg.model.name_or_path is None:
+    if cfg.reward_model.backbone == "policy" and (
+        cfg.reward_model.init == "sft" or cfg.model.name_or_path is None
+    ):
         needs.append(cfg.reward_model.init)
     return needs
+
+
+def derived(cfg: Config) -> dict[str, Derived]:
+    """A named size's backbone: the pretrain artifact of the world's model at that size."""
+    size = cfg.reward_model.backbone
+    return {"backbone": Derived("pretrain", sized(cfg, size))} if size in cfg.world.sizes else {}
+
+
+def check(cfg: Config) -> Iterator[str]:
+    """'key: message' for a backbone that is neither the policy's, a named size, nor a model."""
+    backbone = cfg.reward_model.backbone
+    if backbone != "policy" and backbone not in cfg.world.sizes and not is_folder_or_hub_id(backbone):
+        yield (
+            f"reward_model.backbone: {backbone!r} is neither policy, nor a size of world.sizes "
+            f"({', '.join(cfg.world.sizes)}), nor a model folder or hub id"
+        )
+
+
+def train_key(rm: RewardModelConfig) -> dict:
+    """reward_model's settings for the key: without its seed, and without the default backbone (policy),
+    so that the runs from before the setting existed keep their keys."""
+    settings = without_seed(rm)
+    if settings["backbone"] == "policy":
+        del settings["backbone"]
+    return settings
 
 
 def key_config(cfg: Config) -> dict:
@@ -66,7 +108,7 @@ def key_config(cfg: Config) -> dict:
         "model": model_key(cfg),
         "data": data_key(cfg, "preferences"),
         "peft": dataclasses.asdict(cfg.peft),
-        "train": without_seed(cfg.reward_model),
+        "train": train_key(cfg.reward_model),
         "seed": stage_seed(cfg, "reward"),
         "trainer": trainer_key(cfg),
     }
@@ -235,7 +277,7 @@ class RewardModule(L.LightningModule):
 def build(ctx: Context, out: Path) -> dict[str, float]:
     cfg, train, log_dir = ctx.cfg, ctx.cfg.reward_model, ctx.log_dir("reward")
     log_dir.mkdir(parents=True, exist_ok=True)
-    init = ctx.inputs.get(train.init) or cfg.model.name_or_path
+    init = backbone(ctx)
     collected = ctx.inputs.get("collect")
     default = collected / "preferences.jsonl" if collected else None
     tokenizer = functools.cache(lambda: load_tokenizer(init, dataclasses.replace(cfg.model, tokenizer=None)))
@@ -247,6 +289,7 @@ def build(ctx: Context, out: Path) -> dict[str, float]:
     temperature = read_manifest(collected)["metrics"].get("collect/bt_temperature") if collected else None
     tokenizer = tokenizer()
     model = load_reward_model(init, cfg.model, tokenizer, new_head=True, pool=train.pool)
+    params = {"reward/params": float(sum(p.numel() for p in model.parameters()))}  # backbone and head
     model = apply_peft(model, cfg.peft, task_type="SEQ_CLS")
     model.train()
     data = PreferenceDataModule(
@@ -256,7 +299,7 @@ def build(ctx: Context, out: Path) -> dict[str, float]:
     remove_dropout = add_training_dropout(model, train.dropout)
     checkpoints = ctx.checkpoint_dir / CHECKPOINTS if ctx.checkpoint_dir else None
     module = RewardModule(model, train, temperature, checkpoints)
-    metrics = fit(cfg, "reward", train, module, data, log_dir, checkpoints)
+    metrics = fit(cfg, "reward", train, module, data, log_dir, checkpoints) | params
     if worker_rank():  # under DDP rank 0 exports and normalizes
         return metrics
     remove_dropout()
@@ -266,6 +309,14 @@ def build(ctx: Context, out: Path) -> dict[str, float]:
     if train.normalize:
         metrics |= normalize(out, policy_samples(collected, pairs), ctx.device)
     return metrics
+
+
+def backbone(ctx: Context) -> str | Path:
+    """The folder or hub id the reward model starts from (`reward_model.backbone`)."""
+    rm, cfg = ctx.cfg.reward_model, ctx.cfg
+    if rm.backbone == "policy":
+        return ctx.inputs.get(rm.init) or cfg.model.name_or_path
+    return ctx.inputs.get("backbone") or rm.backbone  # a size's pretrain artifact, or an HF model
 
 
 def policy_samples(collected: Path | None, pairs) -> tuple[list[str], list[str]]:
@@ -294,6 +345,8 @@ STAGE = Stage(
     upstream=upstream,
     key_config=key_config,
     build=build,
+    check=check,
+    derived=derived,
     distributed=True,
     resumable=True,
 )

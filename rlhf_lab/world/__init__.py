@@ -61,10 +61,15 @@ class World:
 
 
 def world_key(cfg: WorldConfig) -> str:
-    settings = dataclasses.asdict(cfg)
+    settings = world_settings(cfg)
     if not settings["conversational"]:  # worlds built before the setting existed keep their key
         del settings["conversational"]
     return config_hash(settings)
+
+
+def world_settings(cfg: WorldConfig) -> dict:
+    """What builds the world: every setting but the named model sizes, which the pretrain stage builds."""
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if k != "sizes"}
 
 
 def build_world(cfg: WorldConfig, cache_dir: str | Path) -> World:
@@ -75,7 +80,7 @@ def build_world(cfg: WorldConfig, cache_dir: str | Path) -> World:
         if is_complete(world.root):
             return world
         log.info("building the tiny world %s in %s", key, world.root)
-        with building(world.root, stage="world", key=key, config=dataclasses.asdict(cfg)) as tmp:
+        with building(world.root, stage="world", key=key, config=world_settings(cfg)) as tmp:
             _generate(cfg, World(tmp))
     return world
 
