@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from rlhf_lab.data.sources import DataError
 from rlhf_lab.label.human_labels import read_labels
 
 KINDS = ("bt", "argmax", "flip", "pool", "file")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -321,19 +324,37 @@ def _ceiling(gaps: Tensor, temperature: float) -> float:
     return torch.sigmoid(gaps / temperature).mean().item()
 
 
-def temperature_for_ceiling(gaps: Tensor, target: float) -> float:
+def limit_temperature(gaps: Tensor) -> float:
+    """The T -> 0 limit of Bradley-Terry labels as a T: the smallest nonzero |gap| / 40, at which every
+    nonzero gap is labeled as gold orders it (σ(40) is 1 in float64) and a zero gap by a coin flip, so
+    that bt_ceiling is its T -> 0 value. ValueError without a nonzero gap (only coin flips are left)."""
+    gaps = torch.as_tensor(gaps, dtype=torch.float64).abs()
+    positive = gaps[gaps > 0]
+    if positive.numel() == 0:
+        raise ValueError("every gold gap is zero: the gold scores tell no pair apart, so no T labels them")
+    return positive.min().item() / 40
+
+
+def temperature_for_ceiling(gaps: Tensor, target: float, key: str = "labeler.ceiling") -> float:
     """The T at which bt_ceiling over these |gold gaps| equals target (bisection in log T; target in
-    (0.5, 1), and below the ceiling as T -> 0, which zero gaps lower)."""
+    (0.5, 1)). A target at or above the ceiling as T -> 0 (which zero gaps lower) is out of reach: then
+    the nearest reachable setting, that limit (limit_temperature), with a warning naming `key`; without
+    a nonzero gap no T labels better than a coin, and that is a ValueError."""
     gaps = torch.as_tensor(gaps, dtype=torch.float64).abs().flatten()
     if gaps.numel() == 0 or not torch.isfinite(gaps).all():
         raise ValueError("temperature_for_ceiling needs a non-empty tensor of finite gaps")
     if not 0.5 < target < 1:
         raise ValueError(f"target must be in (0.5, 1), got {target!r}")
-    best = 1 - 0.5 * (gaps == 0).double().mean().item()  # the ceiling as T -> 0: zero gaps stay coin flips
+    tied = (gaps == 0).double().mean().item()
+    best = 1 - 0.5 * tied  # the ceiling as T -> 0: zero gaps stay coin flips
     if target >= best:
-        raise ValueError(
-            f"target {target} is out of reach: {best:.4f} is the ceiling at T -> 0 for these gaps"
+        temperature = limit_temperature(gaps)
+        log.warning(
+            "%s=%s: target %s is out of reach for these gold gaps (%.1f%% of the pairs are tied); "
+            "labeling at the T -> 0 limit instead: T=%.3g, ceiling %.4f",
+            *(key, target, target, 100 * tied, temperature, best),
         )
+        return temperature
     positive = gaps[gaps > 0]
     lo, hi = math.log(positive.min().item()), math.log(positive.max().item())
     for _ in range(200):  # widen until ceiling(lo) > target >= ceiling(hi)

@@ -17,27 +17,13 @@ from safetensors.torch import load_file
 from wandb.proto import wandb_internal_pb2 as pb
 
 # ------------------------------------------------------------------------------ fast settings
-# `debug=fast` (conf/debug/fast.yaml): a small tiny world, short pretraining and SFT, CSV logging.
+# `debug=fast` (conf/debug/fast.yaml): a small tiny world and short runs of every stage, CSV logging.
 DEBUG = "debug=fast"
 
-# collect, the reward model and best-of-n on the debug world. Its barely trained models write near
-# gibberish, which the default (careful) gold scores -1 almost throughout, leaving no gold gaps to label
-# or measure; VADER still tells their samples apart.
-SMALL = [
-    "gold=vader",
-    "collect.num_prompts=48",
-    "collect.samples_per_prompt=3",
-    "collect.chunk=16",
-    "collect.sampling.max_new_tokens=16",
-    "labeler=bt",
-    "labeler.temperature=0.2",
-    "reward_model.max_steps=12",
-    "reward_model.val_every=6",
-    "reward_model.batch_size=8",
-    "bon.n=[1,2,4,8]",
-    "bon.num_prompts=12",
-    "bon.sampling.max_new_tokens=16",
-]
+# collect, the reward model and best-of-n on the debug world (at the preset's sizes). Its barely trained
+# models write near gibberish, which the default (careful) gold scores -1 almost throughout, leaving few
+# gold gaps to label or measure; VADER still tells their samples apart.
+SMALL = ["gold=vader", "labeler=bt"]
 
 # two RL steps against the length scorer, checkpointed and sampled every step
 RL_FAST = [
@@ -54,16 +40,8 @@ RL_FAST = [
     "rl.warmup_steps=0",
 ]
 
-# the whole pipeline (experiment=quickstart) at the sizes above, RL and eval shortened
-RL_SMALL = [
-    "rl.max_steps=2",
-    "rl.rollouts_per_step=8",
-    "rl.sampling.max_new_tokens=12",
-    "rl.eval_prompts=8",
-    "rl.eval_every=2",
-]
-EVAL_SMALL = ["eval.num_prompts=8", "eval.ppl_rows=16", "eval.sampling.max_new_tokens=12"]
-PIPELINE = [DEBUG, *SMALL, *RL_SMALL, *EVAL_SMALL]
+# the whole pipeline (experiment=quickstart) at the preset's sizes, with SMALL's gold
+PIPELINE = [DEBUG, *SMALL]
 STAGES = ["pretrain", "sft", "collect", "reward", "rl", "bon", "eval"]
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
 
+from rlhf_lab.artifacts import read_manifest
 from tests.helpers import DEBUG, rlhf_lab
 
 
@@ -29,6 +31,19 @@ def test_sft_run_directory_records_config_overrides_commit_and_versions(tmp_path
     # a second run reuses both artifacts instead of training
     again = rlhf_lab("stage=sft", DEBUG, home=home, cwd=tmp_path)
     assert again.returncode == 0 and "sft: reusing artifact" in again.stderr + again.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["pretrain", "sft", "collect", "reward", "rl", "dpo", "bon", "eval"])
+def test_the_debug_preset_runs_every_stage(stage, lab_home, tmp_path):
+    """`rlhf-lab debug=fast stage=<stage>` as a user types it, in the session's lab: in this order each
+    stage finds its upstream artifacts built (label serves until stopped: tests/test_label_server.py)."""
+    run_dir = tmp_path / "run"
+    result = rlhf_lab(DEBUG, f"stage={stage}", f"hydra.run.dir={run_dir}", home=lab_home, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((run_dir / "result.json").read_text())
+    assert record["status"] == "completed"
+    assert read_manifest(Path(record["artifacts"][stage]))["metrics"]  # the stage's artifact, written
 
 
 def test_bad_value_fails_fast_naming_the_key(tmp_path):

@@ -37,18 +37,9 @@ from tests.helpers import (
     tiny_llama,
 )
 
-# DPO on the debug world's collected pairs: a few steps, evaluated on a few held-out prompts
-DPO_SMALL = [
-    "dpo.max_steps=4",
-    "dpo.batch_size=8",
-    "dpo.lr=1e-3",
-    "dpo.warmup_steps=0",
-    "dpo.eval_every=2",
-    "dpo.eval_prompts=8",
-    "dpo.sampling.max_new_tokens=12",
-    "dpo.checkpoint_every=2",
-]
-DPO_FAST = [*SMALL, "stage=dpo", *DPO_SMALL]
+# DPO on the debug world's collected pairs at the preset's sizes: a few steps, evaluated on a few
+# held-out prompts
+DPO_FAST = [*SMALL, "stage=dpo"]
 ONLINE = ["dpo.rounds=2", "collect.num_prompts=24"]  # two rounds of 12 prompts x 3 samples
 
 
@@ -285,14 +276,10 @@ def test_online_dpo_killed_in_its_second_round_resumes_to_an_uninterrupted_runs_
 @pytest.mark.slow
 def test_eval_compares_sft_rl_dpo_and_best_of_n_in_one_table(make_cfg, tmp_path):
     from rlhf_lab.api import run
-    from tests.helpers import EVAL_SMALL, RL_SMALL
 
     cfg = make_cfg(
         "experiment=dpo",
         *SMALL,
-        *DPO_SMALL,
-        *RL_SMALL,
-        *EVAL_SMALL,
         "pipeline=[pretrain,sft,collect,reward,rl,bon,dpo,eval]",
         "eval.policies=[rl,dpo]",
         "eval.bon=true",
@@ -310,9 +297,8 @@ def test_eval_compares_sft_rl_dpo_and_best_of_n_in_one_table(make_cfg, tmp_path)
 @pytest.mark.slow
 def test_eval_of_experiment_dpo_needs_no_reward_model(make_cfg, tmp_path):
     from rlhf_lab.api import run
-    from tests.helpers import EVAL_SMALL
 
-    cfg = make_cfg("experiment=dpo", *SMALL, *DPO_SMALL, *EVAL_SMALL)
+    cfg = make_cfg("experiment=dpo", *SMALL)
     record = run(cfg, tmp_path)
     assert set(record["artifacts"]) == {"pretrain", "sft", "collect", "dpo", "eval"}
     rows = json.loads((Path(record["artifacts"]["eval"]) / "summary.json").read_text())

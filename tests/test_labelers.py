@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import random
 
@@ -84,9 +85,21 @@ def test_temperature_for_ceiling_rejects_bad_targets(target):
         temperature_for_ceiling(torch.tensor([0.1, 0.5]), target)
 
 
-def test_temperature_for_ceiling_rejects_target_above_reach_of_zero_gaps():
-    with pytest.raises(ValueError, match="out of reach"):  # half the pairs are ties: ceiling <= 0.75
-        temperature_for_ceiling(torch.tensor([0.0, 0.5]), 0.8)
+def test_a_ceiling_out_of_reach_labels_at_the_t_to_0_limit_and_says_so(caplog):
+    gaps = torch.tensor([0.0, 0.5, 0.25, 0.0])  # half the pairs are ties: the ceiling is at most 0.75
+    with caplog.at_level(logging.WARNING, logger="rlhf_lab.labelers"):
+        t = temperature_for_ceiling(gaps, 0.8)
+    assert t == 0.25 / 40  # the smallest nonzero gap over 40: σ(40) is 1 in float64
+    assert bt_ceiling(gaps, torch.zeros_like(gaps), t) == 0.75  # the ceiling as T -> 0, reached
+    (warning,) = caplog.messages
+    assert "labeler.ceiling=0.8: target 0.8 is out of reach" in warning and "ceiling 0.7500" in warning
+    comps = [Comparison("p", f"a{i}", f"b{i}", g, 0.0) for i, g in enumerate([0.5, -0.25, 0.3, -2.0])]
+    assert BradleyTerryLabeler(t, seed=0).label(comps) == ArgmaxLabeler().label(comps)  # argmax-like
+
+
+def test_a_ceiling_is_an_error_when_every_gold_gap_is_zero():
+    with pytest.raises(ValueError, match="every gold gap is zero"):  # no T labels better than a coin
+        temperature_for_ceiling(torch.zeros(4), 0.8)
 
 
 def test_argmax_agrees_with_gold_and_ties_are_none(synthetic):
@@ -380,15 +393,16 @@ def test_collect_labels_with_a_pool_and_reports_each_annotator(make_cfg):
         }
         for i in range(400)
     ]
-    rows, stats = label_pairs(make_cfg("labeler=pool", "collect.seed=5"), samples, "policy")
+    pool = ["labeler=pool", "labeler.temperature=null"]  # the pool's T from labeler.ceiling
+    rows, stats = label_pairs(make_cfg(*pool, "collect.seed=5"), samples, "policy")
     assert len(rows) == 400 * 6 and {r["labeler"] for r in rows} == {"pool"}
     assert {r["annotator"] for r in rows} == {a.name for a in POOL}
     assert sum(stats[f"pool/{a.name}/share"] for a in POOL) == pytest.approx(1.0)
     assert stats["pool/careful/gold_agreement"] > stats["pool/careless/gold_agreement"]
     assert 0.5 < stats["label_ceiling"] < 0.8 and stats["pool_temperature"] > 0  # T from ceiling 0.8
-    again, _ = label_pairs(make_cfg("labeler=pool", "seed=5"), samples, "policy")  # collect.seed null = seed
+    again, _ = label_pairs(make_cfg(*pool, "seed=5"), samples, "policy")  # collect.seed null = seed
     assert again == rows
-    other, _ = label_pairs(make_cfg("labeler=pool", "seed=5", "collect.seed=6"), samples, "policy")
+    other, _ = label_pairs(make_cfg(*pool, "seed=5", "collect.seed=6"), samples, "policy")
     assert other != rows
 
 
