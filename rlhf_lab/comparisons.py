@@ -67,9 +67,10 @@ def bt_temperature(cfg: Config, gaps: torch.Tensor | None) -> float | None:
         return lab.temperature
     try:
         return temperature_for_ceiling(gaps, lab.ceiling)
-    except ValueError as err:  # e.g. too many tied gold scores for so high a ceiling
+    except ValueError as err:  # every gold gap zero: no temperature tells a pair apart
         raise ConfigError(
-            f"labeler.ceiling={lab.ceiling}: {err}; lower it or set labeler.temperature"
+            f"labeler.ceiling={lab.ceiling}: {err}; set labeler.temperature (every pair is then a coin "
+            "flip) or use a gold that tells the samples apart (e.g. gold=vader)"
         ) from err
 
 

@@ -323,4 +323,4 @@ def test_a_larger_beta_keeps_the_policy_nearer_the_reference(make_cfg, tmp_path)
         return trained(cfg, tmp_path)[1]["dpo/eval/kl"]
 
     free, held = final_kl(0.01), final_kl(10.0)
-    assert held < free / 2, (held, free)  # on the tiny world: 2.9 nats at β 1, 14.6 at β 0.03 (docs/results.md)
+    assert held < free / 2, (held, free)  # the tiny world: 2.9 nats at β 1, 14.6 at β 0.03 (docs/results.md)
