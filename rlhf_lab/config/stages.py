@@ -178,12 +178,24 @@ class RewardModelConfig(TrainConfig):
 class ScorerConfig:
     kind: str = setting(
         "rm",
-        "what RL and best-of-n maximize: rm (a reward model), gold, length or keyword",
-        choices=["rm", "gold", "length", "keyword"],
+        "what RL and best-of-n maximize: rm (a reward model), ensemble (several, combined), gold, length "
+        "or keyword",
+        choices=["rm", "ensemble", "gold", "length", "keyword"],
     )
     path: str | None = setting(None, "rm: reward-model folder; null = the reward artifact")
     keywords: list[str] = setting([], "keyword: words that each add 1 to the score")
     batch_size: int = setting(256, "texts scored together", gt=0)
+    members: list[str] = setting([], "ensemble: reward-model folders (or hub ids), each a member")
+    seeds: list[int] = setting(
+        [], "ensemble: a member per seed s, this run's reward artifact with reward_model.seed=s (built first)"
+    )
+    combine: str = setting(
+        "mean",
+        "ensemble: how the members' normalized scores make one (Coste 2023): mean; min, the worst case "
+        "(WCO); uwo, the mean less uwo_lambda times their variance (uncertainty-weighted, UWO)",
+        choices=["mean", "min", "uwo"],
+    )
+    uwo_lambda: float = setting(0.5, "ensemble, combine=uwo: the weight λ of the members' variance", ge=0)
 
 
 @dataclass

@@ -120,6 +120,26 @@ def _problems(node: Any, path: str):
                     yield f"{key}: must be {word} {meta[bound]}, got {value}"
 
 
+def _ensemble_problems(cfg: Config):
+    """objective=ensemble: at least two members, each seed once, members that exist, and members built
+    here normalized (Coste 2023 combines normalized scores)."""
+    obj = cfg.objective
+    if obj.kind != "ensemble":
+        return
+    if len(obj.members) + len(obj.seeds) < 2:
+        yield (
+            f"objective.seeds: objective=ensemble needs at least 2 members, got seeds {list(obj.seeds)} "
+            f"and members {list(obj.members)}"
+        )
+    if len(set(obj.seeds)) < len(obj.seeds):
+        yield f"objective.seeds: each seed once, got {list(obj.seeds)}"
+    for i, path in enumerate(obj.members):
+        if not is_folder_or_hub_id(path):
+            yield f"objective.members.{i}: no such folder: {path}"
+    if obj.seeds and not cfg.reward_model.normalize:
+        yield "reward_model.normalize: an ensemble combines normalized members; it must be true"
+
+
 def _cross_checks(cfg: Config):
     if cfg.world.model.num_heads % cfg.world.model.num_kv_heads:
         yield "world.model.num_kv_heads: must divide world.model.num_heads"
@@ -167,6 +187,7 @@ def _cross_checks(cfg: Config):
         yield f"bon.n: every n must be >= 1, got {list(cfg.bon.n)}"
     yield from label_problems(cfg.pipeline)
     yield from _model_path_problems(cfg)
+    yield from _ensemble_problems(cfg)
 
 
 def allowed_targets() -> tuple[str, ...]:

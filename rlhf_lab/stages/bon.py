@@ -3,12 +3,12 @@
 For each held-out prompt, N = max(bon.n) candidates are sampled once. For each n the stage reports
 the expected proxy and gold score of the proxy-best of n candidates, estimated without bias from
 all n-subsets of the N samples (Gao 2022, appendix), and the analytic KL(π_bon ‖ π) = log n − (n−1)/n.
-Writes `bon.csv`, `bon.json` and `bon.png` (gold and proxy score against √KL).
+Writes `bon.csv`, `bon.json` and `bon.png` (gold and proxy score against √KL). With an ensemble objective
+(Coste 2023) the metrics add its members' disagreement over the candidates (`scorers.ensemble_metrics`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from pathlib import Path
@@ -19,10 +19,18 @@ from rlhf_lab import plots
 from rlhf_lab.config import Config
 from rlhf_lab.losses import best_of_n_kl
 from rlhf_lab.rollout import sample_completions
-from rlhf_lab.scorers import gold_scorer, needs_reward_stage, objective_scorer
+from rlhf_lab.scorers import (
+    ensemble_metrics,
+    gold_key,
+    gold_scorer,
+    needs_reward_stage,
+    objective_key,
+    objective_scorer,
+    scores_and_members,
+)
 from rlhf_lab.seeds import derive_seed, stage_seed, without_seed
 from rlhf_lab.stages.common import Context, data_key, write_table
-from rlhf_lab.stages.contract import Stage
+from rlhf_lab.stages.contract import Stage, objective_members
 from rlhf_lab.tensors import repeat_each
 from rlhf_lab.tracking import log_stage_metrics
 
@@ -36,8 +44,8 @@ def upstream(cfg: Config) -> list[str]:
 def key_config(cfg: Config) -> dict:
     return {
         "bon": without_seed(cfg.bon),
-        "objective": dataclasses.asdict(cfg.objective),
-        "gold": cfg.gold,
+        "objective": objective_key(cfg),
+        "gold": gold_key(cfg),
         "prompts": data_key(cfg, "eval_prompts"),
         "seed": stage_seed(cfg, "bon"),
     }
@@ -79,8 +87,9 @@ def build(ctx: Context, out: Path) -> dict[str, float]:
     )
     repeated = repeat_each(prompts, big_n)  # prompt i at rows i*N .. i*N+N-1
     del model
-    proxy = objective_scorer(cfg, ctx.inputs, ctx.device).score(repeated, completions)  # (B*N,)
-    gold = gold_scorer(cfg)
+    scorer = objective_scorer(cfg, ctx.inputs, ctx.device)
+    proxy, members = scores_and_members(scorer, repeated, completions)  # (B*N,), (M, B*N) or None
+    gold = gold_scorer(cfg, ctx.device)
     gold = gold.score(repeated, completions).view(len(prompts), big_n) if gold else None  # (B, N)
     proxy = proxy.view(len(prompts), big_n)  # (B, N)
 
@@ -93,6 +102,8 @@ def build(ctx: Context, out: Path) -> dict[str, float]:
     write_table(table, out, "bon")
     plot(table, out / "bon.png", cfg.objective.kind)
     metrics = {f"bon/n{r['n']}/{k}": v for r in table for k, v in r.items() if k != "n"}
+    if members is not None:  # an ensemble: its members' disagreement and means over every candidate
+        metrics |= {f"bon/{k}": v for k, v in ensemble_metrics(members).items()}
     columns = list(table[0])
     log_stage_metrics(
         cfg,
@@ -129,4 +140,6 @@ def plot(table: list[dict], path: Path, proxy_name: str) -> None:
     plots.save(fig, path)
 
 
-STAGE = Stage("bon", version=1, upstream=upstream, key_config=key_config, build=build)
+STAGE = Stage(
+    "bon", version=2, upstream=upstream, key_config=key_config, build=build, derived=objective_members
+)

@@ -29,7 +29,7 @@ from rich.progress import track
 from rlhf_lab.comparisons import label_pairs, sample_chunk
 from rlhf_lab.config import Config
 from rlhf_lab.data.chat import Prompt, display
-from rlhf_lab.scorers import gold_scorer
+from rlhf_lab.scorers import gold_key, gold_scorer
 from rlhf_lab.seeds import derive_seed, stage_seed
 from rlhf_lab.stages.common import Context, comparisons_key
 from rlhf_lab.stages.contract import Stage
@@ -47,7 +47,7 @@ def key_config(cfg: Config) -> dict:
     return {
         "policy": cfg.collect.policy,
         **comparisons_key(cfg),
-        "gold": cfg.gold,
+        "gold": gold_key(cfg),
         "seed": stage_seed(cfg, "collect"),
     }
 
@@ -86,6 +86,7 @@ def sample_in_chunks(ctx: Context, policy: str, prompts: list[Prompt], chunk_dir
         log.info("collect: resuming, %d of %d chunks already sampled", n_chunks - len(todo), n_chunks)
     if todo:
         model, tokenizer = ctx.load_policy(policy)
+        gold = gold_scorer(cfg, ctx.device)
         for i in track(todo, description=f"collect: sampling {k} per prompt"):
             chunk = prompts[i * size : (i + 1) * size]
             rows = sample_chunk(
@@ -96,7 +97,7 @@ def sample_in_chunks(ctx: Context, policy: str, prompts: list[Prompt], chunk_dir
                 cfg.collect.sampling,
                 seed=derive_seed(stage_seed(cfg, "collect"), "collect_chunk", i),
                 max_prompt_length=cfg.data.max_prompt_length,
-                gold=gold_scorer(cfg),
+                gold=gold,
             )
             tmp = chunk_dir / f".{i:05d}.tmp"
             tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -110,4 +111,4 @@ def write_preferences(rows: list[dict], out: Path) -> None:
     datasets.Dataset.from_list(rows).save_to_disk(str(out / "preferences"))
 
 
-STAGE = Stage("collect", version=1, upstream=upstream, key_config=key_config, build=build, resumable=True)
+STAGE = Stage("collect", version=2, upstream=upstream, key_config=key_config, build=build, resumable=True)

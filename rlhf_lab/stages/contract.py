@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rlhf_lab.config import Config
+from rlhf_lab.scorers import ensemble_members
 from rlhf_lab.stages.common import Context
 
 
@@ -33,6 +34,12 @@ class Derived:
 
 def no_derived(cfg: Config) -> dict[str, Derived]:
     return {}
+
+
+def objective_members(cfg: Config) -> dict[str, Derived]:
+    """What a stage that scores with the objective derives: an ensemble's members that this run builds
+    (`scorers.ensemble_members`), each the reward stage under its own reward_model.seed (Coste 2023)."""
+    return {name: Derived("reward", member) for name, member in ensemble_members(cfg).items()}
 
 
 @dataclass(frozen=True)

@@ -28,10 +28,10 @@ from rlhf_lab.data.prompts import encode_prompts
 from rlhf_lab.evaluation import held_out_generator, sample_held_out, summarize
 from rlhf_lab.losses import token_nll
 from rlhf_lab.rollout import response_logprobs
-from rlhf_lab.scorers import gold_scorer, needs_reward_stage, objective_scorer
+from rlhf_lab.scorers import gold_key, gold_scorer, needs_reward_stage, objective_key, objective_scorer
 from rlhf_lab.seeds import stage_seed
 from rlhf_lab.stages.common import Context, data_key, write_table
-from rlhf_lab.stages.contract import Stage
+from rlhf_lab.stages.contract import Derived, Stage, objective_members
 from rlhf_lab.tracking import log_stage_metrics
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,11 @@ def upstream(cfg: Config) -> list[str]:
     return needs + (["reward"] if needs_reward_stage(cfg) and cfg.eval.proxy else [])
 
 
+def derived(cfg: Config) -> dict[str, Derived]:
+    """An ensemble objective's members, when the policies get a proxy score."""
+    return objective_members(cfg) if cfg.eval.proxy else {}
+
+
 def check(cfg: Config):
     """'key: message' for eval.policies that name no trained policy, or one twice."""
     policies = list(cfg.eval.policies)
@@ -76,8 +81,8 @@ def policy_name(cfg: Config, stage: str) -> str:
 def key_config(cfg: Config) -> dict:
     return {
         "eval": dataclasses.asdict(cfg.eval),
-        "objective": dataclasses.asdict(cfg.objective),
-        "gold": cfg.gold,
+        "objective": objective_key(cfg),
+        "gold": gold_key(cfg),
         "prompts": data_key(cfg, "eval_prompts"),
         "ppl_data": data_key(cfg, "sft"),
         "seed": stage_seed(cfg, "eval"),
@@ -88,7 +93,7 @@ def build(ctx: Context, out: Path) -> dict[str, float]:
     cfg = ctx.cfg
     prompts = ctx.prompts(cfg.data.eval_prompts, "eval_prompts", cfg.eval.num_prompts)
     scorer = objective_scorer(cfg, ctx.inputs, ctx.device) if cfg.eval.proxy else None
-    gold = gold_scorer(cfg)
+    gold = gold_scorer(cfg, ctx.device)
     sft, tokenizer = ctx.load_policy(ctx.inputs["sft"])
     ppl_rows = heldout_sft_rows(ctx, tokenizer)
 
@@ -213,4 +218,12 @@ def plot_summary(rows: list[dict], path: Path, proxy_name: str) -> None:
     plots.save(fig, path)
 
 
-STAGE = Stage("eval", version=1, upstream=upstream, key_config=key_config, build=build, check=check)
+STAGE = Stage(
+    "eval",
+    version=2,
+    upstream=upstream,
+    key_config=key_config,
+    build=build,
+    check=check,
+    derived=derived,
+)

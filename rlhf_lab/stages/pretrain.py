@@ -3,6 +3,10 @@
 On the tiny world it starts from the randomly initialized tiny Llama (`world.model`, or the named size
 `model.size` of `world.sizes`, initialized with the world's tokenizer and seed), and it ends by
 measuring the spread of gold scores of its samples: later stages need that variety to learn from.
+
+Its key holds no gold: the weights do not depend on it, and keying it would rebuild every artifact
+downstream for a change of gold. Its `pretrain/eval/gold_*` metrics are therefore those of the gold it
+was built under, which a cached artifact keeps (its manifest's `config` does not record it).
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ def build(ctx: Context, out: Path) -> dict[str, float]:
             train=cfg.pretrain,
             peft=PeftConfig(),  # pretraining always trains every weight
         )
-    scorer = gold_scorer(cfg)
+    scorer = gold_scorer(cfg, next(model.parameters()).device)
     if cfg.pretrain.gold_samples and scorer is not None:
         prompts = ctx.prompts(cfg.data.eval_prompts, "eval_prompts", cfg.pretrain.gold_samples)
         completions = generate_text(

@@ -66,7 +66,7 @@ class DPOModule(L.LightningModule):
         return build_optimizer(self.policy.named_parameters(), self.settings)
 
     def on_fit_start(self) -> None:
-        self.gold = gold_scorer(self.cfg)
+        self.gold = gold_scorer(self.cfg, self.device)
 
     def on_train_start(self) -> None:
         self.source.train(self.source.round_of(self.step_count), self.policy)  # round 0 fixes held-out pairs

@@ -193,7 +193,7 @@ class Online(PairSource):
             cfg.collect.samples_per_prompt,
             cfg.collect.sampling,
             seed=derive_seed(self.seed, "dpo_round", r),
-            gold=gold_scorer(cfg),
+            gold=gold_scorer(cfg, next(policy.parameters()).device),
             max_prompt_length=cfg.data.max_prompt_length,
         )
         rows, stats = self.label(samples, f"dpo round {r}")

@@ -21,7 +21,13 @@ from rlhf_lab.data.formats import read_examples
 from rlhf_lab.evaluation import EVALS
 from rlhf_lab.models import apply_peft, export_model, folder_settings, load_causal_lm, load_tokenizer
 from rlhf_lab.policy import Reference
-from rlhf_lab.scorers import needs_reward_stage, objective_scorer
+from rlhf_lab.scorers import (
+    gold_key,
+    needs_reward_stage,
+    objective_key,
+    objective_scorer,
+    trains_reward_models,
+)
 from rlhf_lab.seeds import stage_seed, without_seed
 from rlhf_lab.stages.common import (
     CHECKPOINTS,
@@ -32,7 +38,7 @@ from rlhf_lab.stages.common import (
     model_key,
     trainer_key,
 )
-from rlhf_lab.stages.contract import Stage
+from rlhf_lab.stages.contract import Derived, Stage, objective_members
 from rlhf_lab.stages.dpo.module import DPOModule
 from rlhf_lab.stages.dpo.pairs import all_logps, split_pairs, tokenize_pairs
 from rlhf_lab.stages.dpo.sources import ROUNDS, Offline, Online, PairSource
@@ -53,9 +59,10 @@ def uses_reward_model(cfg: Config) -> bool:
 
 
 def scores_proxy(cfg: Config) -> bool:
-    """Whether held-out samples get a proxy score: dpo.proxy, or an objective that needs no reward stage
-    (gold, length, keyword, a reward model at objective.path), or one the online judge builds anyway."""
-    return not needs_reward_stage(cfg) or uses_reward_model(cfg)
+    """Whether held-out samples get a proxy score: dpo.proxy, or an objective that trains no reward model
+    (gold, length, keyword, a reward model at objective.path, an ensemble of folders), or one the online
+    judge builds anyway."""
+    return not trains_reward_models(cfg) or uses_reward_model(cfg)
 
 
 def upstream(cfg: Config) -> list[str]:
@@ -65,6 +72,11 @@ def upstream(cfg: Config) -> list[str]:
     if uses_reward_model(cfg) and needs_reward_stage(cfg):
         needs.append("reward")
     return needs
+
+
+def derived(cfg: Config) -> dict[str, Derived]:
+    """An ensemble objective's members, when the run scores with the objective's reward models."""
+    return objective_members(cfg) if uses_reward_model(cfg) else {}
 
 
 def check(cfg: Config) -> Iterator[str]:
@@ -99,8 +111,8 @@ def key_config(cfg: Config) -> dict:
         "dpo": {k: v for k, v in without_seed(cfg.dpo).items() if k not in NOT_IN_KEY},
         "preferences": None if online(cfg) else data_key(cfg, "preferences"),
         "online": comparisons_key(cfg) if online(cfg) else None,
-        "objective": dataclasses.asdict(cfg.objective) if scores_proxy(cfg) else None,
-        "gold": cfg.gold,
+        "objective": objective_key(cfg) if scores_proxy(cfg) else None,
+        "gold": gold_key(cfg),
         "peft": dataclasses.asdict(cfg.peft),
         "eval_prompts": data_key(cfg, "eval_prompts"),
         "seed": stage_seed(cfg, "dpo"),
@@ -159,10 +171,11 @@ def build(ctx: Context, out: Path) -> dict[str, float]:
 
 STAGE = Stage(
     "dpo",
-    version=1,
+    version=2,
     upstream=upstream,
     key_config=key_config,
     build=build,
     check=check,
+    derived=derived,
     resumable=True,
 )

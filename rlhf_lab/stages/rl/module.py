@@ -32,7 +32,7 @@ from rlhf_lab.rollout import (
     generation_args,
     response_logprobs,
 )
-from rlhf_lab.scorers import gold_scorer, objective_scorer
+from rlhf_lab.scorers import ensemble_metrics, gold_scorer, objective_scorer, scores_and_members
 from rlhf_lab.seeds import derive_seed, rng_state, set_rng_state, stage_seed
 from rlhf_lab.stages.rl.algorithms import ALGORITHMS, KLPlacement, MovingAverage
 from rlhf_lab.stages.rl.experience import WHOLE, Experience, Share, assemble, critic_values
@@ -123,8 +123,8 @@ class RLModule(L.LightningModule):
         return build_optimizer(params, self.settings)
 
     def on_fit_start(self) -> None:
-        self.scorer = objective_scorer(self.cfg, self.inputs, str(self.device))
-        self.gold = gold_scorer(self.cfg)
+        self.scorer = objective_scorer(self.cfg, self.inputs, self.device)
+        self.gold = gold_scorer(self.cfg, self.device)
         seed = derive_seed(self.seed, "rollouts", self.global_rank)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
 
@@ -143,11 +143,13 @@ class RLModule(L.LightningModule):
         with timer("scoring"):
             prompts = repeat_each([self.prompts[i] for i in index], self.algo.samples_per_prompt)  # (N,)
             completions = decode_responses(self.tokenizer, rollout)
-            scores, gold = self.score(prompts, completions)  # (N,) each; gold may be None
+            scores, gold, members = self.score_members(prompts, completions)  # (N,), (N,), (M, N)
             ended = self.ended(rollout)  # (N,)
         with timer("update"):
             experience, stats = self.experience(rollout, self.shape(scores, ended))
             stats |= self.update(experience)
+        if members is not None:  # an ensemble objective (Coste 2023): its members' means and disagreement
+            stats |= ensemble_metrics(members)
         self.step_count += 1
         stats = self.metrics.step_stats(self, rollout, scores, gold, ended, stats, timer)  # over ranks
         self.kl_ctl.update(stats["kl"], len(rollout) * self.trainer.world_size)
@@ -187,11 +189,19 @@ class RLModule(L.LightningModule):
         self, prompts: list[Prompt], completions: list[str]
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(objective scores (N,), gold scores (N,) or None), on the module's device."""
-        scores = self.scorer.score(prompts, completions).to(self.device)  # (N,)
+        return self.score_members(prompts, completions)[:2]
+
+    def score_members(
+        self, prompts: list[Prompt], completions: list[str]
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """`score`, and an ensemble objective's member scores (M, N) (None for any other objective)."""
+        scores, members = scores_and_members(self.scorer, prompts, completions)  # (N,), (M, N) or None
+        scores = scores.to(self.device)
         if self.gold is None:
-            return scores, None
-        same = type(self.scorer) is type(self.gold)
-        return scores, scores if same else self.gold.score(prompts, completions).to(self.device)  # (N,)
+            return scores, None, members
+        same = self.cfg.objective.kind == "gold"  # the objective is the gold scorer itself
+        gold = scores if same else self.gold.score(prompts, completions).to(self.device)  # (N,)
+        return scores, gold, members
 
     def shape(self, scores: torch.Tensor, ended: torch.Tensor) -> torch.Tensor:
         """Scores as the algorithm sees them: clipped to ±algo.reward_clip, and replaced by

@@ -24,7 +24,7 @@ from rlhf_lab.models import (
     load_reward_model,
     load_tokenizer,
 )
-from rlhf_lab.scorers import needs_reward_stage, reward_model_path
+from rlhf_lab.scorers import gold_key, needs_reward_stage, objective_key, reward_model_path
 from rlhf_lab.seeds import stage_seed, without_seed
 from rlhf_lab.stages.common import (
     CHECKPOINTS,
@@ -35,7 +35,7 @@ from rlhf_lab.stages.common import (
     model_key,
     trainer_key,
 )
-from rlhf_lab.stages.contract import Stage
+from rlhf_lab.stages.contract import Stage, objective_members
 from rlhf_lab.stages.rl.algorithms import problems
 from rlhf_lab.stages.rl.module import RLModule
 
@@ -63,8 +63,8 @@ def key_config(cfg: Config) -> dict:
         "model": model_key(cfg),
         "algo": algo_key(cfg),
         "rl": {k: v for k, v in without_seed(cfg.rl).items() if k not in (*NOT_IN_KEY, "peft")},
-        "objective": dataclasses.asdict(cfg.objective),
-        "gold": cfg.gold,
+        "objective": objective_key(cfg),
+        "gold": gold_key(cfg),
         "peft": dataclasses.asdict(rl_peft(cfg)),  # rl.peft, keyed here
         "prompts": data_key(cfg, "prompts"),
         "eval_prompts": data_key(cfg, "eval_prompts"),
@@ -134,11 +134,12 @@ def export(module: RLModule, tokenizer, out: Path, cfg: Config) -> dict[str, flo
 
 STAGE = Stage(
     "rl",
-    version=1,
+    version=2,
     upstream=upstream,
     key_config=key_config,
     build=build,
     check=check,
+    derived=objective_members,
     distributed=True,
     resumable=True,
 )
