@@ -8,6 +8,7 @@ response: no estimator noise beyond the choice of the sampled contexts.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from rlhf_lab import budget as budgets
 from rlhf_lab.config import SamplingConfig
 from rlhf_lab.losses import categorical_kl
 from rlhf_lab.rollout import Rollout, decode_responses, generate, generation_args, response_logprobs
@@ -24,6 +26,7 @@ from rlhf_lab.tensors import left_pad
 
 EVALS = "eval.jsonl"  # one row per held-out evaluation of a training run, in its artifact's folder
 EVAL_SAMPLES = "eval_samples.jsonl"  # the last evaluation's prompts and completions
+# eval.jsonl also carries the budget spent by each evaluation (budget_samples, _tokens, _updates, _flops)
 KL_ROWS = 32  # sequences whose full (T, V) logits are held at once for the exact KL
 
 Generate = Callable[[torch.Tensor, torch.Tensor], Rollout]  # (left-padded ids, mask) -> rollout
@@ -129,14 +132,45 @@ def summarize(
 class EvalRecord:
     """What a training run (RL, DPO) keeps of its metrics, under `prefix` (`rl`, `dpo`): the last step's
     (`<prefix>/train/*`) and the last evaluation's, logged at x = the stage's own step; the starting
-    policy's held-out gold, the baseline of the win rate and the gain (checkpointed by the module); and,
-    on rank 0, `eval.jsonl` and `eval_samples.jsonl` in `out_dir`."""
+    policy's held-out gold, the baseline of the win rate and the gain (checkpointed by the module); the
+    run's `Budget` (`rlhf_lab.budget`: samples, tokens, updates, FLOPs, wall time); and, on rank 0,
+    `eval.jsonl`, `eval_samples.jsonl` and `budget.jsonl` in `out_dir`."""
 
     def __init__(self, prefix: str, out_dir: Path | None):
         self.prefix, self.out_dir = prefix, out_dir
         self.sft_gold: torch.Tensor | None = None  # (B,)
         self.last_train: dict[str, float] = {}
         self.last_eval: dict[str, float] = {}
+        self.budget = budgets.Budget()
+        self.updates_seen = 0  # the trainer's optimizer steps at the last `spend`
+
+    def start_budget(self, module) -> None:
+        """At the start of training: a fresh budget file at step 0, else (a resumed run) the budget of the
+        checkpointed step, read back from it."""
+        self.updates_seen = module.trainer.global_step
+        path = self._file(module, budgets.BUDGET)
+        if path is None:
+            return
+        if module.step_count == 0:
+            path.unlink(missing_ok=True)  # left by a run killed before its first checkpoint
+        else:
+            self.budget = budgets.restore(path, module.step_count)
+
+    def spend(self, module, samples: int = 0, tokens: int = 0, flops: int = 0, seconds: float = 0.0) -> None:
+        """Add a step's spending (over all ranks) and the optimizer steps it took; rank 0 appends the
+        totals to budget.jsonl."""
+        steps = module.trainer.global_step  # optimizer steps, in manual optimization too
+        self.budget.spend(samples, tokens, steps - self.updates_seen, flops, seconds)
+        self.updates_seen = steps
+        path = self._file(module, budgets.BUDGET)
+        if path is not None:
+            budgets.append(path, module.step_count, self.budget)
+
+    def _file(self, module, name: str) -> Path | None:
+        """`out_dir / name` on rank 0; None elsewhere or without an out_dir."""
+        if self.out_dir is None or not module.trainer.is_global_zero:
+            return None
+        return self.out_dir / name
 
     def baseline(self, gold: torch.Tensor | None) -> torch.Tensor | None:
         """The starting policy's gold: the first gold this run measured."""
@@ -150,13 +184,15 @@ class EvalRecord:
 
     def evaluation(self, module, metrics: dict[str, float], prompts: list, completions: list[str]) -> None:
         """Log one evaluation (`metrics` keyed `eval/*` for the samples, other groups such as `val/*`
-        besides), append it to eval.jsonl (`eval/` dropped, other groups as `val_*`) and write its samples."""
+        besides) with the budget spent so far (`budget/*`, its counts), append it to eval.jsonl (`eval/`
+        dropped, other groups as `val_*`, `budget_*`) and write its samples."""
+        metrics = metrics | {f"budget/{k}": v for k, v in self.budget.counts().items()}
         self.last_eval = {f"{self.prefix}/{k}": v for k, v in metrics.items()}
         self.log(module, self.last_eval)
-        if self.out_dir is None or not module.trainer.is_global_zero:
+        if (path := self._file(module, EVALS)) is None:
             return
         row = {"step": module.step_count} | {_column(k): v for k, v in metrics.items()}
-        with open(self.out_dir / EVALS, "a") as f:
+        with open(path, "a") as f:
             f.write(json.dumps(row) + "\n")
         samples = [{"prompt": p, "completion": c} for p, c in zip(prompts, completions, strict=True)]
         (self.out_dir / EVAL_SAMPLES).write_text("".join(json.dumps(r) + "\n" for r in samples))
@@ -175,8 +211,10 @@ class EvalRecord:
             path.write_text("".join(row + "\n" for row in rows))
 
     def final(self) -> dict[str, float]:
-        """The last train and evaluation metrics, and the held-out gold gained over the starting policy."""
-        metrics = self.last_train | self.last_eval
+        """The last train and evaluation metrics, the budget spent (wall time included), and the held-out
+        gold gained over the starting policy."""
+        budget = {f"{self.prefix}/budget/{k}": v for k, v in dataclasses.asdict(self.budget).items()}
+        metrics = self.last_train | self.last_eval | budget
         gold = self.last_eval.get(f"{self.prefix}/eval/gold")
         if self.sft_gold is not None and gold is not None:
             metrics[f"{self.prefix}/eval/gold_gain"] = gold - self.sft_gold.mean().item()

@@ -7,37 +7,47 @@ ordering where the pairs carry gold scores. Held-out prompts: the evaluation of 
 (`evaluation.sample_with_kl`): one sample per prompt with the same draws every time, its gold, its
 proxy score when there is a proxy, its exact KL to the reference (none for SimPO, which holds no
 reference; `stage=eval` measures it against SFT), its length, and the win rate against the starting
-policy's samples judged by gold. Each evaluation is appended to `eval.jsonl` in the artifact's folder.
+policy's samples judged by gold. Each evaluation is appended to `eval.jsonl` in the artifact's folder,
+with the budget spent so far (`rlhf_lab.budget`; `Params.step` counts a step's FLOPs).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from rlhf_lab.budget import flops, matmul_params, scorer_params
 from rlhf_lab.evaluation import EvalRecord, held_out_generator, sample_held_out, summarize
 from rlhf_lab.stages.dpo.loss import preference_loss
 from rlhf_lab.stages.dpo.pairs import all_logps
+from rlhf_lab.stages.dpo.sources import Online
 from rlhf_lab.tracking import memory_mb
 
 log = logging.getLogger("rlhf_lab.stages.dpo")
 
 
 class DPOMetrics(EvalRecord):
-    """The DPO stage's metrics of one run (`EvalRecord` under `dpo`), with the memory at the start."""
+    """The DPO stage's metrics of one run (`EvalRecord` under `dpo`), with the memory at the start and
+    the budget (`rlhf_lab.budget`) of each step."""
 
     def __init__(self, out_dir: Path | None):
         super().__init__("dpo", out_dir)
         self.memory_at_start = 0.0
+        self.params = Params()
 
     def start(self, module) -> None:
         self.memory_at_start = memory_mb(module.device)[0]  # models and pairs loaded, nothing trained
+        self.params = Params.of(module)
+        self.start_budget(module)
         if module.step_count == 0:
             self.evaluate(module)  # the starting policy: the baseline of the gains and the win rate
 
     def log_step(self, module, stats: dict[str, float]) -> None:
+        seconds = sum(v for k, v in stats.items() if k.startswith("time/"))  # the round's and the step's
+        self.spend(module, seconds=seconds, **self.params.step(module, stats))
         stats = stats | {
             "memory/peak_mb": memory_mb(module.device)[1],
             "memory/at_start_mb": self.memory_at_start,
@@ -83,6 +93,46 @@ class DPOMetrics(EvalRecord):
 
 
 SHOWN = ("accuracy", "margin", "gold", "kl", "win_rate", "reward")  # in the evaluation's log line
+
+
+@dataclass(frozen=True)
+class Params:
+    """N (`budget.matmul_params`) of each model a DPO run trains with: the policy, its reference (0 for
+    SimPO) and the reward model that judges online rounds (0 where none does)."""
+
+    policy: int = 0
+    reference: int = 0
+    judge: int = 0
+
+    @staticmethod
+    def of(module) -> Params:
+        reference, judge = module.reference, getattr(module.source, "judge", None)
+        copy = None if reference is None else reference.copy
+        return Params(
+            policy=matmul_params(module.policy),
+            reference=0 if reference is None else matmul_params(module.policy if copy is None else copy),
+            judge=scorer_params(judge),
+        )
+
+    def step(self, module, stats: dict[str, float]) -> dict[str, int]:
+        """The samples, tokens and FLOPs of the DPO step just taken: 6N per token of its batch (both
+        sequences of each pair); at a round's first step also the round's own passes, 2N per token: the
+        reference over its training pairs, and online its sampling and the reward-model judge, whose
+        tokens are estimated from the round's pairs (the mean prompt and completion of a pair)."""
+        cost = {"flops": flops(self.policy, int(stats["tokens_per_step"]), trained=True)}
+        source, r = module.source, int(stats["round"])
+        if module.step_count - 1 != source.bounds(r)[0]:  # not the round's first step
+            return cost
+        pairs = source.train(r, module.policy)  # the round's pairs, as this step read them (cached)
+        cost["flops"] += flops(self.reference, int(pairs.tokens().sum()))
+        if isinstance(source, Online) and len(pairs):
+            samples = len(source.round_prompts(r)) * module.cfg.collect.samples_per_prompt
+            completion = sum(len(c) + len(j) for c, j in zip(pairs.chosen, pairs.rejected, strict=True)) / 2
+            sequence = int(pairs.tokens().sum()) / 2  # a pair's tokens hold the prompt twice
+            tokens, per_sample = round(samples * completion / len(pairs)), sequence / len(pairs)
+            cost |= {"samples": samples, "tokens": tokens}
+            cost["flops"] += flops(self.policy + self.judge, round(samples * per_sample))
+        return cost
 
 
 def pair_metrics(module) -> dict[str, float]:

@@ -3,16 +3,19 @@
 The held-out evaluation samples one response per prompt with the same draws every time
 (`evaluation.held_out_generator`) and reports gold, proxy, the exact KL to the reference, length, and
 the win rate against the starting policy's samples judged by gold. Rank 0 appends each evaluation to
-`eval.jsonl` in the artifact's folder.
+`eval.jsonl` in the artifact's folder, with the budget spent so far (`rlhf_lab.budget`; `Params.step`
+counts a step's FLOPs).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from rlhf_lab.budget import flops, matmul_params, scorer_params
 from rlhf_lab.data.chat import display
 from rlhf_lab.evaluation import EvalRecord, held_out_generator, sample_with_kl, summarize
 from rlhf_lab.models import eval_mode
@@ -26,23 +29,34 @@ TABLE_ROWS = 16  # rollouts per W&B sample table
 
 class Metrics(EvalRecord):
     """The RL stage's metrics of one run (`EvalRecord` under `rl`), with the memory at the start and the
-    RL steps' wall time so far, evaluations left out (checkpointed)."""
+    budget (`rlhf_lab.budget`) of each step."""
 
     def __init__(self, out_dir: Path | None):
         super().__init__("rl", out_dir)
         self.memory_at_start = 0.0
-        self.train_seconds = 0.0
+        self.params = Params()
+
+    @property
+    def train_seconds(self) -> float:
+        """The RL steps' wall time so far, evaluations left out (checkpointed by the module)."""
+        return self.budget.wall_time
+
+    @train_seconds.setter
+    def train_seconds(self, seconds: float) -> None:
+        self.budget.wall_time = seconds
 
     def start(self, module) -> None:
         self.memory_at_start = memory_mb(module.device)[0]  # models loaded, nothing run yet
         reset_peak_memory(module.device)  # memory/peak_mb: this stage's peak, not an earlier job's
+        self.params = Params.of(module)
+        self.start_budget(module)
         if module.step_count == 0 and self.sft_gold is None:
             self.evaluate(module)  # the starting (SFT) policy: the baseline of the gains and the win rate
 
     def step_stats(self, module, rollout: Rollout, scores, gold, ended, stats: dict, timer: Timer) -> dict:
-        """A step's metrics, averaged over the ranks."""
+        """A step's metrics, averaged over the ranks; the step's budget, summed over them, spent."""
         seconds = sum(timer.seconds.values())
-        self.train_seconds += seconds
+        self.spend(module, seconds=seconds, **_sum_over_ranks(module, self.params.step(module, rollout)))
         stats = stats | {
             "reward": scores.mean().item(),
             "length": rollout.lengths().float().mean().item(),
@@ -94,6 +108,52 @@ class Metrics(EvalRecord):
         log.info("rl eval @%d: %s", module.step_count, shown)
         metrics = {f"eval/{k}": v for k, v in metrics.items()}
         self.evaluation(module, metrics, module.eval_prompts, samples.completions)
+
+
+@dataclass(frozen=True)
+class Params:
+    """N (`budget.matmul_params`) of each model an RL step runs: the policy (with its value head), its
+    reference, the critic and the reward model (0 where the run has none)."""
+
+    policy: int = 0
+    reference: int = 0
+    critic: int = 0
+    reward: int = 0
+
+    @staticmethod
+    def of(module) -> Params:
+        head = 0 if module.value_head is None else sum(p.numel() for p in module.value_head.parameters())
+        copy = module.reference.copy
+        return Params(
+            policy=matmul_params(module.policy) + head,
+            reference=matmul_params(module.policy if copy is None else copy),  # LoRA: the base, adapter off
+            critic=matmul_params(module.critic),
+            reward=scorer_params(module.scorer),
+        )
+
+    def step(self, module, rollout: Rollout) -> dict[str, int]:
+        """This rank's samples, tokens and FLOPs of one RL step: 2N per token for generation, the
+        old log-probs when they need a fresh pass (`RLModule.before_update`), the reference, the critic's
+        values and the reward model; 6N per token for each of algo.epochs passes of the update through the
+        policy (and critic). Tokens: prompt + response of each of the N rollouts."""
+        tokens = int(rollout.attention_mask.sum())
+        fresh = module.value_head is not None or module.temperature != module.settings.sampling.temperature
+        forward = self.policy * (1 + fresh) + self.reference + self.critic + self.reward
+        trained = module.algo.epochs * (self.policy + self.critic)
+        return {
+            "samples": len(rollout),
+            "tokens": int(rollout.lengths().sum()),
+            "flops": flops(forward, tokens) + flops(trained, tokens, trained=True),
+        }
+
+
+def _sum_over_ranks(module, counts: dict[str, int]) -> dict[str, int]:
+    """Integer counts summed over the ranks (each drew its own rollouts)."""
+    if module.trainer.world_size < 2:
+        return counts
+    values = torch.tensor([counts[k] for k in sorted(counts)], dtype=torch.float64, device=module.device)
+    values = module.trainer.strategy.reduce(values, reduce_op="sum")
+    return {k: round(v) for k, v in zip(sorted(counts), values.tolist(), strict=True)}
 
 
 def weights_mb(module) -> float:
