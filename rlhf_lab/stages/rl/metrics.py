@@ -137,8 +137,7 @@ class Params:
         values and the reward model; 6N per token for each of algo.epochs passes of the update through the
         policy (and critic). Tokens: prompt + response of each of the N rollouts."""
         tokens = int(rollout.attention_mask.sum())
-        fresh = module.value_head is not None or module.temperature != module.settings.sampling.temperature
-        forward = self.policy * (1 + fresh) + self.reference + self.critic + self.reward
+        forward = self.policy * (1 + module.fresh_old_logprobs) + self.reference + self.critic + self.reward
         trained = module.algo.epochs * (self.policy + self.critic)
         return {
             "samples": len(rollout),

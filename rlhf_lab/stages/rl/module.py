@@ -97,6 +97,12 @@ class RLModule(L.LightningModule):
         """Where β (its controller's current value) enters this step: reward, the algorithm's loss or ours."""
         return self.algorithm.kl_placement(self.algo.kl.placement, self.kl_ctl.value)
 
+    @property
+    def fresh_old_logprobs(self) -> bool:
+        """Whether the old log-probs need a fresh pass: with a value head (the pass gives its values) or
+        log-probs at another temperature than sampling's; else generation's own log-probs are the same."""
+        return self.value_head is not None or self.temperature != self.settings.sampling.temperature
+
     @staticmethod
     def _value_head(policy: nn.Module) -> nn.Linear:
         hidden = policy.config.hidden_size
@@ -251,9 +257,7 @@ class RLModule(L.LightningModule):
         the update only)."""
         budget = self.settings.micro_batch_tokens
         with eval_mode(self.policy):
-            if self.value_head is not None or self.temperature != self.settings.sampling.temperature:
-                # A fresh pass (it also gives the value head's values); else generation's own log-probs,
-                # which equal a fresh pass (generate returns those of the same distribution).
+            if self.fresh_old_logprobs:
                 old_logprobs, values = in_parts(rollout, self._logprobs_and_values, budget)  # (N, T) each
             else:
                 old_logprobs, values = rollout.logprobs, None  # (N, T)
