@@ -107,14 +107,25 @@ def main() -> None:
 
 
 def compare(before: dict, after: dict) -> int:
-    """Print per run whether weights and evaluations are bitwise equal; 1 if any run differs."""
+    """Print per run whether the weights and the evaluations are bitwise equal; 1 if any run differs.
+    Evaluations compare every number that `before` holds: a metric added to eval.jsonl since is no
+    difference."""
     differs = 0
     for name in after:
-        same = {k: before.get(name, {}).get(k) == after[name][k] for k in ("weights", "eval")}
+        old = before.get(name, {})
+        same = {
+            "weights": old.get("weights") == after[name]["weights"],
+            "eval": same_rows(old.get("eval_rows", []), after[name]["eval_rows"]),
+        }
         differs |= not all(same.values())
         verdict = {k: "equal" if v else "DIFFER" for k, v in same.items()}
         print(f"{name:12s} weights {verdict['weights']}  eval {verdict['eval']}")
     return int(differs)
+
+
+def same_rows(old: list[dict], new: list[dict]) -> bool:
+    """Whether `new` has `old`'s rows, each with `old`'s values under `old`'s keys."""
+    return len(old) == len(new) and all({k: b.get(k) for k in a} == a for a, b in zip(old, new, strict=True))
 
 
 if __name__ == "__main__":
