@@ -3,6 +3,7 @@ the artifact cache (reuse, `cache=false`, interrupted stages) and two jobs racin
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -10,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from rlhf_lab.artifacts import is_complete
+from rlhf_lab.pipeline import STAGES as STAGE_TABLE
 from rlhf_lab.pipeline import artifact_dir, ensure
-from rlhf_lab.stages import bon
 from tests.helpers import DEBUG, PIPELINE, SMALL, STAGES, finish, run, start
 
 
@@ -51,12 +52,12 @@ def test_an_interrupted_stage_leaves_no_artifact_and_is_built_next_time(make_cfg
         (out / "bon.json").write_text("[]")  # half-written output
         raise KeyboardInterrupt
 
-    real = bon.build
-    monkeypatch.setattr(bon, "build", interrupted)
+    real = STAGE_TABLE["bon"]
+    monkeypatch.setitem(STAGE_TABLE, "bon", dataclasses.replace(real, build=interrupted))
     with pytest.raises(KeyboardInterrupt):
         ensure(cfg, "bon", tmp_path)
     assert not is_complete(artifact_dir(cfg, "bon")) and not artifact_dir(cfg, "bon").exists()
-    monkeypatch.setattr(bon, "build", real)
+    monkeypatch.setitem(STAGE_TABLE, "bon", real)
     out = ensure(cfg, "bon", tmp_path)
     assert is_complete(out) and json.loads((out / "bon.json").read_text())[-1]["n"] == 3
 
