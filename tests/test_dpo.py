@@ -75,8 +75,8 @@ def padded_logps(model, prompts: list[list[int]], completions: list[list[int]]) 
 
 def test_sequence_logps_and_the_loss_are_the_same_packed_or_padded():
     model, pairs = tiny_llama(), handmade_pairs()
-    shapes = []
-    hook = model.register_forward_hook(
+    shapes = []  # of every decoder pass: the last is the pairs' own (earlier ones: one-time probes)
+    hook = model.base_model.register_forward_hook(
         lambda m, args, kwargs, out: shapes.append(kwargs["input_ids"].shape), with_kwargs=True
     )
     with torch.no_grad():
