@@ -34,23 +34,12 @@ RESULTS = HERE / "results" / "repro_cost.json"
 def step_times(reps: int) -> dict[str, float]:
     """The fastest training step and rollout of the default tiny Llama in this process, in seconds."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     from rlhf_lab.config import TinyModelConfig
+    from rlhf_lab.world.model import llama_config
 
-    arch = TinyModelConfig()
-    config = LlamaConfig(
-        vocab_size=2048,
-        hidden_size=arch.hidden_size,
-        intermediate_size=arch.intermediate_size,
-        num_hidden_layers=arch.num_layers,
-        num_attention_heads=arch.num_heads,
-        num_key_value_heads=arch.num_kv_heads,
-        max_position_embeddings=arch.max_position_embeddings,
-        tie_word_embeddings=True,
-        pad_token_id=0,
-        eos_token_id=1,
-    )
+    config = llama_config(TinyModelConfig(), 2048, pad_token_id=0, eos_token_id=1)
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
