@@ -26,6 +26,7 @@ from rlhf_lab.tensors import left_pad
 
 EVALS = "eval.jsonl"  # one row per held-out evaluation of a training run, in its artifact's folder
 EVAL_SAMPLES = "eval_samples.jsonl"  # the last evaluation's prompts and completions
+EVAL_HISTORY = "eval_history.jsonl"  # every evaluation's: step, prompt, completion (to rescore a run)
 # eval.jsonl also carries the budget spent by each evaluation (budget_samples, _tokens, _updates, _flops)
 KL_ROWS = 32  # sequences whose full (T, V) logits are held at once for the exact KL
 
@@ -107,6 +108,12 @@ def sample_held_out(
     )
 
 
+def clear_evals(out_dir: Path) -> None:
+    """Remove the evaluations a run killed before its first checkpoint left in `out_dir`."""
+    for name in (EVALS, EVAL_HISTORY):
+        (out_dir / name).unlink(missing_ok=True)
+
+
 def win_rate(gold: torch.Tensor, baseline: torch.Tensor) -> float:
     """Share of prompts where `gold` beats `baseline` (ties count half), both (B,)."""
     return ((gold > baseline).float() + 0.5 * (gold == baseline).float()).mean().item()
@@ -134,7 +141,7 @@ class EvalRecord:
     (`<prefix>/train/*`) and the last evaluation's, logged at x = the stage's own step; the starting
     policy's held-out gold, the baseline of the win rate and the gain (checkpointed by the module); the
     run's `Budget` (`rlhf_lab.budget`: samples, tokens, updates, FLOPs, wall time); and, on rank 0,
-    `eval.jsonl`, `eval_samples.jsonl` and `budget.jsonl` in `out_dir`."""
+    `eval.jsonl`, `eval_samples.jsonl`, `eval_history.jsonl` and `budget.jsonl` in `out_dir`."""
 
     def __init__(self, prefix: str, out_dir: Path | None):
         self.prefix, self.out_dir = prefix, out_dir
@@ -185,7 +192,7 @@ class EvalRecord:
     def evaluation(self, module, metrics: dict[str, float], prompts: list, completions: list[str]) -> None:
         """Log one evaluation (`metrics` keyed `eval/*` for the samples, other groups such as `val/*`
         besides) with the budget spent so far (`budget/*`, its counts), append it to eval.jsonl (`eval/`
-        dropped, other groups as `val_*`, `budget_*`) and write its samples."""
+        dropped, other groups as `val_*`, `budget_*`), write its samples and append them to the history."""
         metrics = metrics | {f"budget/{k}": v for k, v in self.budget.counts().items()}
         self.last_eval = {f"{self.prefix}/{k}": v for k, v in metrics.items()}
         self.log(module, self.last_eval)
@@ -196,6 +203,8 @@ class EvalRecord:
             f.write(json.dumps(row) + "\n")
         samples = [{"prompt": p, "completion": c} for p, c in zip(prompts, completions, strict=True)]
         (self.out_dir / EVAL_SAMPLES).write_text("".join(json.dumps(r) + "\n" for r in samples))
+        with open(self.out_dir / EVAL_HISTORY, "a") as f:
+            f.writelines(json.dumps({"step": module.step_count} | r) + "\n" for r in samples)
 
     def log(self, module, metrics: dict[str, float]) -> None:
         """Log at x = the stage's step (not Lightning's global step, which counts optimizer steps)."""
@@ -204,11 +213,12 @@ class EvalRecord:
                 logger.log_metrics(metrics, step=module.step_count)
 
     def keep_evals_until(self, step: int) -> None:
-        """Drop the evaluations after `step` (a resumed run redoes them)."""
-        path = None if self.out_dir is None else self.out_dir / EVALS
-        if path is not None and path.is_file():
-            rows = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
-            path.write_text("".join(row + "\n" for row in rows))
+        """Drop the evaluations (and their samples) after `step`: a resumed run redoes them."""
+        for name in (EVALS, EVAL_HISTORY):
+            path = None if self.out_dir is None else self.out_dir / name
+            if path is not None and path.is_file():
+                rows = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
+                path.write_text("".join(row + "\n" for row in rows))
 
     def final(self) -> dict[str, float]:
         """The last train and evaluation metrics, the budget spent (wall time included), and the held-out

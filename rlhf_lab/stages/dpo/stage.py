@@ -18,7 +18,7 @@ from pathlib import Path
 
 from rlhf_lab.config import Config
 from rlhf_lab.data.formats import read_examples
-from rlhf_lab.evaluation import EVALS
+from rlhf_lab.evaluation import clear_evals
 from rlhf_lab.models import apply_peft, export_model, folder_settings, load_causal_lm, load_tokenizer
 from rlhf_lab.policy import Reference
 from rlhf_lab.scorers import (
@@ -163,7 +163,7 @@ def build(ctx: Context, out: Path) -> dict[str, float]:
     if resume:
         log.info("dpo: resuming from %s", checkpoint)
     else:  # a scratch folder left by a run killed before its first checkpoint
-        (out / EVALS).unlink(missing_ok=True)
+        clear_evals(out)
     fit_steps(module, cfg, "dpo", cfg.dpo.max_steps, checkpoint, resume, log_dir)
     export_model(module.policy, tokenizer, out, cfg.peft)
     return module.metrics.final() | {f"dpo/data/{k}": v for k, v in source.pair_counts().items()}

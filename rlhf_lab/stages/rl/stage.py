@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from rlhf_lab.config import Config, PeftConfig
-from rlhf_lab.evaluation import EVALS
+from rlhf_lab.evaluation import clear_evals
 from rlhf_lab.models import (
     apply_peft,
     export_model,
@@ -110,7 +110,7 @@ def build(ctx: Context, out: Path) -> dict[str, float]:
     if resume:
         log.info("rl: resuming from %s", checkpoint)
     else:  # a scratch folder left by a run killed before its first checkpoint
-        (out / EVALS).unlink(missing_ok=True)
+        clear_evals(out)
     trainer = fit_steps(module, cfg, "rl", cfg.rl.max_steps, checkpoint, resume, log_dir)
     check_ranks_agree(trainer, module)
     return export(module, tokenizer, out, cfg)
