@@ -71,6 +71,7 @@ def test_a_protocol_reads_as_declared(tmp_path):
         ({"selection": "best"}, "selection: 'best' is not a rule"),
         ({"test": "z"}, "test: 'z' is not a test"),
         ({"matched_kl": 0}, "matched_kl"),
+        ({"peak": "yes"}, "peak: 'yes' must be true"),
         ({"comparisons": {"primary": ["a", "c"]}}, "comparisons.primary: 'c' is not an arm"),
         ({"comparisons": {"primary": ["a", "b"], "secondary": [["b", "a"]]}}, "compared twice"),
         ({"arms": {"a": {"overrides": ["algo=rloo"]}}}, "arms: a mapping of at least two arms"),
@@ -231,6 +232,20 @@ def test_the_comparison_is_the_paired_difference_at_the_budget_and_at_the_kl(tmp
     }
     assert arms[("kl=0.5", "a")]["mean"] == pytest.approx(statistics.fmean(a_kl))
     assert arms[("kl=0.5", "b")]["n"] == 0
+
+
+def test_at_the_peak_each_run_gives_its_best_evaluation(tmp_path):
+    protocol = load(write_protocol(tmp_path, peak=True))
+    assert [str(v) for v in protocol.views] == ["samples=12", "kl=0.5", "peak"]
+    curve = [{"gold": 0.2}, {"gold": 0.9}, {"gold": None}, {"gold": -0.4}]  # rises, falls
+    assert curves.value_at(curve, "peak", 0.0, "gold") == 0.9
+    assert curves.value_at([{"gold": None}], "peak", 0.0, "gold") is None
+    table = analysis.comparison_table(protocol, analysis.finals(protocol, synthetic(protocol)))
+    at_peak = next(r for r in table if r["view"] == "peak")
+    a = [0.5 if s < 2 else 0.3 + s / 10 for s in protocol.evaluation_seeds]  # the larger of 0.3 + s/10, 0.5
+    b = [0.2 + s / 20 for s in protocol.evaluation_seeds]
+    assert at_peak["mean"] == pytest.approx(statistics.fmean(x - y for x, y in zip(a, b, strict=True)))
+    assert load(write_protocol(tmp_path)).views[-1].axis == "kl"  # off by default
 
 
 def test_the_report_is_recomputed_from_the_curves_alone(tmp_path):

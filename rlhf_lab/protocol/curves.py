@@ -57,7 +57,9 @@ def interpolate(xs: Sequence[float], ys: Sequence[float | None], x: float) -> fl
 
 
 def value_at(curve: list[dict], axis: str, x: float, metric: str) -> float | None:
-    """`metric` of a run at `axis` = x (`interpolate`)."""
+    """`metric` of a run at `axis` = x (`interpolate`); at axis `peak`, its largest value over the run."""
+    if axis == "peak":
+        return max((r[metric] for r in curve if r.get(metric) is not None), default=None)
     return interpolate([r.get(axis) for r in curve], [r.get(metric) for r in curve], x)
 
 

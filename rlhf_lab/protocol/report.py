@@ -91,7 +91,8 @@ def header(protocol: Protocol) -> str:
         f"{title}\n\nDeclared in `{protocol.path.name}`, run by `rlhf-lab-compare {protocol.path.name}`. "
         f"Metric: held-out `{protocol.metric}` (higher is better), compared at {views}: each run's curve "
         "over its held-out evaluations interpolated linearly at that value (at a KL: where the run's KL "
-        f"first reaches it), never extrapolated. Each arm's setting is chosen by {protocol.rule()} "
+        "first reaches it; at the peak: the run's best evaluation), never extrapolated. Each arm's setting "
+        f"is chosen by {protocol.rule()} "
         f"(tuning seeds {list(protocol.tuning_seeds)}), then run on the evaluation seeds "
         f"{list(protocol.evaluation_seeds)}, paired across arms."
     )
@@ -173,7 +174,7 @@ def plot(protocol: Protocol, rows: list[dict], path: Path) -> Path:
     """One panel per view: the metric against the view's axis, a thin line per evaluation run, the arm's
     mean over seeds at each evaluation in bold, the view's value dashed."""
     runs = {k: v for k, v in analysis.by_run(rows).items() if k[0] == "evaluation"}
-    axes_shown = list(dict.fromkeys(v.axis for v in protocol.views))
+    axes_shown = list(dict.fromkeys(v.axis for v in protocol.views if v.axis != "peak"))
     fig, axes = plots.subplots(1, len(axes_shown), figsize=(5.5 * len(axes_shown), 4.2), squeeze=False)
     colors = {arm: f"C{i}" for i, arm in enumerate(protocol.arms)}
     for ax, axis in zip(axes[0], axes_shown, strict=True):

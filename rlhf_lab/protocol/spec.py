@@ -40,7 +40,7 @@ RULES = {
     "max_mean_final": "the largest mean over the tuning seeds of the final {metric}",
 }
 KEYS = (
-    "name question base arms seeds tuning_overrides selection metric budget also_at matched_kl "
+    "name question base arms seeds tuning_overrides selection metric budget also_at matched_kl peak "
     "comparisons test"
 ).split()
 NAME = re.compile(r"^[A-Za-z][\w-]*$")
@@ -68,13 +68,17 @@ class Arm:
 
 @dataclass(frozen=True)
 class View:
-    """Where arms are compared: a budget axis (`budget.AXES`) or `kl`, at `value`."""
+    """Where arms are compared: a budget axis (`budget.AXES`) or `kl`, at `value`; or each run's `peak`,
+    its best evaluation (Gao et al. 2022 compare proxies by the gold's peak)."""
 
     axis: str
     value: float
 
     def __str__(self) -> str:
-        return f"{self.axis}={self.value:g}"
+        return self.axis if self.axis == PEAK.axis else f"{self.axis}={self.value:g}"
+
+
+PEAK = View("peak", 0.0)
 
 
 @dataclass(frozen=True)
@@ -93,15 +97,16 @@ class Protocol:
     budget: View
     also_at: tuple[View, ...]
     matched_kl: float | None
+    peak: bool
     primary: tuple[str, str]
     secondary: tuple[tuple[str, str], ...]
     test: str
 
     @property
     def views(self) -> list[View]:
-        """Every place the arms are compared: the budget, the further budgets, the matched KL."""
+        """Every place the arms are compared: the budget, the further budgets, the matched KL, the peak."""
         kl = [View("kl", self.matched_kl)] if self.matched_kl is not None else []
-        return [self.budget, *self.also_at, *kl]
+        return [self.budget, *self.also_at, *kl, *([PEAK] if self.peak else [])]
 
     @property
     def pairs(self) -> list[tuple[str, str]]:
@@ -159,6 +164,9 @@ def parse(raw: dict, path: Path, problems: list[str]) -> Protocol:
     matched_kl = raw.get("matched_kl")
     if matched_kl is not None and not _positive(matched_kl):
         problems.append(f"matched_kl: {matched_kl!r} must be a KL in nats > 0, or null")
+    peak = raw.get("peak", False)
+    if not isinstance(peak, bool):
+        problems.append(f"peak: {peak!r} must be true (also compare each run's best evaluation) or false")
     metric = raw.get("metric", "gold")
     if not isinstance(metric, str) or metric in AXES or metric == "step":
         problems.append(f"metric: {metric!r} must be an eval.jsonl column such as gold")
@@ -177,6 +185,7 @@ def parse(raw: dict, path: Path, problems: list[str]) -> Protocol:
         budget=_view(raw.get("budget"), "budget", problems),
         also_at=tuple(_view(v, f"also_at[{i}]", problems) for i, v in enumerate(raw.get("also_at") or [])),
         matched_kl=float(matched_kl) if _positive(matched_kl) else None,
+        peak=peak is True,
         primary=primary,
         secondary=tuple(secondary),
         test=test,
