@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 from rlhf_lab.artifacts import read_manifest
 from rlhf_lab.config import ConfigError
+from rlhf_lab.evaluation import EVAL_HISTORY
 from rlhf_lab.losses import gae, kl_penalized_rewards
 from rlhf_lab.pipeline import artifact_dir, ensure, stage_key
 from rlhf_lab.policy import PromptStream, Reference, micro_batches
@@ -112,6 +113,7 @@ def test_killed_run_resumes_from_its_checkpoint_to_the_same_policy(make_cfg, tmp
     cfg = make_cfg(*RL_FAST, "algo=ppo", "rl.max_steps=4", "rl.eval_every=1", "rl.checkpoint_every=2")
     uninterrupted = ensure(cfg, "rl", tmp_path / "a", rebuild=True)
     reference, evals = policy_weights(uninterrupted), (uninterrupted / "eval.jsonl").read_text()
+    history = (uninterrupted / EVAL_HISTORY).read_text()  # every evaluation's samples
 
     original = RLModule.training_step
 
@@ -131,6 +133,7 @@ def test_killed_run_resumes_from_its_checkpoint_to_the_same_policy(make_cfg, tmp
     after = policy_weights(resumed)
     assert all(torch.equal(reference[k], after[k]) for k in reference)
     assert (resumed / "eval.jsonl").read_text() == evals, "evaluations lost, repeated or changed"
+    assert (resumed / EVAL_HISTORY).read_text() == history, "samples lost, repeated or changed"
 
 
 def test_lora_reference_is_the_base_model_without_a_copy():

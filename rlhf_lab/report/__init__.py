@@ -7,6 +7,7 @@ fits.py      Gao et al. (2022)'s forms per configuration: fits.csv, fits.md, fit
 frontier.py  final gold against KL per method (DPO and RL over β, best-of-n over n)
 fitting.py   the maths of the fits, and the mean ± t-interval every table uses
 stats.py     paired comparisons: intervals, p-values, Holm's correction, bootstrap, verdicts
+rescore.py   `rlhf-lab-rescore PATH --score NAME`: runs' saved held-out samples under another scorer
 """
 
 from rlhf_lab.report.runs import main, report
