@@ -7,8 +7,13 @@ conversation (a message list) whose completion is the assistant's reply.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import itertools
 import logging
+import math
 import re
+import string
+from collections import Counter
 from pathlib import Path
 from typing import Protocol
 
@@ -174,6 +179,92 @@ def ensemble_metrics(members: torch.Tensor) -> dict[str, float]:
     return metrics | {f"ensemble_member{i}": m.mean().item() for i, m in enumerate(members)}
 
 
+# ------------------------------------------------------------------ a noisy gold (Kwa et al. 2024)
+ERRORS = ("gaussian", "student_t")  # objective.error
+NOISY_GOLD_SETTINGS = ("error", "df", "sigma", "seed")  # objective.*, read by objective=noisy_gold only
+
+
+def _uniforms(seed: int, word: str):
+    """An endless stream of uniforms in (0, 1) for `word` under `seed`, 53 bits each, from SHA-256 of
+    (seed, word, i): the same in every process and on every machine (Python's `hash` is salted)."""
+    for i in itertools.count():
+        digest = hashlib.sha256(f"noisy_gold\0{seed}\0{word}\0{i}".encode()).digest()
+        for j in range(0, 32, 8):
+            yield ((int.from_bytes(digest[j : j + 8], "little") >> 11) + 0.5) / 2**53
+
+
+def _check_error(error: str, df: float) -> None:
+    if error not in ERRORS:
+        raise ConfigError(f"objective.error: {error!r} is not one of {', '.join(ERRORS)}")
+    if error == "student_t" and not df > 2:
+        raise ConfigError(f"objective.df: must be > 2, got {df}")
+
+
+def word_weight(word: str, seed: int, error: str, df: float = 3.0) -> float:
+    """The error weight e_w of one word: a draw of mean 0 and variance 1, fixed by (seed, word). A point
+    (U, V) uniform in the unit disk (by rejection from `_uniforms`), W = U² + V², is read by a polar
+    method: `gaussian`, Marsaglia's, Z = U·sqrt(−2 ln W / W); `student_t`, Bailey's (1994), T =
+    U·sqrt(df·(W^(−2/df) − 1) / W), t-distributed with df degrees of freedom, scaled by sqrt((df−2)/df)
+    to variance 1. Both laws read the same point, so at one seed a word's two weights have the same sign
+    and only the tail differs (the radius as W → 0: sqrt(−2 ln W) against W^(−1/df))."""
+    _check_error(error, df)
+    draws = _uniforms(seed, word)
+    while True:
+        u, v = 2 * next(draws) - 1, 2 * next(draws) - 1  # never 0 or ±1: W in (0, 1) once accepted
+        w = u * u + v * v
+        if w < 1:
+            break
+    if error == "gaussian":
+        return u * math.sqrt(-2 * math.log(w) / w)
+    t = u * math.sqrt(df * math.expm1(-2 / df * math.log(w)) / w)
+    return t * math.sqrt((df - 2) / df)
+
+
+def words(text: str) -> list[str]:
+    """The words whose weights make a text's error: whitespace-separated, lower-cased, stripped of the
+    punctuation at either end; a token of punctuation alone is no word."""
+    return [w for w in (t.strip(string.punctuation) for t in text.lower().split()) if w]
+
+
+class NoisyGoldScorer:
+    """The gold plus an error that is a fixed function of the completion's words, light- or heavy-tailed
+    at equal variance (Kwa, Thomas & Garriga-Alonso 2024, "Catastrophic Goodhart": under KL-regularized
+    RL a heavy-tailed error lets the policy gain proxy reward with no gain in gold; a light-tailed one
+    does not). Each word type w has a weight e_w (`word_weight`, mean 0, variance 1: gaussian or
+    student_t), and error(text) = sigma · Σ_w c_w e_w / sqrt(n), c_w the count of w among the text's n
+    words (`words`), 0 for a text of none. The weights are independent across words, so for any fixed
+    text the error's variance over draws (seeds) is sigma² · Σ_w c_w² / n under both laws, exactly:
+    sigma² for a text of distinct words. Equal variance, different tails: what differs between the laws
+    is the largest weights, the words a policy can find and repeat (a word repeated k times adds
+    sigma · sqrt(k) · e_w under either law)."""
+
+    def __init__(self, gold: Scorer, error: str, sigma: float, seed: int = 0, df: float = 3.0):
+        _check_error(error, df)
+        if not sigma >= 0:
+            raise ConfigError(f"objective.sigma: must be >= 0, got {sigma}")
+        self.gold, self.error, self.sigma, self.seed, self.df = gold, error, sigma, seed, df
+        self._weights: dict[str, float] = {}  # word → e_w, drawn once
+
+    def weight(self, word: str) -> float:
+        if word not in self._weights:
+            self._weights[word] = word_weight(word, self.seed, self.error, self.df)
+        return self._weights[word]
+
+    def errors(self, completions: list[str]) -> torch.Tensor:
+        """error(text) of each completion, (B,) float64."""
+        out = []
+        for text in completions:
+            counts = Counter(words(text))
+            n = sum(counts.values())
+            total = math.fsum(c * self.weight(w) for w, c in counts.items())  # exact: order-free
+            out.append(self.sigma * total / math.sqrt(n) if n else 0.0)
+        return torch.tensor(out, dtype=torch.float64)
+
+    def score(self, prompts: list[Prompt], completions: list[str]) -> torch.Tensor:
+        gold = self.gold.score(prompts, completions).to(torch.float64)  # (B,)
+        return (gold + self.errors(completions)).to(torch.float32)  # sigma = 0: the gold, exactly
+
+
 # ------------------------------------------------------------------ the run's objective and gold
 def needs_reward_stage(cfg: Config) -> bool:
     """Whether the objective is this config's own reward artifact (objective=rm, no path): a stage that
@@ -220,6 +311,12 @@ def objective_scorer(cfg: Config, inputs: dict[str, Path], device: str | torch.d
         return LengthScorer()
     if kind == "keyword":
         return KeywordScorer(list(cfg.objective.keywords))
+    if kind == "noisy_gold":
+        gold = gold_scorer(cfg, device)
+        if gold is None:
+            raise ConfigError("objective.kind: objective=noisy_gold needs a gold scorer, but gold=null")
+        obj = cfg.objective
+        return NoisyGoldScorer(gold, obj.error, obj.sigma, obj.seed, obj.df)
     if kind == "ensemble":
         members = [_reward_model(cfg, path, device) for path in ensemble_paths(cfg, inputs)]
         return EnsembleScorer(members, cfg.objective.combine, cfg.objective.uwo_lambda)
@@ -251,10 +348,12 @@ def gold_key(cfg: Config) -> str | dict | None:
 
 def objective_key(cfg: Config) -> dict:
     """The objective's settings as a stage's cache key holds them: an ensemble's member folders by
-    `reward_model_key` (its seeds' artifacts enter the key as the stage's inputs)."""
-    return dataclasses.asdict(cfg.objective) | {
-        "members": [reward_model_key(m) for m in cfg.objective.members]
-    }
+    `reward_model_key` (its seeds' artifacts enter the key as the stage's inputs); noisy_gold's settings
+    only under objective=noisy_gold, so every other objective keeps the key it had before them."""
+    settings = dataclasses.asdict(cfg.objective)
+    if cfg.objective.kind != "noisy_gold":
+        settings = {k: v for k, v in settings.items() if k not in NOISY_GOLD_SETTINGS}
+    return settings | {"members": [reward_model_key(m) for m in cfg.objective.members]}
 
 
 def reward_model_key(name: str) -> str | dict:

@@ -178,9 +178,9 @@ class RewardModelConfig(TrainConfig):
 class ScorerConfig:
     kind: str = setting(
         "rm",
-        "what RL and best-of-n maximize: rm (a reward model), ensemble (several, combined), gold, length "
-        "or keyword",
-        choices=["rm", "ensemble", "gold", "length", "keyword"],
+        "what RL and best-of-n maximize: rm (a reward model), ensemble (several, combined), gold, "
+        "noisy_gold (the gold plus a fixed error over words), length or keyword",
+        choices=["rm", "ensemble", "gold", "noisy_gold", "length", "keyword"],
     )
     path: str | None = setting(None, "rm: reward-model folder; null = the reward artifact")
     keywords: list[str] = setting([], "keyword: words that each add 1 to the score")
@@ -196,6 +196,21 @@ class ScorerConfig:
         choices=["mean", "min", "uwo"],
     )
     uwo_lambda: float = setting(0.5, "ensemble, combine=uwo: the weight λ of the members' variance", ge=0)
+    error: str = setting(
+        "gaussian",
+        "noisy_gold: the law of each word's error weight, both at variance 1 (Kwa 2024): gaussian "
+        "(light-tailed) or student_t (heavy-tailed, `df` degrees of freedom)",
+        choices=["gaussian", "student_t"],
+    )
+    df: float = setting(
+        3.0, "noisy_gold, error=student_t: degrees of freedom (> 2: the variance exists)", gt=2
+    )
+    sigma: float = setting(
+        0.5, "noisy_gold: the error's standard deviation on a text of distinct words, in gold units", ge=0
+    )
+    seed: int = setting(
+        0, "noisy_gold: which draw of the word weights (not an ensemble's `seeds`; independent of `seed`)"
+    )
 
 
 @dataclass

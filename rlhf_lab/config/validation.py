@@ -164,8 +164,8 @@ def _cross_checks(cfg: Config):
             yield f"labeler.annotators: each annotator needs its own non-empty name, got {names}"
     if cfg.labeler.kind != "file" and cfg.gold is None and cfg.stage == "collect":
         yield f"labeler.kind: labeler={cfg.labeler.kind} simulates labels from the gold score, but gold=null"
-    if cfg.objective.kind == "gold" and cfg.gold is None:
-        yield "objective.kind: objective=gold needs a gold scorer, but gold=null"
+    if cfg.objective.kind in ("gold", "noisy_gold") and cfg.gold is None:
+        yield f"objective.kind: objective={cfg.objective.kind} needs a gold scorer, but gold=null"
     if cfg.algo.value.model == "critic" and cfg.objective.kind != "rm":
         yield "algo.value.model: a critic is initialized from the reward model, but objective.kind is not rm"
     if cfg.stage == "rl" and cfg.rl.sampling.temperature == 0:
