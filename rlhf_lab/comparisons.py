@@ -5,7 +5,9 @@ repeats every round from the policy it trains.
 2. `comparisons_of`: the candidate pairs of each prompt's completions (all K(K-1)/2, InstructGPT, or
    the adjacent ones), identical or empty completions left out;
 3. `label_pairs`: each pair labeled by the configured labeler; for `bt` (and `pool`, its annotators' base
-   T) with a `ceiling`, T is solved from the gold gaps. Rows in TRL's preference format.
+   T) with a `ceiling`, T is solved from the gold gaps. Rows in TRL's preference format. A labeler with a
+   `labeler.length_bonus` judges gold + length_bonus · words; T is still solved from the gold gaps, so
+   that a biased labeler differs from the unbiased one by its taste for length alone.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from rlhf_lab.config import Config, ConfigError, SamplingConfig
 from rlhf_lab.data.chat import Prompt, as_completion, display
 from rlhf_lab.labelers import Comparison, PoolLabeler, bt_ceiling, make_labeler, temperature_for_ceiling
 from rlhf_lab.rollout import sample_completions
-from rlhf_lab.scorers import Scorer
+from rlhf_lab.scorers import Scorer, word_count
 from rlhf_lab.seeds import stage_seed
 from rlhf_lab.tensors import repeat_each
 
@@ -87,6 +89,7 @@ def label_pairs(cfg: Config, samples: list[dict], policy: str) -> tuple[list[dic
         path=lab.path,
         annotators=lab.annotators,
         seed=stage_seed(cfg, "collect"),
+        length_bonus=lab.length_bonus,
     )
     comparisons = [c for _, c in pairs]
     labels = labeler.label(comparisons)
@@ -115,6 +118,8 @@ def label_pairs(cfg: Config, samples: list[dict], policy: str) -> tuple[list[dic
         gold = torch.tensor([g for s in samples for g in s["gold"]])
         agree = sum(r["gold_chosen"] > r["gold_rejected"] for r in rows) / max(1, len(rows))
         stats |= {"gold_mean": gold.mean().item(), "gold_std": gold.std().item(), "gold_agreement": agree}
+    if lab.length_bonus:
+        stats |= {"longer_chosen": longer_chosen(comparisons, labels)}
     if isinstance(labeler, PoolLabeler):
         stats |= pool_stats(labeler, comparisons, rows)
     elif temperature is not None and gaps is not None:
@@ -123,6 +128,18 @@ def label_pairs(cfg: Config, samples: list[dict], policy: str) -> tuple[list[dic
             "bt_ceiling": bt_ceiling(gaps, torch.zeros_like(gaps), temperature),
         }
     return rows, stats
+
+
+def longer_chosen(comparisons: list[Comparison], labels: list[int | None]) -> float:
+    """The share of the labeled pairs of unequal length (scorers.word_count) whose chosen completion is
+    the longer: about 0.5 for labels blind to length, more for a labeler that prefers long answers."""
+    diffs = [
+        (word_count(c.a) - word_count(c.b)) * (1 if label else -1)
+        for c, label in zip(comparisons, labels, strict=True)
+        if label is not None
+    ]
+    unequal = [d for d in diffs if d]
+    return sum(d > 0 for d in unequal) / max(1, len(unequal))
 
 
 def pool_stats(labeler: PoolLabeler, comparisons: list[Comparison], rows: list[dict]) -> dict[str, float]:

@@ -7,6 +7,10 @@ interrupted run. The draw is taken on the pair in sorted order, so (a, b) and (b
 `PoolLabeler` simulates annotator variability (AlpacaFarm, Dubois 2023): a pool of annotators, each with
 its own Bradley–Terry temperature, length bias and flip rate; each pair is labeled by one of them, drawn
 by weight from the same kind of hash, and `annotators_of()` says which.
+
+Every simulated labeler takes a `length_bonus` (`labeler.length_bonus`; Singhal et al. 2023, "A long way
+to go"): it judges a completion by its utility, gold + length_bonus · words (`scorers.word_count`), in
+place of its gold. 0 (the default) is the gold alone, exactly.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from torch import Tensor
 from rlhf_lab.config import AnnotatorConfig, ConfigError
 from rlhf_lab.data.sources import DataError
 from rlhf_lab.label.human_labels import read_labels
+from rlhf_lab.scorers import word_count
 
 KINDS = ("bt", "argmax", "flip", "pool", "file")
 
@@ -89,6 +94,15 @@ def _gold(c: Comparison, i: int, name: str) -> tuple[float, float]:
     return ga, gb
 
 
+def _utility(c: Comparison, i: int, name: str, length_bonus: float) -> tuple[float, float]:
+    """The labeler's utilities of a and b: gold + length_bonus · words; the gold scores themselves at 0."""
+    ga, gb = _gold(c, i, name)
+    if length_bonus:
+        ga += length_bonus * word_count(c.a)
+        gb += length_bonus * word_count(c.b)
+    return ga, gb
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -103,23 +117,30 @@ def _check_epsilon(value: float, key: str) -> None:
         raise ConfigError(f"{key} must be a probability in [0, 1], got {value!r}")
 
 
+def _check_length_bonus(value: float, key: str = "labeler.length_bonus") -> float:
+    if not (_is_number(value) and math.isfinite(value)):
+        raise ConfigError(f"{key} must be a finite number (gold units per word), got {value!r}")
+    return float(value)
+
+
 # -------------------------------------------------------------------------------- gold labelers
 class BradleyTerryLabeler:
-    """P(a ≻ b) = σ((g_a − g_b)/T), T > 0 (Christiano 2017; the setting of Gao et al. 2022 with a known
-    gold reward)."""
+    """P(a ≻ b) = σ((u_a − u_b)/T), T > 0 (Christiano 2017; the setting of Gao et al. 2022 with a known
+    gold reward); u = g + length_bonus · words, the gold g itself by default."""
 
     name = "bt"
 
-    def __init__(self, temperature: float, seed: int):
+    def __init__(self, temperature: float, seed: int, length_bonus: float = 0.0):
         _check_temperature(temperature, "temperature")
         self.temperature = float(temperature)
         self.seed = seed
+        self.length_bonus = _check_length_bonus(length_bonus)
 
     def label(self, comparisons: Sequence[Comparison]) -> list[int | None]:
         return [self._one(c, i) for i, c in enumerate(comparisons)]
 
     def _one(self, c: Comparison, i: int) -> int:
-        ga, gb = _gold(c, i, self.name)
+        ga, gb = _utility(c, i, self.name, self.length_bonus)
         u, a_first = _pair_draw(self.seed, self.name, c)
         gap_first = (ga - gb) if a_first else (gb - ga)
         first_wins = u < _sigmoid(gap_first / self.temperature)
@@ -127,16 +148,20 @@ class BradleyTerryLabeler:
 
 
 class ArgmaxLabeler:
-    """The noiseless labeler: the completion with the higher gold score; ties → None."""
+    """The noiseless labeler: the completion with the higher gold score (utility, with a length_bonus);
+    ties → None."""
 
     name = "argmax"
 
+    def __init__(self, length_bonus: float = 0.0):
+        self.length_bonus = _check_length_bonus(length_bonus)
+
     def label(self, comparisons: Sequence[Comparison]) -> list[int | None]:
-        return [_argmax(c, i, self.name) for i, c in enumerate(comparisons)]
+        return [_argmax(c, i, self.name, self.length_bonus) for i, c in enumerate(comparisons)]
 
 
-def _argmax(c: Comparison, i: int, name: str) -> int | None:
-    ga, gb = _gold(c, i, name)
+def _argmax(c: Comparison, i: int, name: str, length_bonus: float = 0.0) -> int | None:
+    ga, gb = _utility(c, i, name, length_bonus)
     return None if ga == gb else int(ga > gb)
 
 
@@ -145,16 +170,17 @@ class FlipLabeler:
 
     name = "flip"
 
-    def __init__(self, epsilon: float, seed: int):
+    def __init__(self, epsilon: float, seed: int, length_bonus: float = 0.0):
         _check_epsilon(epsilon, "epsilon")
         self.epsilon = float(epsilon)
         self.seed = seed
+        self.length_bonus = _check_length_bonus(length_bonus)
 
     def label(self, comparisons: Sequence[Comparison]) -> list[int | None]:
         return [self._one(c, i) for i, c in enumerate(comparisons)]
 
     def _one(self, c: Comparison, i: int) -> int | None:
-        best = _argmax(c, i, self.name)
+        best = _argmax(c, i, self.name, self.length_bonus)
         if best is None:
             return None
         u, _ = _pair_draw(self.seed, self.name, c)
@@ -168,14 +194,18 @@ class PoolLabeler:
     pair) like every draw here. Annotator i prefers a with probability
     σ((g_a − g_b)/T_i + length_bonus_i·(words_a − words_b)), T_i = temperature_scale_i · T, and its
     label is then flipped with probability flip_i. `length_bonus` is in log-odds per word (words:
-    whitespace-separated), so a length-biased annotator prefers the longer completion more often than
-    the gold does, whatever the gold's scale.
+    `scorers.word_count`), so a length-biased annotator prefers the longer completion more often than
+    the gold does, whatever the gold's scale. The pool's own `length_bonus` (labeler.length_bonus, in
+    gold units per word) replaces g by g + length_bonus · words for every annotator, before T_i.
     """
 
     name = "pool"
 
-    def __init__(self, annotators: Sequence[AnnotatorConfig], temperature: float, seed: int):
+    def __init__(
+        self, annotators: Sequence[AnnotatorConfig], temperature: float, seed: int, length_bonus: float = 0.0
+    ):
         _check_temperature(temperature, "labeler.temperature")
+        self.length_bonus = _check_length_bonus(length_bonus)
         if not annotators:
             raise ConfigError("labeler.annotators: labeler=pool needs at least one annotator")
         for i, a in enumerate(annotators):
@@ -219,8 +249,8 @@ class PoolLabeler:
 
     def _logit(self, a: AnnotatorConfig, c: Comparison, i: int, a_first: bool = True) -> float:
         """Annotator a's log-odds that the first of (c.a, c.b) — or of (c.b, c.a) when not a_first — wins."""
-        ga, gb = _gold(c, i, self.name)
-        words = len(c.a.split()) - len(c.b.split())
+        ga, gb = _utility(c, i, self.name, self.length_bonus)
+        words = word_count(c.a) - word_count(c.b)
         logit = (ga - gb) / (a.temperature_scale * self.temperature) + a.length_bonus * words
         return logit if a_first else -logit
 
@@ -286,19 +316,26 @@ def make_labeler(
     path: str | None = None,
     annotators: Sequence[AnnotatorConfig] = (),
     seed: int = 0,
+    length_bonus: float = 0.0,
 ) -> Labeler:
     """The labeler for `labeler=bt|argmax|flip|pool|file`; errors name the config key."""
+    length_bonus = _check_length_bonus(length_bonus)
     if kind == "bt":
         _check_temperature(temperature, "labeler.temperature")
-        return BradleyTerryLabeler(temperature, seed)
+        return BradleyTerryLabeler(temperature, seed, length_bonus)
     if kind == "argmax":
-        return ArgmaxLabeler()
+        return ArgmaxLabeler(length_bonus)
     if kind == "flip":
         _check_epsilon(epsilon, "labeler.epsilon")
-        return FlipLabeler(epsilon, seed)
+        return FlipLabeler(epsilon, seed, length_bonus)
     if kind == "pool":
-        return PoolLabeler(annotators, temperature, seed)
+        return PoolLabeler(annotators, temperature, seed, length_bonus)
     if kind == "file":
+        if length_bonus:
+            raise ConfigError(
+                f"labeler.length_bonus={length_bonus}: labeler=file reads human labels, which no length "
+                "bonus changes; set it to 0"
+            )
         if not path:
             raise ConfigError(
                 "labeler.path must name a CSV, JSONL or Parquet file of human labels (labeler=file)"

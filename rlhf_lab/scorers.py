@@ -58,11 +58,17 @@ class GoldScorer:
         return torch.tensor(values, dtype=torch.float32)
 
 
+def word_count(text: str) -> int:
+    """The number of words of a completion (whitespace-separated): the length that objective=length
+    rewards and that a length-biased labeler (labeler.length_bonus, a pool annotator's) prefers."""
+    return len(text.split())
+
+
 class LengthScorer:
-    """Number of words in the completion."""
+    """Number of words in the completion (`word_count`)."""
 
     def score(self, prompts: list[str], completions: list[str]) -> torch.Tensor:
-        return torch.tensor([len(c.split()) for c in completions], dtype=torch.float32)
+        return torch.tensor([word_count(c) for c in completions], dtype=torch.float32)
 
 
 class KeywordScorer:

@@ -126,6 +126,11 @@ class LabelerConfig:
         "pool: the simulated annotators; each pair is labeled by one, drawn by weight "
         "(conf/labeler/pool.yaml)",
     )
+    length_bonus: float = setting(
+        0.0,
+        "bt, argmax, flip, pool: a length preference (Singhal 2023), in gold units per word: each "
+        "completion's utility is gold + length_bonus*words, in place of its gold (< 0: shorter; file: 0)",
+    )
 
 
 @dataclass

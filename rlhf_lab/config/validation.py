@@ -153,6 +153,8 @@ def _cross_checks(cfg: Config):
         yield "data.max_length: exceeds world.model.max_position_embeddings"
     if cfg.labeler.kind == "file" and not cfg.labeler.path:
         yield "labeler.path: labeler=file needs the file of human labels"
+    if cfg.labeler.kind == "file" and cfg.labeler.length_bonus:
+        yield "labeler.length_bonus: labeler=file reads human labels, which no length bonus changes; set 0"
     lab = cfg.labeler
     if lab.kind in ("bt", "pool") and lab.temperature is None and lab.ceiling is None:
         yield f"labeler.temperature: labeler={lab.kind} needs a temperature or a ceiling"

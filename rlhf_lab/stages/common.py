@@ -113,6 +113,8 @@ def comparisons_key(cfg: Config) -> dict:
     """What determines labeled comparisons besides the policy that samples them: the collect settings,
     the labeler (a file of human labels by its content) and the prompts. Keyed by collect and online DPO."""
     labeler = dataclasses.asdict(cfg.labeler)
+    if not labeler["length_bonus"]:  # keyed only when set: labels without a length bias keep their keys
+        del labeler["length_bonus"]
     if cfg.labeler.kind == "file":  # the labels are part of the artifact: key on the file's content
         labeler["sha256"] = hashlib.sha256(Path(cfg.labeler.path).read_bytes()).hexdigest()
     return {"collect": without_seed(cfg.collect), "labeler": labeler, "prompts": data_key(cfg, "prompts")}
