@@ -248,6 +248,27 @@ def test_at_the_peak_each_run_gives_its_best_evaluation(tmp_path):
     assert load(write_protocol(tmp_path)).views[-1].axis == "kl"  # off by default
 
 
+def test_with_a_proxy_the_report_gives_each_arms_overoptimization_signature(tmp_path):
+    protocol = load(write_protocol(tmp_path))
+    rows = synthetic(protocol)
+    assert analysis.signatures(rows) == []  # no proxy in the curves: no signature
+    rows = [r | {"reward": r["step"] * 1.0} for r in rows]  # the proxy climbs 0, 1, 2
+    for r in rows:  # b's gold rises, then falls back to 0 at its end
+        if r["arm"] == "b" and r["step"] == 2:
+            r["gold"] = 0.0
+    signatures = analysis.signatures(rows)
+    assert len(signatures) == 10 and {s["phase"] for s in signatures} == {"evaluation"}
+    b = [s for s in signatures if s["arm"] == "b"]
+    assert [s["peak_step"] for s in b] == [1] * 5 and [s["gold_drop_to_end"] for s in b] == [0.1] * 5
+    assert [s["proxy_rise"] for s in b] == [1.0] * 5  # from the peak (step 1) to the end (step 2)
+    table = {r["arm"]: r for r in analysis.signature_table(protocol, signatures)}
+    assert table["b"]["peak_gold"] == pytest.approx(0.1) and table["b"]["peak_gold_half"] == pytest.approx(0)
+    assert table["a"]["end_gold"] == pytest.approx(0.5)
+    markdown = report.write(protocol, rows, tmp_path)
+    assert "## The overoptimization signature" in markdown and (tmp_path / "signatures.csv").is_file()
+    assert markdown.index("overoptimization signature") < markdown.index("Raw data")
+
+
 def test_the_report_is_recomputed_from_the_curves_alone(tmp_path):
     protocol = load(write_protocol(tmp_path))
     markdown = report.write(protocol, synthetic(protocol), tmp_path)

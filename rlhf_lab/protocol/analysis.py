@@ -16,8 +16,10 @@ from collections import defaultdict
 from rlhf_lab.protocol.curves import IDENTITY, value_at
 from rlhf_lab.protocol.spec import Protocol, ProtocolError, View
 from rlhf_lab.report import stats
+from rlhf_lab.report.fits import signature
 
 Run = tuple[str, str, str, int]  # (phase, arm, setting, seed)
+SIGNATURE = ("peak_kl", "peak_gold", "end_kl", "end_gold", "gold_drop_to_end", "end_proxy", "proxy_rise")
 
 
 def by_run(rows: list[dict]) -> dict[Run, list[dict]]:
@@ -168,3 +170,27 @@ def comparison_table(protocol: Protocol, final_rows: list[dict]) -> list[dict]:
 
 def _name(row: dict) -> str:
     return f"{row['comparison']} at {row['view']}"
+
+
+# ----------------------------------------------------------------------- the overoptimization signature
+def signatures(rows: list[dict]) -> list[dict]:
+    """Each evaluation run's overoptimization signature (`report.fits.signature`: the gold's peak, the
+    trough after it, the end, the proxy's rise after the peak); none when the curves have no gold and
+    proxy (`reward`)."""
+    runs = [(run, curve) for run, curve in by_run(rows).items() if run[0] == "evaluation"]
+    if not all(r.get("gold") is not None and r.get("reward") is not None for _, c in runs for r in c):
+        return []
+    return [dict(zip(IDENTITY, run, strict=True)) | signature(curve) for run, curve in runs]
+
+
+def signature_table(protocol: Protocol, signature_rows: list[dict]) -> list[dict]:
+    """Each arm's signature (`SIGNATURE`'s columns): mean and 95% t half-width over its evaluation seeds."""
+    rows = []
+    for arm in protocol.arms:
+        runs = [s for s in signature_rows if s["arm"] == arm]
+        row: dict = {"arm": arm, "n": len(runs)}
+        for column in SIGNATURE if len(runs) >= 2 else ():
+            d = stats.mean_difference([r[column] for r in runs])
+            row |= {column: d.mean, f"{column}_half": d.half}
+        rows.append(row)
+    return rows

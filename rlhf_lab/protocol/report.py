@@ -7,6 +7,7 @@
     chosen.yaml      each arm's chosen setting, its mean tuning score, its overrides
     arms.csv         each arm at each view: mean ± 95% t-interval, IQM with a 95% bootstrap interval
     comparisons.csv  each comparison at each view: paired differences, intervals, p, Holm's p, verdict
+    signatures.csv   each evaluation run's gold peak, trough and end, and the proxy's rise after the peak
     report.md        the tables in Markdown
     curves.png       the metric against each view's axis, each evaluation seed and the arm's mean
 """
@@ -54,8 +55,12 @@ def write_from_curves(protocol: Protocol, out: Path) -> str:
     (out / "chosen.yaml").write_text(
         yaml.safe_dump(chosen_settings(protocol, tuning, chosen), sort_keys=False)
     )
+    signature_rows = analysis.signatures(rows)
+    if signature_rows:
+        write_csv(out / "signatures.csv", signature_rows, IDENTITY)
     plot(protocol, rows, out / "curves.png")
-    markdown = render(protocol, tuning, chosen, arms, comparisons)
+    signature_table = analysis.signature_table(protocol, signature_rows) if signature_rows else None
+    markdown = render(protocol, tuning, chosen, arms, comparisons, signature_table)
     (out / "report.md").write_text(markdown)
     return markdown
 
@@ -77,10 +82,17 @@ def chosen_settings(protocol: Protocol, tuning: list[dict], chosen: dict[str, st
 
 # ------------------------------------------------------------------------------------------ Markdown
 def render(
-    protocol: Protocol, tuning: list[dict], chosen: dict, arms: list[dict], comparisons: list[dict]
+    protocol: Protocol,
+    tuning: list[dict],
+    chosen: dict,
+    arms: list[dict],
+    comparisons: list[dict],
+    signature_table: list[dict] | None = None,
 ) -> str:
     sections = [header(protocol), tuning_section(protocol, tuning, chosen), arms_section(arms)]
-    sections += [comparisons_section(protocol, comparisons), FOOTER]
+    sections += [comparisons_section(protocol, comparisons)]
+    sections += [signature_section(signature_table)] if signature_table else []
+    sections += [FOOTER]
     return "\n\n".join(sections) + "\n"
 
 
@@ -147,6 +159,26 @@ def comparisons_section(protocol: Protocol, comparisons: list[dict]) -> str:
                 f"{c['p_holm']:.3g}",
             ]
         lines.append(f"| {c['view']} | {name} | {c['n']} | " + " | ".join([*cells[:6], c["verdict"]]) + " |")
+    return "\n".join(lines)
+
+
+def signature_section(table: list[dict]) -> str:
+    """Each arm's overoptimization signature, mean ± 95% t over its evaluation seeds."""
+    columns = analysis.SIGNATURE
+    lines = [
+        "## The overoptimization signature (evaluation seeds, mean ± 95% t; `signatures.csv`)",
+        "",
+        "The gold's peak along each run, its end, how far it falls from the peak to the end, and how far the "
+        "proxy (`reward`) rises after the peak.",
+        "",
+        "| arm | seeds | " + " | ".join(columns) + " |",
+        "|---|---:|" + "---:|" * len(columns),
+    ]
+    for row in table:
+        cells = [
+            f"{_num(row[c])} ± {_num(row[c + '_half'], sign=False)}" if c in row else "–" for c in columns
+        ]
+        lines.append(f"| {row['arm']} | {row['n']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
