@@ -1,11 +1,14 @@
 """Portable arithmetic (rlhf_lab/repro.py): its pins take over whatever the caller set, hold under restricted
 instruction sets and thread counts, reproduce the committed fingerprint bitwise, and refuse in one line
-where they cannot hold; `python -m rlhf_lab.repro check` names the first difference between two CSVs."""
+where they cannot hold; `python -m rlhf_lab.repro check` names the first difference between two CSVs, and
+experiments/exact_optimum, rerun, reproduces its committed CSV's rows bitwise by that check."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +24,8 @@ COMMITTED = ROOT / "benchmarks" / "results" / "rl_fingerprint_portable_8d53109.j
 FINGERPRINT = ["benchmarks/rl_fingerprint.py", "--repro", "portable", "--against", str(COMMITTED)]
 FINGERPRINTED = ["ppo"]  # one run of the six: it needs the world, pretraining, SFT, collection and the RM
 ONE_CORE = "one core"
+EXACT_OPTIMUM = ROOT / "experiments" / "exact_optimum"
+RERUN = {"ppo": "0", "dpo": "0"}  # run -> seed: its two cheapest rows that train (PPO ~5 s, DPO ~1 s)
 # What the caller or the machine may change; portable mode must give the same bits under each.
 RESTRICTIONS = {
     "as found": {},
@@ -145,3 +150,36 @@ def test_check_compares_folders_file_by_file(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "runs.csv: equal" in out
     assert f"fits.csv: DIFFERS, missing: {tmp_path / 'rerun' / 'fits.csv'}" in out
+
+
+# ------------------------------------------------------------------------- a committed experiment
+@pytest.mark.slow
+@pytest.mark.skipif(
+    repro.blas() != "mkl" or platform.machine() != "x86_64" or torch.__version__ not in repro.CANARY,
+    reason="the committed numbers are portable arithmetic: MKL on x86-64, torch 2.13.0",
+)
+def test_exact_optimum_reruns_its_committed_rows_bitwise(tmp_path, capsys):
+    """The write-up's rows, rerun by its own command in a fresh process (portable, its default), are the
+    committed ones cell for cell, and the reader's `check` says so (about 20 s)."""
+    out = tmp_path / "rerun"
+    runs = ["--runs", *RERUN, "--seeds", *sorted(set(RERUN.values())), "--out", str(out)]
+    done = subprocess.run(
+        [sys.executable, str(EXACT_OPTIMUM / "run.py"), *runs],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    header, *rows = repro.read_rows(EXACT_OPTIMUM / "results.csv")
+    kept = [row for row in rows if RERUN.get(row[0]) == row[header.index("seed")]]
+    assert len(kept) == len(RERUN)
+    committed = tmp_path / "committed.csv"
+    with open(committed, "w", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows([header, *kept])
+    assert repro.read_rows(out / "results.csv") == [header, *kept]  # every cell, as a string
+    assert repro.main(["check", str(committed), str(out / "results.csv")]) == 0
+    assert capsys.readouterr().out == f"{committed}: equal\n"
+    setting = json.loads((out / "repro.json").read_text())
+    assert (setting["mode"], setting["cpu_capability"], setting["threads"]) == ("portable", "DEFAULT", 1)
+    assert setting["canary"] == setting["canary_reference"]

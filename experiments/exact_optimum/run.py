@@ -1,8 +1,12 @@
 """Every loss of rlhf_lab against the exact optimum of an enumerable world (`rlhf_lab.world.enumerable`).
 
     python experiments/exact_optimum/run.py [--seeds 0 1 2 3 4] [--runs ppo ...] [--rl-steps 400] [--out DIR]
+        [--repro {native,portable}]
 
-writes DIR/results.csv (one row per run and seed) and DIR/results.md (the table of the write-up).
+writes DIR/results.csv (one row per run and seed, floats as their shortest round-trip repr, so they read
+back bitwise), DIR/results.md (the table of the write-up) and DIR/repro.json (the arithmetic in effect:
+`rlhf_lab.repro`, portable by default, at one thread). A portable rerun reproduces the committed CSV's
+rows exactly: `python -m rlhf_lab.repro check experiments/exact_optimum/results.csv DIR/results.csv`.
 
 A tabular autoregressive policy starts at π_ref and is trained by each entry of the RL stage's algorithm
 table with its `conf/algo/` settings, through the stage's own functions (`experience.assemble`: the
@@ -20,6 +24,7 @@ import argparse
 import csv
 import dataclasses
 import functools
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -27,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from rlhf_lab import api
+from rlhf_lab import api, repro
 from rlhf_lab.config import AlgoConfig, DPOConfig
 from rlhf_lab.losses import kl_loss
 from rlhf_lab.report.stats import mean_difference
@@ -278,12 +283,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--rl-steps", type=int, default=SCHEDULES["rl"].steps, help="steps of every RL run")
     parser.add_argument("--table-only", action="store_true", help="only rewrite results.md from results.csv")
+    parser.add_argument("--repro", choices=repro.MODES, default="portable", help="rlhf_lab.repro mode")
     args = parser.parse_args(argv)
     if not args.table_only:
-        write_csv(args.out / "results.csv", train_all(args))
+        setting = pin(args.repro)
+        rows = train_all(args)
+        write_csv(args.out / "results.csv", rows)
+        (args.out / "repro.json").write_text(json.dumps(setting, indent=2, ensure_ascii=False) + "\n")
     with open(args.out / "results.csv") as f:
         (args.out / "results.md").write_text(markdown := table(list(csv.DictReader(f))))
     print(markdown)
+
+
+def pin(mode: str) -> dict:
+    """Put `mode`'s arithmetic in effect before any torch computation, then one thread (these tensors are
+    tiny: threads only contend; one is itself a fixed count). Returns what is in effect for repro.json: the
+    thread count is the one the runs use, the canary (portable) the one `repro.pin` computed at the mode's
+    own thread count, where its reference holds (at one thread its sums split otherwise)."""
+    setting = repro.pin(mode)
+    torch.set_num_threads(1)
+    return setting | {"threads": torch.get_num_threads()}
 
 
 def train_all(args: argparse.Namespace) -> list[dict]:
@@ -306,11 +325,13 @@ def train_all(args: argparse.Namespace) -> list[dict]:
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
+    """The rows, floats as their shortest round-trip repr (they read back bitwise, as in
+    `rlhf_lab.protocol.curves`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        writer = csv.DictWriter(f, fieldnames=FIELDS, lineterminator="\n")
         writer.writeheader()
-        writer.writerows({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in r.items()} for r in rows)
+        writer.writerows({k: repr(v) if isinstance(v, float) else v for k, v in r.items()} for r in rows)
 
 
 if __name__ == "__main__":
