@@ -26,7 +26,8 @@ import torch
 from rlhf_lab.evaluation import EVAL_HISTORY, EVALS
 from rlhf_lab.protocol.curves import write_csv
 from rlhf_lab.report import stats
-from rlhf_lab.report.rescore import build_scorers, find_sources, read_jsonl
+from rlhf_lab.report.rescore import build_scorers, read_jsonl
+from rlhf_lab.report.runs import find_runs
 
 HERE = Path(__file__).resolve().parent
 GOLDS = ("reader", "careful")
@@ -80,14 +81,11 @@ def fall(points: list[dict]) -> dict:
 
 
 def main(root: Path) -> None:
-    sources, skipped = find_sources(root)
-    for message in skipped:
-        print(message, file=sys.stderr)
     scorers = build_scorers(list(GOLDS))
     curves, falls = [], []
-    for source in sources:
-        seed = int(source.configuration.split("rl.seed=")[1].split()[0])
-        rows = curve(source.artifact, scorers)
+    for run in (r for r in find_runs(root) if r.status == "completed"):
+        seed = int(run.overrides["rl.seed"])
+        rows = curve(Path(run.artifacts["rl"]), scorers)
         curves += [{"seed": seed} | r for r in rows]
         for gold in GOLDS:
             falls.append({"seed": seed, "gold": gold} | fall([r for r in rows if r["gold"] == gold]))
