@@ -78,7 +78,7 @@ def write_protocol(chosen: dict[str, str]) -> Path:
         },
         "seeds": {"key": "reward_model.seed", "tuning": [TUNING_SEED], "evaluation": list(EVALUATION_SEEDS)},
         "metric": "gold",
-        "budget": {"axis": "samples", "value": 3840},  # 60 steps x 64 rollouts: the end of every run
+        "budget": {"axis": "samples", "value": 2560},  # 40 steps x 64 rollouts: the end of every run
         "peak": True,
         "comparisons": {"primary": ["l", "xs"], "secondary": [["s", "xs"], ["m", "s"], ["l", "m"]]},
         "test": "t",
