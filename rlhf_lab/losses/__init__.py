@@ -4,6 +4,8 @@
     kl           every KL estimator: per token, the KL-penalized reward, the KL loss term, the exact KL,
                  β controllers, best-of-n's KL
     pg           the policy-gradient family: advantages, policy and value losses
+    importance   what a loss does with its importance ratios beyond PPO's clip: CISPO, GMPO, SAPO, and the
+                 corrections for a sampler that is not the learner (truncated, masked importance sampling)
     dpo          the DPO family: DPO, conservative DPO, IPO, SimPO
 
 Every function is exported here; callers import from `rlhf_lab.losses`. Masked reductions are in
@@ -11,6 +13,13 @@ Every function is exported here; callers import from `rlhf_lab.losses`. Masked r
 """
 
 from rlhf_lab.losses.dpo import cdpo_loss, dpo_logratio, dpo_loss, ipo_loss, simpo_loss  # noqa: F401
+from rlhf_lab.losses.importance import (  # noqa: F401
+    cispo_loss,
+    gmpo_loss,
+    off_policy_weights,
+    sapo_loss,
+    weigh,
+)
 from rlhf_lab.losses.kl import (  # noqa: F401
     AdaptiveKLController,
     FixedKLController,
