@@ -58,7 +58,7 @@ def test_help_lists_groups_and_options(tmp_path):
     assert result.returncode == 0
     for line in (
         "stage: bon, collect, dpo, eval, label, pretrain, reward, rl, sft",
-        "algo: dapo, dr_grpo, grpo, gspo, ppo, ppo_critic, reinforce, reinforce_pp, rloo",
+        "algo: cispo, dapo, dr_grpo, gmpo, grpo, gspo, ppo, ppo_critic, reinforce, reinforce_pp, rloo, sapo",
         "peft: lora, none",
         "trainer: cpu, ddp, deepspeed_zero2, deepspeed_zero3, fsdp, gpu",
     ):

@@ -26,11 +26,12 @@ from tests.helpers import RL_FAST, SMALL, policy_weights, tiny_llama
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algo", [*ALGORITHMS, "ppo-critic", "lora"])
+@pytest.mark.parametrize("algo", [*ALGORITHMS, "ppo-critic", "lora", "stale"])
 def test_every_algorithm_changes_the_policy_and_logs_its_metrics(algo, make_cfg, tmp_path):
     overrides = {
         "ppo-critic": [*SMALL, "algo=ppo", "objective=rm", "algo.value.model=critic", "algo.epochs=2"],
         "lora": ["algo=rloo", "peft=lora", "peft.save=adapter"],
+        "stale": ["algo=ppo", "rl.staleness=1", "algo.off_policy.correction=tis"],
     }.get(algo, [f"algo={algo}"])
     cfg = make_cfg(*RL_FAST, *overrides)
     out = ensure(cfg, "rl", tmp_path)
@@ -44,6 +45,9 @@ def test_every_algorithm_changes_the_policy_and_logs_its_metrics(algo, make_cfg,
     metrics = read_manifest(out)["metrics"]
     for key in ("reward", "gold", "kl", "beta", "entropy", "length", "eos_fraction", "time/generation"):
         assert f"rl/train/{key}" in metrics, key
+    if algo == "stale":  # the sampler-learner mismatch and the weights of its correction
+        assert {"rl/train/off_policy/kl", "rl/train/off_policy/clipped_share"} <= set(metrics)
+        assert metrics["rl/train/off_policy/weight_max"] <= 2.0  # algo.off_policy.cap
     if algo.startswith("ppo"):
         assert {"rl/train/clip_fraction", "rl/train/value_loss", "rl/train/explained_variance"} <= set(
             metrics
@@ -109,8 +113,20 @@ def test_a_large_beta_keeps_the_policy_near_the_reference(make_cfg, tmp_path):
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_from_its_checkpoint_to_the_same_policy(make_cfg, tmp_path, monkeypatch):
-    cfg = make_cfg(*RL_FAST, "algo=ppo", "rl.max_steps=4", "rl.eval_every=1", "rl.checkpoint_every=2")
+@pytest.mark.parametrize("staleness", [0, 1])
+def test_killed_run_resumes_from_its_checkpoint_to_the_same_policy(
+    staleness, make_cfg, tmp_path, monkeypatch
+):
+    """With rl.staleness=1 the first step after the resume samples with the weights of the step before the
+    checkpoint, which the checkpoint holds beside the policy's."""
+    cfg = make_cfg(
+        *RL_FAST,
+        "algo=ppo",
+        "rl.max_steps=4",
+        "rl.eval_every=1",
+        "rl.checkpoint_every=2",
+        f"rl.staleness={staleness}",
+    )
     uninterrupted = ensure(cfg, "rl", tmp_path / "a", rebuild=True)
     reference, evals = policy_weights(uninterrupted), (uninterrupted / "eval.jsonl").read_text()
     history = (uninterrupted / EVAL_HISTORY).read_text()  # every evaluation's samples

@@ -42,6 +42,14 @@ def test_every_algo_file_names_an_entry_of_the_table(make_cfg):
             "algo.samples_per_prompt: algo=gspo compares the samples",
         ),
         (["algo=rloo", "algo.clip_high=0.3"], "algo.clip_high: algo=rloo has no importance ratio"),
+        (
+            ["algo=cispo", "algo.samples_per_prompt=1"],
+            "algo.samples_per_prompt: algo=cispo compares the samples",
+        ),
+        (
+            ["algo=gmpo", "algo.off_policy.correction=tis"],
+            "algo.off_policy.level: algo=gmpo has one importance ratio per sequence",
+        ),
         (["algo.name=dpo"], "algo.name: 'dpo' is not one of ppo, reinforce, rloo, grpo"),
     ],
 )
@@ -120,10 +128,11 @@ def test_the_newer_entries_advantages_by_hand():
     torch.testing.assert_close(advantages, torch.tensor([-0.5, 0.5, -1.5, 1.5]))  # r − mean, no std
     algo = AlgoConfig(name="dapo", samples_per_prompt=2)
     dapo, _ = ALGORITHMS["dapo"].advantages(rewards, None, mask, algo, None)
-    gspo, _ = ALGORITHMS["gspo"].advantages(rewards, None, mask, algo, None)
     grpo, _ = ALGORITHMS["grpo"].advantages(rewards, None, mask, algo, None)
     torch.testing.assert_close(dapo, grpo)
-    torch.testing.assert_close(gspo, grpo)
+    for name in ("gspo", "cispo", "gmpo", "sapo"):  # GRPO's group-normalized advantages
+        advantages, _ = ALGORITHMS[name].advantages(rewards, None, mask, algo, None)
+        torch.testing.assert_close(advantages, grpo)
 
     # REINFORCE++: per token, the return to go (rewards (r − 0.5, 0.5, 0.5)), whitened over the batch
     advantages, _ = ALGORITHMS["reinforce_pp"].advantages(rewards, None, mask, AlgoConfig(), None)
@@ -182,7 +191,7 @@ def test_beta_moves_the_loss_of_an_entry_that_owns_its_kl_and_no_other():
     rollout = Rollout(ids[:, :2], ones[:, :2], ids, ones, logprobs)
     # the reference 0.5 nats below π on every token, so k3 > 0; one advantage per sequence (N,)
     batch = Experience(rollout, logprobs, logprobs - 0.5, torch.randn(n, generator=g), max_new_tokens=t)
-    for name in ("grpo", "dr_grpo", "dapo", "gspo"):
+    for name in ("grpo", "dr_grpo", "dapo", "gspo", "cispo", "gmpo", "sapo"):
         entry = ALGORITHMS[name]
         without, _ = entry.loss(logprobs, None, batch, AlgoConfig(), 0.0)
         with_beta, _ = entry.loss(logprobs, None, batch, AlgoConfig(), 0.1)

@@ -63,6 +63,10 @@ RL |= {  # variants that locate a bias
     "grpo_kl_in_reward": ("grpo", KL_IN_REWARD),
     "dr_grpo_kl_in_reward": ("dr_grpo", KL_IN_REWARD),
 }
+KL_ON = "algo.kl.beta=0.05"  # any β > 0 keeps the KL; train_rl then uses the world's β
+RL |= {  # the losses of 2025 have no KL term; with one, in the reward, their target is π*
+    f"{name}_kl_in_reward": (name, (*KL_IN_REWARD, KL_ON)) for name in ("cispo", "gmpo", "sapo")
+}
 PREFERENCE = {name: (name, ()) for name in ("dpo", "cdpo", "ipo", "simpo")}
 RUNS = RL | PREFERENCE
 
@@ -209,7 +213,9 @@ def targets(world: EnumerableWorld) -> dict[str, tuple[str, Tensor | None]]:
         out[run] = (f"k3 fixed point (k={k})", k3_fixed_point(world, 1 - 1 / k))
     point = torch.full_like(world.reward, -math.inf)  # (Y,) all mass on the best completion
     point[world.reward.argmax()] = 0.0
-    out["dapo"] = ("argmax r", point)
+    for run in RL:  # a file without a KL term (dapo, cispo, gmpo, sapo): the reward alone
+        if algo_config(*RL[run]).kl.beta == 0:
+            out[run] = ("argmax r", point)
     out["grpo"] = out["gspo"] = out["gspo_on_policy"] = ("measured", None)
     for run in ("cdpo", "ipo", "simpo"):
         settings = dpo_config(run, world.beta)

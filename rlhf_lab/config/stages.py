@@ -262,6 +262,28 @@ class ValueConfig:
 
 
 @dataclass
+class OffPolicyConfig:
+    correction: str = setting(
+        "none",
+        "weights for rollouts whose sampler is not the learner (a stale policy, rl.staleness, or another "
+        "engine's arithmetic), w = π_old/π_sampler on each term's advantage: tis, min(w, cap) (truncated "
+        "importance sampling, Yao 2025); mis, w inside [1/threshold, threshold] and 0 outside (masked, "
+        "IcePop-style); none",
+        choices=["none", "tis", "mis"],
+    )
+    level: str = setting(
+        "token",
+        "token: one weight per token; sequence: one per response, the product of its tokens' (gspo and "
+        "gmpo, whose ratio is a sequence's, take only this)",
+        choices=["token", "sequence"],
+    )
+    cap: float = setting(2.0, "tis: the cap C of the weights (Yao 2025: 2)", ge=1)
+    threshold: float = setting(
+        2.0, "mis: c, the weights kept within [1/c, c]; outside, the token or sequence is dropped", gt=1
+    )
+
+
+@dataclass
 class AlgoConfig:
     name: str = setting("ppo", "the policy-gradient algorithm: an entry of rlhf_lab/stages/rl/algorithms.py")
     samples_per_prompt: int = setting(
@@ -271,7 +293,8 @@ class AlgoConfig:
     minibatches: int = setting(1, "optimizer steps per epoch (the rollouts split evenly)", gt=0)
     clip: float = setting(
         0.2,
-        "ratio clipping range ε (Schulman 2017) of every algorithm with a ratio; ε_low with clip_high",
+        "ratio clipping range ε (Schulman 2017) of every algorithm with a ratio; ε_low with clip_high; "
+        "cispo: the range of its detached weight; gmpo: in log space, ratios within (e^−ε, e^ε_high)",
         gt=0,
     )
     clip_high: float | None = setting(
@@ -283,6 +306,11 @@ class AlgoConfig:
         choices=["none", "moving_average"],
     )
     baseline_decay: float = setting(0.9, "reinforce: decay of the moving-average baseline", ge=0, lt=1)
+    tau_pos: float = setting(1.0, "sapo: temperature τ of the soft gate where the advantage is > 0", gt=0)
+    tau_neg: float = setting(1.05, "sapo: temperature τ of the soft gate elsewhere (Qwen 2025: 1.05)", gt=0)
+    off_policy: OffPolicyConfig = setting(
+        OffPolicyConfig(), "corrections for a sampler that is not the learner (docs/stages.md)"
+    )
     kl: KLConfig = setting(KLConfig(), "the KL penalty to the reference policy")
     value: ValueConfig = setting(ValueConfig(), "ppo: the value function")
     whiten_rewards: bool = setting(
@@ -332,6 +360,13 @@ class RLConfig(TrainConfig):
         gt=0,
     )
     sampling: SamplingConfig = setting(SamplingConfig(), "how rollouts are sampled")
+    staleness: int = setting(
+        0,
+        "k: the rollouts of step t are sampled by the policy of step t − k (of step 0 for the first k), as "
+        "in one-step-off (k = 1) and asynchronous trainers (Noukhovitch 2025); the schedule is exact and "
+        "sequential, with no overlap of generation and training; 0 = on-policy",
+        ge=0,
+    )
     peft: PeftConfig = setting(
         PeftConfig(),
         "the RL policy's own adapter (rl.peft.method=lora, rl.peft.r=4, ...), so that the SFT policy and the "

@@ -12,17 +12,23 @@ An entry says what tells an algorithm apart:
                    (`Algorithm.kl_placement` decides, the one place that does)
     value_function / group / on_policy   what it needs: a value function, k ≥ 2 samples per prompt,
                    one update per batch (no importance ratio)
+    sequence_ratio one importance ratio per sequence (gspo, gmpo): off-policy corrections
+                   (algo.off_policy) then weigh whole sequences only
     keep           which rows the update trains on, from the scores (N,) and k; None = all (DAPO leaves
                    out the groups whose rewards are all equal)
 
 Loss aggregation of each entry (`losses/pg.py`):
-    a token mean over the minibatch                 ppo, dapo, reinforce_pp
-    a mean over sequences of each one's token mean  grpo; gspo (its log-ratio; then one term per sequence)
+    a token mean over the minibatch                 ppo, dapo, reinforce_pp, cispo
+    a mean over sequences of each one's token mean  grpo, sapo; gspo and gmpo (the mean log-ratio; then
+                                                    one term per sequence)
     a token sum over a constant, mean over sequences  reinforce and rloo (the constant 1), dr_grpo
                                                     (rl.sampling.max_new_tokens)
 Every entry with a ratio (all but reinforce and rloo) logs the raw ratios: ratio_mean, ratio_max and
-clip_fraction. Adding an algorithm is one entry here, one pure loss in `losses/pg.py` and one
-`conf/algo/` file.
+clip_fraction. Adding an algorithm is one entry here, one pure loss in `losses/` (`pg.py`, or
+`importance.py` for what a loss does with its ratios) and one `conf/algo/` file.
+
+Every loss here scales with a non-negative weight on its advantage (w·ℓ(ρ, A) = ℓ(ρ, w·A)), so the
+off-policy corrections (`experience.corrected`) weigh the advantages and reach every entry alike.
 """
 
 from __future__ import annotations
@@ -35,11 +41,13 @@ import torch
 
 from rlhf_lab.config import AlgoConfig
 from rlhf_lab.losses import (
+    cispo_loss,
     dapo_loss,
     dr_grpo_advantages,
     dr_grpo_loss,
     explained_variance,
     gae,
+    gmpo_loss,
     grpo_advantages,
     grpo_loss,
     gspo_loss,
@@ -47,6 +55,7 @@ from rlhf_lab.losses import (
     reinforce_loss,
     reinforce_pp_advantages,
     rloo_advantages,
+    sapo_loss,
     value_loss,
     varied_groups,
 )
@@ -87,6 +96,7 @@ class Algorithm:
     value_function: bool = False
     group: bool = False
     on_policy: bool = False
+    sequence_ratio: bool = False
     keep: Callable[[Tensor, int], Tensor] | None = None  # (scores (N,), k) -> (N,) bool
 
     def kl_placement(self, placement: str, beta: float) -> KLPlacement:
@@ -199,6 +209,20 @@ def _reinforce(logprobs, values, batch: Experience, algo: AlgoConfig, beta: floa
     return reinforce_loss(logprobs, batch.advantages, batch.mask)
 
 
+def _cispo(logprobs, values, batch: Experience, algo: AlgoConfig, beta: float) -> tuple[Tensor, Stats]:
+    high = algo.clip if algo.clip_high is None else algo.clip_high
+    return cispo_loss(logprobs, batch.old_logprobs, batch.advantages, batch.mask, algo.clip, high)
+
+
+def _gmpo(logprobs, values, batch: Experience, algo: AlgoConfig, beta: float) -> tuple[Tensor, Stats]:
+    high = algo.clip if algo.clip_high is None else algo.clip_high  # both in log space
+    return gmpo_loss(logprobs, batch.old_logprobs, batch.advantages, batch.mask, algo.clip, high)
+
+
+def _sapo(logprobs, values, batch: Experience, algo: AlgoConfig, beta: float) -> tuple[Tensor, Stats]:
+    return sapo_loss(logprobs, batch.old_logprobs, batch.advantages, batch.mask, algo.tau_pos, algo.tau_neg)
+
+
 ALGORITHMS: dict[str, Algorithm] = {
     # PPO (Schulman 2017) as in Ziegler 2019 / Huang 2024: GAE on token rewards, clipped surrogate,
     # clipped value loss
@@ -216,10 +240,17 @@ ALGORITHMS: dict[str, Algorithm] = {
     # rewards are all equal left out
     "dapo": Algorithm(_group_normalized, _dapo, "tokens", owns_kl=True, group=True, keep=varied_groups),
     # GSPO (Zheng 2025): group-normalized advantages, a sequence-level ratio clipped per sequence
-    "gspo": Algorithm(_group_normalized, _gspo, "sequences", group=True),
+    "gspo": Algorithm(_group_normalized, _gspo, "sequences", group=True, sequence_ratio=True),
     # REINFORCE++ (Hu 2025): per-token returns to go normalized over the whole batch, PPO's clipped
     # surrogate, no critic, KL per token in the reward
     "reinforce_pp": Algorithm(_batch_normalized, _clipped, "tokens"),
+    # CISPO (MiniMax-M1, 2025): group-normalized advantages, the importance weight clipped and detached
+    # on −w·A·log π, so that every token keeps a gradient; a token mean
+    "cispo": Algorithm(_group_normalized, _cispo, "tokens", group=True),
+    # GMPO (Zhao 2025): the geometric mean of a sequence's token ratios, each clipped in log space
+    "gmpo": Algorithm(_group_normalized, _gmpo, "sequences", group=True, sequence_ratio=True),
+    # SAPO (Qwen 2025): a smooth, temperature-controlled gate on each token's ratio instead of a clip
+    "sapo": Algorithm(_group_normalized, _sapo, "sequences", group=True),
 }
 
 
@@ -244,3 +275,9 @@ def problems(algo: AlgoConfig, rollouts_per_step: int) -> Iterator[str]:
         )
     if rollouts_per_step % k:
         yield "rl.rollouts_per_step: must be a multiple of algo.samples_per_prompt"
+    off_policy = algo.off_policy
+    if off_policy.correction != "none" and off_policy.level == "token" and entry.sequence_ratio:
+        yield (
+            f"algo.off_policy.level: algo={algo.name} has one importance ratio per sequence, so its "
+            "correction weighs whole sequences: use sequence"
+        )

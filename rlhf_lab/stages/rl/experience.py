@@ -3,20 +3,22 @@ a micro-batch in its minibatch's loss (the prompt stream, the reference and the 
 themselves are `rlhf_lab.policy`'s, shared with DPO).
 
 experience  old and reference log-probs, KL-penalized token rewards (Ziegler 2019), and the
-            algorithm's advantages (stages.rl.algorithms): `assemble`
+            algorithm's advantages (stages.rl.algorithms): `assemble`; the sampler's log-probs where it
+            is not the learner, and the advantages weighted for it (algo.off_policy): `corrected`
 critic      `critic_values`: a reward-model-shaped critic's value at every response position
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, fields
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from rlhf_lab.config import AlgoConfig
-from rlhf_lab.losses import kl_estimate, kl_penalized_rewards
+from rlhf_lab.config import AlgoConfig, OffPolicyConfig
+from rlhf_lab.losses import kl_estimate, kl_penalized_rewards, off_policy_weights, weigh
 from rlhf_lab.rollout import Rollout, response_states
 from rlhf_lab.tensors import masked_sum, masked_whiten
 
@@ -33,6 +35,8 @@ class Experience:
     returns: torch.Tensor | None = None  # (N, T) with a value function: its targets
     keep: torch.Tensor | None = None  # (N,) bool: the rows the loss trains on; None = all
     max_new_tokens: int = 0  # the generation budget, rl.sampling.max_new_tokens (Dr. GRPO's constant)
+    sampler_logprobs: torch.Tensor | None = None  # (N, T) log π_sampler, where recorded (rl.staleness > 0
+    # or a correction); old_logprobs are then the learner's, at the start of the step
 
     def select(self, index: torch.Tensor) -> Experience:
         """The rows `index` of every tensor (a minibatch)."""
@@ -73,6 +77,25 @@ def assemble(
         adv_mask = mask if advantages.dim() == 2 else torch.ones_like(advantages)
         advantages = masked_whiten(advantages, adv_mask)
     return Experience(rollout, old_logprobs, ref_logprobs, advantages, values, returns), stats
+
+
+def corrected(experience: Experience, settings: OffPolicyConfig) -> tuple[Experience, dict[str, float]]:
+    """The experience with its advantages weighted for the sampler–learner mismatch (algo.off_policy:
+    `losses.off_policy_weights`, w from π_old/π_sampler), and metrics: off_policy/kl, the mean over
+    sequences of Σ_t log π_sampler − log π_old (k1 of KL(π_sampler‖π_old) on the sampler's draws), and the
+    weights' (off_policy/weight_mean, weight_max, clipped_share or masked_share). Without a correction the
+    advantages are untouched; with the sampler's own log-probs every weight is exactly 1."""
+    mask, old = experience.rollout.response_mask, experience.old_logprobs  # (N, T) each
+    sampler = experience.sampler_logprobs  # (N, T)
+    gap = torch.where(mask.bool(), sampler - old, torch.zeros_like(old))  # (N, T)
+    stats = {"off_policy/kl": gap.sum(-1).mean().item()}
+    if settings.correction == "none":
+        return experience, stats
+    weights, weight_stats = off_policy_weights(
+        old, sampler, mask, settings.correction, settings.level, settings.cap, settings.threshold
+    )  # (N, T) or (N,)
+    stats |= {f"off_policy/{k}": v.item() for k, v in weight_stats.items()}
+    return dataclasses.replace(experience, advantages=weigh(experience.advantages, weights)), stats
 
 
 # ---------------------------------------------------------------------------------------- critic

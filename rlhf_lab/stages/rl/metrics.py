@@ -135,9 +135,12 @@ class Params:
         """This rank's samples, tokens and FLOPs of one RL step: 2N per token for generation, the
         old log-probs when they need a fresh pass (`RLModule.before_update`), the reference, the critic's
         values and the reward model; 6N per token for each of algo.epochs passes of the update through the
-        policy (and critic). Tokens: prompt + response of each of the N rollouts."""
+        policy (and critic). Tokens: prompt + response of each of the N rollouts. The sampler's log-probs at
+        another temperature than sampling's are one more pass (`RLModule.sampler_logprobs`)."""
         tokens = int(rollout.attention_mask.sum())
-        forward = self.policy * (1 + module.fresh_old_logprobs) + self.reference + self.critic + self.reward
+        retemper = module.temperature != module.settings.sampling.temperature
+        passes = 1 + module.fresh_old_logprobs + (module.records_sampler and retemper)
+        forward = self.policy * passes + self.reference + self.critic + self.reward
         trained = module.algo.epochs * (self.policy + self.critic)
         return {
             "samples": len(rollout),

@@ -1,7 +1,9 @@
 """The RL LightningModule: one RL step per batch, manual optimization.
 
 `training_step` reads top to bottom: rollout → score → experience → update → log. What differs
-between algorithms is one entry of `algorithms.ALGORITHMS`; nothing here branches on its name.
+between algorithms is one entry of `algorithms.ALGORITHMS`; nothing here branches on its name. With
+rl.staleness=k the rollouts come from the weights of step t − k (`staleness.StaleWeights`), and the
+learner's old log-probs from a fresh pass beside the sampler's (`sample`, `experience.corrected`).
 """
 
 from __future__ import annotations
@@ -35,8 +37,9 @@ from rlhf_lab.rollout import (
 from rlhf_lab.scorers import ensemble_metrics, gold_scorer, objective_scorer, scores_and_members
 from rlhf_lab.seeds import derive_seed, rng_state, set_rng_state, stage_seed
 from rlhf_lab.stages.rl.algorithms import ALGORITHMS, KLPlacement, MovingAverage
-from rlhf_lab.stages.rl.experience import WHOLE, Experience, Share, assemble, critic_values
+from rlhf_lab.stages.rl.experience import WHOLE, Experience, Share, assemble, corrected, critic_values
 from rlhf_lab.stages.rl.metrics import Metrics
+from rlhf_lab.stages.rl.staleness import StaleWeights
 from rlhf_lab.tensors import left_pad, masked_mean, repeat_each
 
 
@@ -87,6 +90,7 @@ class RLModule(L.LightningModule):
         self.truncation = dict(top_k=sampling.top_k, top_p=sampling.top_p) if truncated else {}
         self.stop_token_id = self._stop_token_id(self.algo.stop_token)
         self.step_count = 0  # RL steps done: the position in the prompt stream
+        self.stale = StaleWeights(self.settings.staleness)  # the sampler's weights, k steps behind
         self.baseline = MovingAverage(self.algo.baseline_decay)  # reinforce's
         self.metrics = Metrics(out_dir)
         self.checkpoint, self._restored_rng = checkpoint, None
@@ -99,9 +103,17 @@ class RLModule(L.LightningModule):
 
     @property
     def fresh_old_logprobs(self) -> bool:
-        """Whether the old log-probs need a fresh pass: with a value head (the pass gives its values) or
-        log-probs at another temperature than sampling's; else generation's own log-probs are the same."""
-        return self.value_head is not None or self.temperature != self.settings.sampling.temperature
+        """Whether the old log-probs need a fresh pass: with a value head (the pass gives its values),
+        log-probs at another temperature than sampling's, or a sampler k steps behind (rl.staleness: the
+        learner's own are needed); else generation's own log-probs are the same."""
+        fresh = self.value_head is not None or self.settings.staleness > 0
+        return fresh or self.temperature != self.settings.sampling.temperature
+
+    @property
+    def records_sampler(self) -> bool:
+        """Whether the sampler's log-probs are kept beside the learner's: with stale rollouts or a
+        correction (algo.off_policy)."""
+        return self.settings.staleness > 0 or self.algo.off_policy.correction != "none"
 
     @staticmethod
     def _value_head(policy: nn.Module) -> nn.Linear:
@@ -145,14 +157,14 @@ class RLModule(L.LightningModule):
         timer = Timer(self.device)
         with timer("generation"):
             index = self.stream.batch(self.step_count, self.global_rank, self.trainer.world_size)
-            rollout = self.rollout([self.prompt_ids[i] for i in index])  # N = prompts × k rows
+            rollout, sampler_logprobs = self.sample([self.prompt_ids[i] for i in index])  # N = prompts × k
         with timer("scoring"):
             prompts = repeat_each([self.prompts[i] for i in index], self.algo.samples_per_prompt)  # (N,)
             completions = decode_responses(self.tokenizer, rollout)
             scores, gold, members = self.score_members(prompts, completions)  # (N,), (N,), (M, N)
             ended = self.ended(rollout)  # (N,)
         with timer("update"):
-            experience, stats = self.experience(rollout, self.shape(scores, ended))
+            experience, stats = self.experience(rollout, self.shape(scores, ended), sampler_logprobs)
             stats |= self.update(experience)
         if members is not None:  # an ensemble objective (Coste 2023): its members' means and disagreement
             stats |= ensemble_metrics(members)
@@ -160,6 +172,26 @@ class RLModule(L.LightningModule):
         stats = self.metrics.step_stats(self, rollout, scores, gold, ended, stats, timer)  # over ranks
         self.kl_ctl.update(stats["kl"], len(rollout) * self.trainer.world_size)
         self.metrics.log_step(self, stats | {"beta": self.kl_ctl.value}, (prompts, completions), scores, gold)
+
+    def sample(self, prompt_ids: list[list[int]]) -> tuple[Rollout, torch.Tensor | None]:
+        """`rollout` by the sampler, the policy of step t − rl.staleness (the current one at 0), and its
+        log-probs (N, T) where they are recorded (`records_sampler`), else None."""
+        with self.stale.sampler(self.policy):
+            rollout = self.rollout(prompt_ids)
+            return rollout, self.sampler_logprobs(rollout) if self.records_sampler else None
+
+    @torch.no_grad()
+    def sampler_logprobs(self, rollout: Rollout) -> torch.Tensor:
+        """(N, T) the sampler's log-probs in the distribution of the learner's (algo.scale_logprobs,
+        truncate_logprobs): generation's own, or a pass under the sampler's weights at another temperature."""
+        if self.temperature == self.settings.sampling.temperature:
+            return rollout.logprobs  # (N, T)
+        with eval_mode(self.policy):
+            return in_parts(
+                rollout,
+                lambda part: response_logprobs(self.policy, part, self.temperature, **self.truncation),
+                self.settings.micro_batch_tokens,
+            )  # (N, T)
 
     def rollout(self, prompt_ids: list[list[int]]) -> Rollout:
         """algo.samples_per_prompt samples of each prompt (rows i*k .. i*k+k−1)."""
@@ -237,9 +269,12 @@ class RLModule(L.LightningModule):
         return stats, None
 
     @torch.no_grad()
-    def experience(self, rollout: Rollout, scores: torch.Tensor) -> tuple[Experience, dict[str, float]]:
+    def experience(
+        self, rollout: Rollout, scores: torch.Tensor, sampler_logprobs: torch.Tensor | None = None
+    ) -> tuple[Experience, dict[str, float]]:
         """`experience.assemble` from the old and reference log-probs and the values; the rows the
-        algorithm keeps (`Algorithm.keep`) and the generation budget."""
+        algorithm keeps (`Algorithm.keep`), the generation budget, and, given the sampler's log-probs
+        (N, T), the advantages weighted for the mismatch (`experience.corrected`, algo.off_policy)."""
         old_logprobs, ref_logprobs, values = self.before_update(rollout)  # (N, T) each; values or None
         advantages_of = functools.partial(self.algorithm.advantages, algo=self.algo, baseline=self.baseline)
         experience, stats = assemble(
@@ -250,7 +285,13 @@ class RLModule(L.LightningModule):
             keep = self.algorithm.keep(scores, self.algo.samples_per_prompt)  # (N,) bool
             stats["kept_fraction"] = keep.float().mean().item()
         budget = self.settings.sampling.max_new_tokens
-        return dataclasses.replace(experience, keep=keep, max_new_tokens=budget), stats
+        experience = dataclasses.replace(
+            experience, keep=keep, max_new_tokens=budget, sampler_logprobs=sampler_logprobs
+        )
+        if sampler_logprobs is None:
+            return experience, stats
+        experience, off_policy = corrected(experience, self.algo.off_policy)
+        return experience, stats | off_policy
 
     def before_update(self, rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Old and reference log-probs (N, T) and values (N, T) or None, in eval mode (algo.dropout acts in
@@ -369,6 +410,7 @@ class RLModule(L.LightningModule):
             "sft_gold": self.metrics.sft_gold,
             "rng": rng_state(self.generator),
             "train_seconds": self.metrics.train_seconds,
+            "stale_weights": self.stale.state_dict(),  # the sampler's next k weights (rl.staleness)
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -377,6 +419,7 @@ class RLModule(L.LightningModule):
         self.metrics.sft_gold, self._restored_rng = state["sft_gold"], state["rng"]
         self.metrics.train_seconds = state.get("train_seconds", 0.0)  # older checkpoints lack it
         self.kl_ctl.load_state_dict(state["kl_controller"])
+        self.stale.load_state_dict(state.get("stale_weights", []))
         if self.global_rank == 0:
             self.metrics.keep_evals_until(self.step_count)
 

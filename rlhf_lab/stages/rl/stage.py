@@ -43,9 +43,10 @@ log = logging.getLogger(__name__)
 CHECKPOINT = Path(CHECKPOINTS) / "last.ckpt"
 # rl settings that do not change the artifact (micro-batches change only the order of float sums)
 NOT_IN_KEY = ("samples_every", "checkpoint_every", "micro_batch_tokens")
-# algo settings added after artifacts were built: at these values they compute what those artifacts did,
-# so they stay out of the key there and the artifacts keep their keys
-ADDED_ALGO_SETTINGS = {"clip_high": None, "dropout": 0.0}
+# settings added after artifacts were built: at these values they compute what those artifacts did, so
+# they stay out of the key there and the artifacts keep their keys (algo.off_policy: without a correction)
+ADDED_ALGO_SETTINGS = {"clip_high": None, "dropout": 0.0, "tau_pos": 1.0, "tau_neg": 1.05}
+ADDED_RL_SETTINGS = {"staleness": 0}
 
 
 def upstream(cfg: Config) -> list[str]:
@@ -62,7 +63,7 @@ def key_config(cfg: Config) -> dict:
         "policy": cfg.rl.policy,
         "model": model_key(cfg),
         "algo": algo_key(cfg),
-        "rl": {k: v for k, v in without_seed(cfg.rl).items() if k not in (*NOT_IN_KEY, "peft")},
+        "rl": rl_key(cfg),
         "objective": objective_key(cfg),
         "gold": gold_key(cfg),
         "peft": dataclasses.asdict(rl_peft(cfg)),  # rl.peft, keyed here
@@ -71,6 +72,13 @@ def key_config(cfg: Config) -> dict:
         "seed": stage_seed(cfg, "rl"),
         "trainer": trainer_key(cfg),
     }
+
+
+def rl_key(cfg: Config) -> dict:
+    """The rl settings in the key: not `NOT_IN_KEY` nor rl.peft (keyed apart), `ADDED_RL_SETTINGS` only
+    away from their old values."""
+    settings = {k: v for k, v in without_seed(cfg.rl).items() if k not in (*NOT_IN_KEY, "peft")}
+    return {k: v for k, v in settings.items() if ADDED_RL_SETTINGS.get(k, ...) != v}
 
 
 def rl_peft(cfg: Config) -> PeftConfig:
@@ -87,6 +95,8 @@ def algo_key(cfg: Config) -> dict:
     for name, old in ADDED_ALGO_SETTINGS.items():
         if algo[name] == old:
             del algo[name]
+    if cfg.algo.off_policy.correction == "none":  # no weights: any of its other settings computes the same
+        del algo["off_policy"]
     if cfg.rl.sampling.top_k == 0 and cfg.rl.sampling.top_p == 1.0:
         del algo["truncate_logprobs"]
     return algo
