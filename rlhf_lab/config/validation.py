@@ -187,7 +187,7 @@ def _cross_checks(cfg: Config):
         yield f"pipeline: must end with the run's stage ({cfg.stage}), got {list(cfg.pipeline)}"
     if any(n < 1 for n in cfg.bon.n):
         yield f"bon.n: every n must be >= 1, got {list(cfg.bon.n)}"
-    yield from label_problems(cfg.pipeline)
+    yield from label_problems(cfg.label, cfg.pipeline)
     yield from _model_path_problems(cfg)
     yield from _ensemble_problems(cfg)
 
