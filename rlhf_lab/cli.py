@@ -15,6 +15,7 @@ Either way the run's `result.json` records what happened ("failed" with the trac
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -86,20 +87,28 @@ def run(cfg: DictConfig) -> float | None:
 
 def run_label(cfg: Config, run_dir: Path) -> None:
     """stage=label: the labeling page (rlhf_lab/label/) for `label.pairs`, or for the pairs of this
-    config's collect artifact (built first if missing), until Ctrl-C or SIGTERM; result.json then
-    records the label file and its summary's numbers."""
+    config's collect artifact (built first if missing), or for the blind comparison `label.judge` (its
+    pairs written to the run folder, its labels to `label.judge_labels`), until Ctrl-C or SIGTERM;
+    result.json then records the label file and its summary's numbers."""
     from rlhf_lab.label.serve import serve
     from rlhf_lab.label.summary import metrics
 
-    pairs = cfg.label.pairs
-    if pairs is None:
+    settings, pairs = cfg.label, cfg.label.pairs
+    if settings.judge:
+        from rlhf_lab.report.judge import comparison_file
+
+        pairs = str(comparison_file(cfg, run_dir))
+        settings = dataclasses.replace(settings, labels=settings.judge_labels)
+    elif pairs is None:
         from rlhf_lab.pipeline import ensure
 
         pairs = str(ensure(cfg, "collect", run_dir))
-    seed = cfg.seed if cfg.label.seed is None else cfg.label.seed
-    summary = serve(cfg.label, pairs, seed, run_dir, overrides=list(HydraConfig.get().overrides.task))
-    labels = str(Path(cfg.label.labels).expanduser().resolve())
+    seed = cfg.seed if settings.seed is None else settings.seed
+    summary = serve(settings, pairs, seed, run_dir, overrides=list(HydraConfig.get().overrides.task))
+    labels = str(Path(settings.labels).expanduser().resolve())
     record = {"status": "completed", "stage": "label", "pairs": pairs, "labels": labels}
+    if settings.judge:
+        record["judge"] = list(settings.judge)
     (run_dir / RESULT_FILE).write_text(json.dumps(record | {"metrics": metrics(summary)}, indent=2))
 
 

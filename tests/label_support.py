@@ -63,6 +63,33 @@ def write_pairs(path: Path, n: int, *, tag: str = "") -> Path:
     return path
 
 
+def write_run(folder: Path, samples: dict[int, list[tuple[str, str]]], kl: dict[int, float] | None = None):
+    """A hand-written RL artifact folder: eval_history.jsonl of (prompt, completion) per step, and
+    eval.jsonl with each step's KL (and a logged proxy mean)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    history = [
+        {"step": step, "prompt": p, "completion": c} for step, rows in samples.items() for p, c in rows
+    ]
+    (folder / "eval_history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
+    logged = [{"step": s, "kl": (kl or {}).get(s, 0.5 * s), "reward": 0.1 * s} for s in samples]
+    (folder / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in logged))
+    return folder
+
+
+def two_policies(root: Path, n: int = 10) -> tuple[Path, Path, list[str]]:
+    """Two hand-written RL artifacts on the same n prompts, A's last completions praising the film, B's
+    panning it; the last prompt's completion is the same text in both (it is not shown). Steps 0 and 3:
+    at step 0 both are the same starting policy."""
+    prompts = [f"Review {i}: the film" for i in range(n)]
+    start = [(p, f" was a film, number {i}.") for i, p in enumerate(prompts)]
+    good = [(p, f" was wonderful and moving, number {i}.") for i, p in enumerate(prompts)]
+    bad = [(p, f" was dull and badly acted, number {i}.") for i, p in enumerate(prompts)]
+    good[-1] = bad[-1] = (prompts[-1], " was a film like any other.")
+    a = write_run(root / "rl_a", {0: start, 3: good})
+    b = write_run(root / "rl_b", {0: start, 3: bad})
+    return a, b, prompts
+
+
 def events(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 

@@ -75,6 +75,16 @@ def test_a_portable_run_records_what_it_pinned(tmp_path):
     assert (tmp_path / "lab" / "portable" / "artifacts" / "pretrain").is_dir()  # apart from native ones
 
 
+def test_the_mode_alone_is_refused_where_it_would_reuse_native_artifacts():
+    from rlhf_lab import api
+    from rlhf_lab.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"repro\.mode: portable arithmetic would reuse .* paths\.world and"):
+        api.compose("repro.mode=portable")
+    assert api.compose("repro=portable").paths.artifacts.endswith("portable/artifacts")  # the group moves it
+    api.compose("repro.mode=portable", "paths.world=elsewhere/w", "paths.artifacts=elsewhere/a")  # or the user
+
+
 def test_a_gpu_is_refused_in_one_line(tmp_path):
     done = rlhf_lab("repro=portable", "trainer.accelerator=gpu", home=tmp_path / "lab", cwd=tmp_path)
     assert done.returncode == 1

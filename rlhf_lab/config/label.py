@@ -54,9 +54,31 @@ class LabelConfig:
     seed: int | None = setting(
         None, "seed of the pairs' order, of which completion is shown left, and of the overlap; null = `seed`"
     )
+    judge: list[str] = setting(
+        [],
+        "a blind comparison instead of pairs: [A, B], each an RL or DPO artifact or run folder (its last "
+        "held-out evaluation's samples; <folder>@<step> another's, @0 the starting policy's) or a JSONL "
+        "file of prompt, completion; people judge A's against B's completion per prompt, and the human "
+        "win rate of A over B is reported (rlhf-lab-winrate)",
+    )
+    judge_labels: str = setting(
+        "${paths.root}/labels/judged.jsonl",
+        "label.judge's label file (label.labels holds the pairs' labels); every comparison judged in "
+        "it gets its own row of win rates",
+    )
+    proxy: str | None = setting(
+        None,
+        "label.judge: the proxy whose win rate is reported beside the people's and the gold's, resolved "
+        "as `gold` is (a gold's name, a reward-model folder or hub id); null = the reward model that "
+        "trained A or B, else none",
+    )
 
 
-def label_problems(pipeline: list[str]):
+def label_problems(label: LabelConfig, pipeline: list[str]):
     """Yield 'key: message' for a run that cannot serve the labeling page."""
     if "label" in pipeline:
         yield "pipeline: label serves a page until it is stopped; run it alone (rlhf-lab stage=label)"
+    if label.judge and len(label.judge) != 2:
+        yield f"label.judge: expected two policies' samples, [A, B], got {len(label.judge)}"
+    if label.judge and label.pairs is not None:
+        yield "label.judge: a blind comparison serves its own pairs; unset label.pairs"

@@ -471,3 +471,9 @@ class EvalConfig:
     )
     bon: bool = setting(True, "add the best-of-n artifact's rows (its own prompts and n) to the summary")
     ppl_rows: int = setting(512, "held-out SFT pairs on which each policy's perplexity is measured", gt=0)
+    judged: str | None = setting(
+        None,
+        "a label file of blind comparisons judged by people (label.judge; label.judge_labels): the summary "
+        "adds each one's human win rate of A over B with its 95% interval, beside the gold's and the "
+        "proxy's on the same prompts; keyed by the file's content",
+    )

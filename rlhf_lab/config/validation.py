@@ -187,7 +187,16 @@ def _cross_checks(cfg: Config):
         yield f"pipeline: must end with the run's stage ({cfg.stage}), got {list(cfg.pipeline)}"
     if any(n < 1 for n in cfg.bon.n):
         yield f"bon.n: every n must be >= 1, got {list(cfg.bon.n)}"
-    yield from label_problems(cfg.pipeline)
+    native_cache = [
+        k for k in ("world", "artifacts") if Path(getattr(cfg.paths, k)) == Path(cfg.paths.root) / k
+    ]
+    if cfg.repro.mode != "native" and native_cache:
+        yield (
+            f"repro.mode: {cfg.repro.mode} arithmetic would reuse what native arithmetic computed (paths."
+            f"{' and paths.'.join(native_cache)} is the native cache); select the group, "
+            f"repro={cfg.repro.mode}, which moves paths.world and paths.artifacts apart, or set both yourself"
+        )
+    yield from label_problems(cfg.label, cfg.pipeline)
     yield from _model_path_problems(cfg)
     yield from _ensemble_problems(cfg)
 

@@ -3,8 +3,10 @@ two completions; each with its id, its place in the labeling order, and which co
 
 Columns of a file: `prompt` and either `completion_a`, `completion_b` or `chosen`, `rejected` (a TRL
 preference file: which one was chosen is not shown, and not used); gold scores, when present, as
-`gold_a`, `gold_b` or `gold_chosen`, `gold_rejected`. JSONL and CSV are read here; other formats
-(Parquet, JSON, a `save_to_disk` folder) through `datasets`. A pair that appears twice is labeled once.
+`gold_a`, `gold_b` or `gold_chosen`, `gold_rejected`. A blind comparison of two policies (written by
+`rlhf_lab/report/judge.py`) adds `policy_a`, `policy_b` (the policies A and B that wrote completion_a
+and completion_b) and `proxy_a`, `proxy_b`. JSONL and CSV are read here; other formats (Parquet,
+JSON, a `save_to_disk` folder) through `datasets`. A pair that appears twice is labeled once.
 Conversational rows (TRL's message lists, as collect writes for chat prompts) are shown and recorded as
 the text `labeler=file` matches them by: the prompt as `data.chat.display` writes it, each completion
 as its assistant message's content.
@@ -16,6 +18,7 @@ at every start and do not depend on the order of the file.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import math
@@ -38,7 +41,8 @@ class PairsError(UserError, ValueError):
 
 @dataclass(frozen=True)
 class Pair:
-    """A prompt and two completions, in sorted order (`first` < `second`), with their gold scores."""
+    """A prompt and two completions, in sorted order (`first` < `second`), with their gold scores; in a
+    blind comparison, also which policy wrote each, the comparison's policies (A, B) and proxy scores."""
 
     id: str
     prompt: str
@@ -46,14 +50,25 @@ class Pair:
     second: str
     gold_first: float | None = None
     gold_second: float | None = None
+    comparison: tuple[str, str] | None = None
+    policy_first: str | None = None
+    policy_second: str | None = None
+    proxy_first: float | None = None
+    proxy_second: float | None = None
 
     def shown(self, seed: int) -> dict[str, Any]:
         """The pair as the page shows it: completion_a left, completion_b right (a fair coin per pair),
-        with their gold scores."""
+        with their gold scores (and, in a blind comparison, their policies and proxy scores, which the
+        page never shows)."""
         left_first = unit(seed, "side", self.id) < 0.5
-        a, b = (self.first, self.second) if left_first else (self.second, self.first)
-        ga, gb = (self.gold_first, self.gold_second) if left_first else (self.gold_second, self.gold_first)
-        return {"prompt": self.prompt, "completion_a": a, "completion_b": b, "gold_a": ga, "gold_b": gb}
+        out = {"prompt": self.prompt}
+        fields = [("completion", "first", "second"), ("gold", "gold_first", "gold_second")]
+        if self.comparison is not None:
+            fields += [("policy", "policy_first", "policy_second"), ("proxy", "proxy_first", "proxy_second")]
+        for name, first, second in fields:
+            left, right = (first, second) if left_first else (second, first)
+            out[f"{name}_a"], out[f"{name}_b"] = getattr(self, left), getattr(self, right)
+        return out if self.comparison is None else out | {"comparison": list(self.comparison)}
 
 
 def unit(seed: int, purpose: str, key: str) -> float:
@@ -127,7 +142,25 @@ def _pair(path: str, i: int, row: dict[str, Any]) -> Pair:
         raise PairsError(f"{path}: row {i}, field '{b_key}': identical to '{a_key}'; nothing to compare")
     ga, gb = _gold(path, i, row, ga_key), _gold(path, i, row, gb_key)
     (first, g1), (second, g2) = sorted(((a, ga), (b, gb)), key=lambda t: t[0])
-    return Pair(pair_id(prompt, a, b), prompt, first, second, g1, g2)
+    pair = Pair(pair_id(prompt, a, b), prompt, first, second, g1, g2)
+    return _judged(path, i, row, pair, a_first=a == first) if "policy_a" in row else pair
+
+
+def _judged(path: str, i: int, row: dict[str, Any], pair: Pair, a_first: bool) -> Pair:
+    """`pair` with a blind comparison's policies (A wrote completion_a) and proxy scores."""
+    policies = (_text(path, i, row, "policy_a"), _text(path, i, row, "policy_b"))
+    if policies[0] == policies[1]:
+        raise PairsError(f"{path}: row {i}, field 'policy_b': the same policy as 'policy_a'")
+    proxies = (_gold(path, i, row, "proxy_a"), _gold(path, i, row, "proxy_b"))
+    order = (0, 1) if a_first else (1, 0)
+    return dataclasses.replace(
+        pair,
+        comparison=policies,
+        policy_first=policies[order[0]],
+        policy_second=policies[order[1]],
+        proxy_first=proxies[order[0]],
+        proxy_second=proxies[order[1]],
+    )
 
 
 def _text(path: str, i: int, row: dict[str, Any], key: str) -> str:

@@ -8,10 +8,16 @@ Two events, each naming an annotator and a pair (`pair_id`: a hash of the prompt
     {"event": "undo", "request": "77aa…", "annotator": "ana", "pair": "9b1e…", "time": "…"}
 
 `completion_a` is the completion the page showed on the left, so the file records the order each pair
-was shown in; gold_a and gold_b are present when the pairs carry gold scores. Replaying the events in
-order (`Ledger`) gives each annotator's *standing* decisions: a label stands until an undo by the same
-annotator names its pair. `request` is the page's id for the request, so that a retried request
-(its answer lost to a crash) is recognized rather than applied twice.
+was shown in; gold_a and gold_b are present when the pairs carry gold scores. A blind comparison of two
+policies (`label.judge`, `rlhf_lab/report/judge.py`) adds which policy wrote each shown completion and
+the proxy's scores, so that the file alone gives the win rate (`winrate.py`):
+
+    {..., "comparison": ["<policy A>", "<policy B>"], "policy_a": "<B: shown left>", "policy_b": "<A>",
+     "proxy_a": 0.3, "proxy_b": 0.9}
+
+Replaying the events in order (`Ledger`) gives each annotator's *standing* decisions: a label stands
+until an undo by the same annotator names its pair. `request` is the page's id for the request, so
+that a retried request (its answer lost to a crash) is recognized rather than applied twice.
 
 `fold` is how `labeler=file` reads the file: one row (prompt, completion_a, completion_b, choice) per
 pair whose standing "a"/"b" choices favour one completion; ties abstain; skips, undone labels and
@@ -77,6 +83,11 @@ class Decision:
     time: str
     gold_a: float | None = None
     gold_b: float | None = None
+    comparison: tuple[str, str] | None = None  # a blind comparison's policies, A then B
+    policy_a: str | None = None  # which of them wrote completion_a
+    policy_b: str | None = None
+    proxy_a: float | None = None
+    proxy_b: float | None = None
 
     @property
     def first(self) -> str:
@@ -166,11 +177,26 @@ def parse_label(where: str, i: int, row: dict[str, Any]) -> Decision:
     seconds = row.get("seconds")
     if not _number(seconds) or not 0 <= seconds <= MAX_SECONDS:
         raise LabelFileError(f"{where}, field 'seconds': expected a number in [0, {MAX_SECONDS:g}]")
-    gold = [row.get("gold_a"), row.get("gold_b")]
-    if any(g is not None and not _number(g) for g in gold):
-        raise LabelFileError(f"{where}, field 'gold_a': expected finite numbers or null")
+    scores = {k: row.get(k) for k in ("gold_a", "gold_b", "proxy_a", "proxy_b")}
+    for key, value in scores.items():
+        if value is not None and not _number(value):
+            raise LabelFileError(f"{where}, field '{key}': expected a finite number or null")
     return Decision(row=i, annotator=row["annotator"], choice=row["choice"], seconds=float(seconds),
-                    time=str(row.get("time", "")), gold_a=gold[0], gold_b=gold[1], **texts)  # fmt: skip
+                    time=str(row.get("time", "")), **scores, **_judged(where, row), **texts)  # fmt: skip
+
+
+def _judged(where: str, row: dict[str, Any]) -> dict[str, Any]:
+    """A blind comparison's fields (comparison, policy_a, policy_b), checked; none on other labels."""
+    if all(row.get(k) is None for k in ("comparison", "policy_a", "policy_b")):
+        return {}
+    names = row.get("comparison")
+    names = names if isinstance(names, list) else []
+    if len(names) != 2 or not all(isinstance(n, str) and n for n in names) or names[0] == names[1]:
+        raise LabelFileError(f"{where}, field 'comparison': expected two policies' names, A then B")
+    shown = (_text(where, row, "policy_a"), _text(where, row, "policy_b"))
+    if sorted(shown) != sorted(names):
+        raise LabelFileError(f"{where}, field 'policy_b': expected the comparison's other policy")
+    return {"comparison": tuple(names), "policy_a": shown[0], "policy_b": shown[1]}
 
 
 def _text(where: str, row: dict[str, Any], key: str) -> str:

@@ -31,7 +31,7 @@ from rlhf_lab.label.pairs import load_pairs
 from rlhf_lab.label.records import replay
 from rlhf_lab.label.server import Labeling, create_app
 from rlhf_lab.label.store import LabelStore
-from rlhf_lab.label.summary import summarize, to_markdown
+from rlhf_lab.label.summary import to_markdown
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +127,14 @@ def open_labeling(settings: LabelConfig, pairs_source: str, seed: int, overrides
             foreign,
             pairs_source,
         )
-    train = train_command(store.path, overrides)
-    return Labeling(desk=desk, store=store, seed=seed, guideline=settings.guideline, train=train)
+    comparison = next((p.comparison for p in pairs if p.comparison is not None), None)
+    train = train_command(store.path, overrides) if comparison is None else winrate_command(store.path)
+    return Labeling(desk, store, seed, settings.guideline, train, comparison)
+
+
+def winrate_command(labels: Path) -> str:
+    """The command that reports the win rates of the comparisons judged in the label file."""
+    return shlex.join(["rlhf-lab-winrate", str(labels)])
 
 
 def serve(
@@ -155,7 +161,7 @@ def serve(
             timeout_graceful_shutdown=3,
         )
         _Server(config, lambda: announce(lab, settings.host, port, token, pairs_source)).run(sockets=[sock])
-        summary = summarize(lab.desk.ledger.decisions(), lab.desk.ledger.undone, len(lab.desk.pairs))
+        summary = lab.summary()
     finally:
         lab.store.close()
     print(f"\nlabels in {lab.store.path}:\n\n{to_markdown(summary)}", flush=True)
@@ -185,7 +191,7 @@ def announce(lab: Labeling, host: str, port: int, token: str | None, pairs_sourc
         f"labeling page: {url}\n"
         + ("" if is_loopback(host) else "  every request needs the access token above\n")
         + f"labels: {lab.store.path}\n"
-        + f"train on them: {lab.train}\n"
+        + (f"train on them: {lab.train}\n" if lab.comparison is None else f"win rates: {lab.train}\n")
         + "stop with Ctrl-C",
         flush=True,
     )

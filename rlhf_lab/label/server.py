@@ -1,7 +1,7 @@
 """The labeling page's web app (Starlette): the page, a small JSON API, the summary.
 
     GET  /                       the page (static/index.html, its script and style under /static/)
-    GET  /api/config             the guideline and the number of pairs
+    GET  /api/config             the guideline, the number of pairs, whether the comparison is blind
     GET  /api/state?annotator=   the annotator's pair now, their progress and their last decision
     POST /api/label              {request, annotator, pair, choice, seconds}: append a decision
     POST /api/undo               {request, annotator, pair}: take back the annotator's latest decision
@@ -59,7 +59,14 @@ class Labeling:
     store: LabelStore
     seed: int
     guideline: str
-    train: str  # the command that trains a reward model on the label file
+    train: str  # the command that trains a reward model on the label file (or reports a comparison's)
+    comparison: tuple[str, str] | None = None  # a blind comparison's policies (A, B); None: pairs
+
+    def summary(self) -> dict[str, Any]:
+        """The summary of the label file so far, with the comparison served."""
+        ledger = self.desk.ledger
+        served = None if self.comparison is None else list(self.comparison)
+        return summarize(ledger.decisions(), ledger.undone, len(self.desk.pairs)) | {"served": served}
 
 
 def error(status: int, message: str) -> JSONResponse:
@@ -185,7 +192,8 @@ def state(lab: Labeling, annotator: str) -> dict[str, Any]:
 
 async def get_config(request: Request) -> Response:
     lab: Labeling = request.app.state.lab
-    return JSONResponse({"guideline": lab.guideline, "pairs": len(lab.desk.pairs)})
+    blind = lab.comparison is not None  # the page links no summary: annotators see no win rate
+    return JSONResponse({"guideline": lab.guideline, "pairs": len(lab.desk.pairs), "blind": blind})
 
 
 async def get_state(request: Request) -> Response:
@@ -229,17 +237,13 @@ def append(lab: Labeling, event: dict[str, Any]) -> int:
         raise Refused(503, f"the label file could not be written ({err}); nothing was saved") from err
 
 
-def _summary(lab: Labeling) -> dict[str, Any]:
-    return summarize(lab.desk.ledger.decisions(), lab.desk.ledger.undone, len(lab.desk.pairs))
-
-
 async def get_summary(request: Request) -> Response:
     lab: Labeling = request.app.state.lab
-    return HTMLResponse(to_html(_summary(lab), lab.train))
+    return HTMLResponse(to_html(lab.summary(), lab.train))
 
 
 async def get_summary_json(request: Request) -> Response:
-    return JSONResponse(_summary(request.app.state.lab))
+    return JSONResponse(request.app.state.lab.summary())
 
 
 async def index(request: Request) -> Response:

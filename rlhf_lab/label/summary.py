@@ -4,7 +4,8 @@ how many pairs `labeler=file` will train on. As a dict (the JSON API), an HTML p
 
 Verdicts are compared in the pair's sorted orientation, so the side a completion was shown on does not
 matter. Agreement counts a tie as a verdict; skips are left out. Gold agreement counts the decisions
-that prefer one completion, on pairs whose gold scores differ.
+that prefer one completion, on pairs whose gold scores differ. A label file of blind comparisons
+(`label.judge`) adds each comparison's win rates: people's, the gold's and the proxy's (winrate.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import itertools
 import statistics
 from typing import Any
 
+from rlhf_lab.label import winrate
 from rlhf_lab.label.records import Decision, majority
 
 VERDICTS = ("first", "second", "tie")
@@ -46,6 +48,7 @@ def summarize(decisions: list[Decision], undone: int, total: int | None) -> dict
         "gold_agreement": sum(gold) / len(gold) if gold else None,
         "annotators": rows,
         "between": between,
+        "comparisons": winrate.win_rates(decisions),
     }
 
 
@@ -92,12 +95,17 @@ def _agreement(x: str, y: str, by_pair: dict[str, list[Decision]]) -> dict[str, 
 
 
 def metrics(summary: dict[str, Any]) -> dict[str, float]:
-    """The numbers of a summary as `label/<name>` metrics (result.json)."""
+    """The numbers of a summary as `label/<name>` metrics (result.json); the comparison served, if one
+    was, as `label/judge/<name>` (human_win_rate, its _low and _high, gold_win_rate, …)."""
     keys = ("pairs", "judged", "overlapped", "trainable", "decisions", "labels", "ties", "skips", "undone")
     out = {f"label/{k}": float(summary[k]) for k in keys if summary[k] is not None}
     for k in ("agreement", "gold_agreement"):
         if summary[k] is not None:
             out[f"label/{k}"] = float(summary[k])
+    served = summary.get("served")
+    for row in summary.get("comparisons", []):
+        if [row["a"], row["b"]] == served:
+            out |= winrate.metrics(row, "label/judge")
     return out
 
 
@@ -126,7 +134,8 @@ def _cell(value: Any, key: str = "") -> str:
 
 
 def tables(summary: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
-    """(title, header, rows) of the summary's three tables, every cell as text."""
+    """(title, header, rows) of the summary's three tables (after the blind comparisons' win rates, when
+    the file has any), every cell as text."""
     s = summary
     totals = [
         ["pairs to label", _cell(s["pairs"])],
@@ -143,7 +152,7 @@ def tables(summary: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
     people = [[_cell(r[k], k) for k, _ in ANNOTATOR_COLUMNS] for r in s["annotators"]]
     between = [[_cell(r["annotators"]), _cell(r["pairs"]), _cell(r["agreement"], "agreement"),
                 _cell(r["kappa"], "kappa")] for r in s["between"]]  # fmt: skip
-    return [
+    found = [
         ("In all", ["", ""], totals),
         ("Per annotator", [title for _, title in ANNOTATOR_COLUMNS], people),
         (
@@ -152,6 +161,10 @@ def tables(summary: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
             between,
         ),
     ]
+    if s.get("comparisons"):
+        title = "Blind comparisons: win rate of A over B, ties half, 95% Wilson interval"
+        found.insert(0, (title, winrate.HEADER, winrate.table_rows(s["comparisons"])))
+    return found
 
 
 def to_markdown(summary: dict[str, Any]) -> str:
@@ -166,7 +179,8 @@ def to_markdown(summary: dict[str, Any]) -> str:
 
 
 def to_html(summary: dict[str, Any], train: str) -> str:
-    """The summary page, ending with the command that trains on the labels; every value is escaped."""
+    """The summary page, ending with the command that trains on the labels (or, for a blind comparison,
+    reports its win rates); every value is escaped."""
     e = html.escape
     body = []
     for title, header, rows in tables(summary):
@@ -183,6 +197,7 @@ def to_html(summary: dict[str, Any], train: str) -> str:
 <body class="summary"><header><h1>Labels so far</h1><a href="/">back to labeling</a></header>
 <main>
 {chr(10).join(body)}
-<h2>Train on them</h2><pre id="train-command">{e(train)}</pre>
+<h2>{"Report the win rates" if summary.get("served") else "Train on them"}</h2>
+<pre id="train-command">{e(train)}</pre>
 </main></body></html>
 """

@@ -8,11 +8,18 @@ model). Best-of-n rows come from the bon artifact (its proxy and gold scores, it
 
 Writes `summary.json`, `summary.csv`, `summary.md` and `summary.png` (gold and proxy against √KL:
 SFT, each trained policy and the best-of-n curve on the same axes, Gao et al. 2022).
+
+With `eval.judged` (a label file of blind comparisons made on the labeling page, `label.judge`), the
+summary also reports people as the judge, the measure of Stiennon et al. 2020 and Ouyang et al. 2022: per
+comparison the human win rate of A over B with its 95% Wilson interval, beside the gold's and the
+proxy's win rates on the same prompts and completions (`rlhf_lab.label.winrate`), in `summary.md`,
+`judged.json` and the metrics `eval/judged/*`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -26,6 +33,7 @@ from rlhf_lab.data.chat import Prompt
 from rlhf_lab.data.lm import LMDataModule, collate
 from rlhf_lab.data.prompts import encode_prompts
 from rlhf_lab.evaluation import held_out_generator, sample_held_out, summarize
+from rlhf_lab.label import winrate
 from rlhf_lab.losses import token_nll
 from rlhf_lab.rollout import response_logprobs
 from rlhf_lab.scorers import gold_key, gold_scorer, needs_reward_stage, objective_key, objective_scorer
@@ -63,10 +71,13 @@ def derived(cfg: Config) -> dict[str, Derived]:
 
 
 def check(cfg: Config):
-    """'key: message' for eval.policies that name no trained policy, or one twice."""
+    """'key: message' for eval.policies that name no trained policy, or one twice; for an eval.judged
+    that is not a file."""
     policies = list(cfg.eval.policies)
     if any(p not in POLICIES for p in policies) or len(set(policies)) < len(policies):
         yield f"eval.policies: each of {', '.join(POLICIES)} at most once, got {policies}"
+    if cfg.eval.judged is not None and not Path(cfg.eval.judged).expanduser().is_file():
+        yield f"eval.judged: {cfg.eval.judged}: no such label file"
 
 
 def policy_name(cfg: Config, stage: str) -> str:
@@ -79,8 +90,12 @@ def policy_name(cfg: Config, stage: str) -> str:
 
 
 def key_config(cfg: Config) -> dict:
+    settings = dataclasses.asdict(cfg.eval)
+    judged = settings.pop("judged")  # keyed by its content, and only when set: other keys stay as they were
+    if judged is not None:
+        settings["judged_sha256"] = hashlib.sha256(Path(judged).expanduser().read_bytes()).hexdigest()
     return {
-        "eval": dataclasses.asdict(cfg.eval),
+        "eval": settings,
         "objective": objective_key(cfg),
         "gold": gold_key(cfg),
         "prompts": data_key(cfg, "eval_prompts"),
@@ -115,6 +130,8 @@ def build(ctx: Context, out: Path) -> dict[str, float]:
     write_summary(rows, out)
     plot_summary(rows, out / "summary.png", cfg.objective.kind)
     metrics = {f"eval/{_slug(r['policy'])}/{k}": v for r in rows for k, v in r.items() if k != "policy"}
+    if cfg.eval.judged:
+        metrics |= write_judged(cfg.eval.judged, out)
     log_stage_metrics(
         cfg,
         "eval",
@@ -196,6 +213,23 @@ def write_summary(rows: list[dict], out: Path) -> None:
         *("| " + " | ".join(_cell(r.get(c)) for c in COLUMNS) + " |" for r in rows),
     ]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
+
+
+def write_judged(labels: str, out: Path) -> dict[str, float]:
+    """People as the judge (Stiennon 2020; Ouyang 2022): each blind comparison of the label file, its
+    human win rate of A over B with the 95% interval beside the gold's and the proxy's, appended to
+    summary.md and written to judged.json; its numbers as metrics (`eval/judged/...`, with the
+    comparison's number when the file holds several: `eval/judged/1/...`)."""
+    rows = winrate.comparisons_in(Path(labels).expanduser())
+    (out / "judged.json").write_text(json.dumps(rows, indent=2))
+    title = "People as the judge (blind comparisons; win rate of A over B, ties half, 95% Wilson interval)"
+    with open(out / "summary.md", "a") as f:
+        f.write(f"\n{title}:\n\n{winrate.to_markdown(rows)}")
+    metrics = {}
+    for i, row in enumerate(rows, 1):
+        metrics |= winrate.metrics(row, "eval/judged" if len(rows) == 1 else f"eval/judged/{i}")
+    log.info("eval: people as the judge (%s):\n%s", labels, winrate.to_markdown(rows))
+    return metrics
 
 
 def plot_summary(rows: list[dict], path: Path, proxy_name: str) -> None:

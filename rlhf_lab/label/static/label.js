@@ -179,6 +179,11 @@ async function main() {
   }
   $("guideline").textContent = config.data.guideline;
   $("total").textContent = config.data.pairs;
+  if (config.data.blind) {
+    // a blind comparison: no link to the summary, whose win rates would tell who wrote what
+    $("summary-link").hidden = true;
+    $("finished-summary").hidden = true;
+  }
   if (saved && !annotator) await start(saved);
 }
 
