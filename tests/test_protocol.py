@@ -125,6 +125,22 @@ def test_every_run_is_composed_before_any_runs(tmp_path, changes, message):
         runner.check(load(write_protocol(tmp_path, **changes)))
 
 
+def test_arms_may_run_different_stages_each_with_its_own_seed(tmp_path):
+    from rlhf_lab.protocol import runner
+
+    arms = {"dpo": {"overrides": ["stage=dpo"]}, "ppo": {"overrides": ["stage=rl", "algo=ppo"]}}
+    seeds = {"tuning": [100], "evaluation": [0, 1, 2, 3, 4]}  # no key: each run's <stage>.seed
+    protocol = load(
+        write_protocol(tmp_path, base=[], arms=arms, seeds=seeds, comparisons={"primary": ["dpo", "ppo"]})
+    )
+    runner.check(protocol)  # composes: a DPO arm beside an RL arm
+    chosen = {"dpo": "default", "ppo": "default"}
+    assert {r.arm: r.overrides[-1] for r in runner.evaluation_runs(protocol, chosen) if r.seed == 0} == {
+        "dpo": "dpo.seed=0",
+        "ppo": "rl.seed=0",
+    }
+
+
 # ------------------------------------------------------------------------------ interpolation
 def test_interpolation_at_a_budget_by_hand():
     samples, gold = [0, 8, 16, 24], [0.0, 0.4, 1.0, 0.7]
