@@ -10,8 +10,18 @@ besides the kind it selects (`algo.name`, `labeler.kind`, `objective.kind`, `pef
 choosing an option selects it whatever the default.
 """
 
+from rlhf_lab.config.dpo import (
+    DPOConfig,
+)
 from rlhf_lab.config.fields import ConfigError, default_of, setting
 from rlhf_lab.config.label import LabelConfig
+from rlhf_lab.config.rl import (
+    AlgoConfig,
+    KLConfig,
+    OffPolicyConfig,
+    RLConfig,
+    ValueConfig,
+)
 from rlhf_lab.config.schema import STAGES, Config, register_configs
 from rlhf_lab.config.sections import (
     DataConfig,
@@ -26,24 +36,18 @@ from rlhf_lab.config.sections import (
     WorldConfig,
 )
 from rlhf_lab.config.stages import (
-    AlgoConfig,
     AnnotatorConfig,
     BonConfig,
     CollectConfig,
-    DPOConfig,
     EvalConfig,
-    KLConfig,
     LabelerConfig,
     LMTrainConfig,
-    OffPolicyConfig,
     PretrainConfig,
     RewardModelConfig,
-    RLConfig,
     SamplingConfig,
     ScorerConfig,
     SFTConfig,
     TrainConfig,
-    ValueConfig,
 )
 from rlhf_lab.config.validation import ALLOWED_TARGETS, RENAMED, allowed_targets, upgrade_overrides, validate
 

@@ -8,8 +8,15 @@ from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
 
+from rlhf_lab.config.dpo import (
+    DPOConfig,
+)
 from rlhf_lab.config.fields import ConfigError, setting
 from rlhf_lab.config.label import LabelConfig
+from rlhf_lab.config.rl import (
+    AlgoConfig,
+    RLConfig,
+)
 from rlhf_lab.config.sections import (
     DataConfig,
     LoggerConfig,
@@ -21,15 +28,12 @@ from rlhf_lab.config.sections import (
     WorldConfig,
 )
 from rlhf_lab.config.stages import (
-    AlgoConfig,
     BonConfig,
     CollectConfig,
-    DPOConfig,
     EvalConfig,
     LabelerConfig,
     PretrainConfig,
     RewardModelConfig,
-    RLConfig,
     ScorerConfig,
     SFTConfig,
 )
