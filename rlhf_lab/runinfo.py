@@ -3,6 +3,7 @@ arithmetic in effect (`repro.pin`: the mode, torch's kernels, threads, BLAS, pin
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -35,8 +36,11 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+@functools.cache
 def git_commit() -> str | None:
-    """The commit of the rlhf_lab checkout, with '-dirty' when it has uncommitted changes."""
+    """The commit of the rlhf_lab checkout, with '-dirty' when it has uncommitted changes: read once, at
+    this process's first run, so that every run of a long process (a protocol, a sweep in one process)
+    records the code the process loaded, not a commit made on disk while it ran."""
     repo = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(

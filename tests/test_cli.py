@@ -63,3 +63,16 @@ def test_help_lists_groups_and_options(tmp_path):
         "trainer: cpu, ddp, deepspeed_zero2, deepspeed_zero3, fsdp, gpu",
     ):
         assert line in result.stdout
+
+
+def test_the_commit_is_read_once_per_process(monkeypatch):
+    """A long process (a protocol's runs) records the code it loaded, not a commit made while it ran."""
+    from rlhf_lab import runinfo
+
+    first = runinfo.git_commit()
+
+    def moved(*args, **kwargs):
+        raise AssertionError("git read again")
+
+    monkeypatch.setattr(runinfo.subprocess, "run", moved)
+    assert runinfo.git_commit() == first
