@@ -79,10 +79,14 @@ def test_the_mode_alone_is_refused_where_it_would_reuse_native_artifacts():
     from rlhf_lab import api
     from rlhf_lab.config import ConfigError
 
-    with pytest.raises(ConfigError, match=r"repro\.mode: portable arithmetic would reuse .* paths\.world and"):
+    with pytest.raises(
+        ConfigError, match=r"repro\.mode: portable arithmetic would reuse .* paths\.world and"
+    ):
         api.compose("repro.mode=portable")
     assert api.compose("repro=portable").paths.artifacts.endswith("portable/artifacts")  # the group moves it
-    api.compose("repro.mode=portable", "paths.world=elsewhere/w", "paths.artifacts=elsewhere/a")  # or the user
+    api.compose(
+        "repro.mode=portable", "paths.world=elsewhere/w", "paths.artifacts=elsewhere/a"
+    )  # or the user
 
 
 def test_a_gpu_is_refused_in_one_line(tmp_path):
