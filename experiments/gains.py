@@ -59,12 +59,7 @@ def report(folder: Path) -> str:
             [by_arm[b][s][change] for s in seeds],
         )
     lines += ["", f"Holm over the {len(family)} tests:", ""]
-    lines += ["| test | mean ± 95% t | p | Holm p | verdict |", "|---|---:|---:|---:|---|"]
-    for c in stats.compare(family):
-        d = c.difference
-        lines.append(
-            f"| {c.name} | {d.mean:+.3f} ± {d.half:.3f} | {c.p:.3g} | {c.p_holm:.3g} | {c.verdict} |"
-        )
+    lines.append(stats.markdown_table(stats.compare(family), heading="test"))
     text = "\n".join(lines) + "\n"
     (folder / "gains.md").write_text(text)
     return text

@@ -167,3 +167,16 @@ def test_compare_corrects_across_the_experiments_comparisons():
     exact = stats.compare({"strong": strong}, test="sign_flip")
     assert exact[0].p == 0.0625 and exact[0].verdict == stats.NOT_SEPARATED  # 5 seeds: never below 0.0625
     assert str(three[0]).startswith("strong: +1.000 ± ") and str(three[0]).endswith(stats.SEPARATED)
+
+
+def test_the_markdown_table_shows_every_comparison_with_its_verdict():
+    comparisons = stats.compare(
+        {"a − b": ([1.0, 2.0, 3.0], [0.0, 0.5, 1.0]), "c − d": ([1.0, 2.0], [1.0, 2.5])}
+    )
+    table = stats.markdown_table(comparisons, heading="test").splitlines()
+    assert table[0] == "| test | Δ mean ± 95% t | p | Holm p | verdict |" and len(table) == 4
+    first = comparisons[0]
+    assert table[2] == (
+        f"| a − b | {first.difference.mean:+.3f} ± {first.difference.half:.3f} | {first.p:.3g} | "
+        f"{first.p_holm:.3g} | {first.verdict} |"
+    )

@@ -114,11 +114,7 @@ def report(falls: list[dict]) -> None:
         )
         for c in ("end", "cliff", "floor")
     }
-    print("\n| comparison (paired by seed) | Δ mean ± 95% t | p | Holm p | verdict |")
-    print("|---|---:|---:|---:|---|")
-    for c in stats.compare(compared):
-        d = c.difference
-        print(f"| {c.name} | {d.mean:+.3f} ± {d.half:.3f} | {c.p:.3g} | {c.p_holm:.3g} | {c.verdict} |")
+    print("\n" + stats.markdown_table(stats.compare(compared)))
     levels = statistics.fmean(r["levels"] for r in falls)
     print(f"\nmean levels among the last evaluation's samples: {levels:.1f}")
 

@@ -138,16 +138,7 @@ def report() -> str:
             for c in ("val_accuracy", "gold_accuracy", "peak_gold", "peak_kl")
         }
     )
-    lines += [
-        "",
-        "| comparison (paired by seed) | Δ mean ± 95% t | p | Holm p | verdict |",
-        "|---|---:|---:|---:|---|",
-    ]
-    for c in comparisons:
-        d = c.difference
-        lines.append(
-            f"| {c.name} | {d.mean:+.3f} ± {d.half:.3f} | {c.p:.3g} | {c.p_holm:.3g} | {c.verdict} |"
-        )
+    lines += ["", stats.markdown_table(comparisons)]
     text = "\n".join(lines) + "\n"
     (HERE / "size.md").write_text(text)
     return text

@@ -256,6 +256,16 @@ class Comparison:
         )
 
 
+def markdown_table(comparisons: Sequence[Comparison], heading: str = "comparison (paired by seed)") -> str:
+    """The comparisons as a Markdown table: name, Δ mean ± 95% t, p, Holm p, verdict."""
+    lines = [f"| {heading} | Δ mean ± 95% t | p | Holm p | verdict |", "|---|---:|---:|---:|---|"]
+    for c in comparisons:
+        d = c.difference
+        cells = [c.name, f"{d.mean:+.3f} ± {d.half:.3f}", f"{c.p:.3g}", f"{c.p_holm:.3g}", c.verdict]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 TESTS: dict[str, Callable[[list[float]], float]] = {
     "t": lambda differences: mean_difference(differences).p,
     "sign_flip": sign_flip_p,
